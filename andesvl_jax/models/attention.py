@@ -1,0 +1,91 @@
+"""The one attention function every model calls, with an `impl` registry (XLA reference; Pallas plugs in).
+
+Masking is described, not materialised by the caller: segment ids (0 = padding; a query sees only keys
+of its own segment), optional causality by absolute position (so a KV cache with per-sequence lengths
+and packed training sequences use the same rule), and an optional extra boolean mask (tree attention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+AttentionFn = Callable[..., jax.Array]
+ATTENTION_IMPLS: dict[str, AttentionFn] = {}
+
+
+def register_attention(name: str) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator: make `fn` selectable as `attention(..., impl=name)`."""
+
+    def wrap(fn: AttentionFn) -> AttentionFn:
+        ATTENTION_IMPLS[name] = fn
+        return fn
+
+    return wrap
+
+
+def attention_mask(
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    q_positions: jax.Array | None = None,
+    kv_positions: jax.Array | None = None,
+    causal: bool = False,
+    mask: jax.Array | None = None,
+) -> jax.Array:
+    """Boolean [batch, q_len, kv_len]: True where a query may attend to a key."""
+    allowed = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
+    if causal:
+        if q_positions is None or kv_positions is None:
+            raise ValueError("causal attention needs q_positions and kv_positions")
+        allowed &= kv_positions[:, None, :] <= q_positions[:, :, None]
+    if mask is not None:
+        allowed &= mask
+    return allowed
+
+
+@register_attention("xla")
+def xla_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    q_positions: jax.Array | None = None,
+    kv_positions: jax.Array | None = None,
+    causal: bool = False,
+    mask: jax.Array | None = None,
+    scale: float | None = None,
+) -> jax.Array:
+    """Reference softmax attention with GQA. q: [b, t, h, d]; k, v: [b, s, kv, d] -> [b, t, h, d].
+
+    Logits and softmax are computed in float32; rows with no allowed key return zeros.
+    """
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    if h % kv:
+        raise ValueError(f"query heads {h} not a multiple of kv heads {kv}")
+    scale = d**-0.5 if scale is None else scale
+    allowed = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal, mask)
+    qg = q.reshape(b, t, kv, h // kv, d)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    allowed = allowed[:, None, None, :, :]
+    logits = jnp.where(allowed, logits, -jnp.inf)
+    row_max = jnp.max(logits, axis=-1, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    weights = jnp.where(allowed, jnp.exp(logits - row_max), 0.0)
+    denom = jnp.sum(weights, axis=-1, keepdims=True)
+    weights = weights / jnp.where(denom == 0.0, 1.0, denom)
+    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla", **kwargs) -> jax.Array:
+    """Dispatch to a registered implementation (see `xla_attention` for the arguments)."""
+    if impl not in ATTENTION_IMPLS and impl in ("pallas", "auto"):
+        import andesvl_jax.kernels  # noqa: F401  (registers the Pallas implementations)
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; registered: {sorted(ATTENTION_IMPLS)}")
+    return ATTENTION_IMPLS[impl](q, k, v, **kwargs)

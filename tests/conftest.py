@@ -1,0 +1,26 @@
+"""Test-wide JAX set-up: 8 host devices and the persistent compilation cache, before jax is imported."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+    """The official tiny AndesVL checkpoints (../shared/fixtures)."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"official fixtures not found at {FIXTURES} (the repository expects ../shared beside it)")
+    return FIXTURES
