@@ -1,0 +1,33 @@
+"""One entry point: `andesvl-jax <command>` (also `python -m andesvl_jax`).
+
+Each command lives in its own module that defines `register(subparsers)`; the parser it adds sets
+`func(args) -> int`. Adding a command = adding its module path to COMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "andesvl_jax.convert.verify",
+    "andesvl_jax.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="andesvl-jax", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
