@@ -1,0 +1,112 @@
+"""AndesVL chat format: messages -> token pieces tagged by kind (template / prompt / answer / image).
+
+`<|im_start|>{role}\n{content}<|im_end|>\n` per message; generation prompt `<|im_start|>assistant\n`
+(+ `<think>` for a thinking generation). Assistant content in the thinking variant is
+`<think>\n{reasoning}\n</think>\n\n{answer}`; the no-thinking variant of a Thinking model writes an
+empty think block (Qwen3 convention) so one model can switch modes. Each image becomes
+`<img>` + `<|vision_pad|>` x N + `</img>`. GUI boxes are `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`
+on a 0-1000 scale of the image; referred objects `<|object_ref_start|>..<|object_ref_end|>`.
+Piece kinds are what loss masks select on (see encode.LOSS_MASKS).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+from andesvl_jax.data.sample import IMAGE_TAG, Message
+from andesvl_jax.data.tokenizer import TextTokenizer
+
+ROLES = ("system", "user", "assistant")
+BOX_SCALE = 1000
+
+
+class Piece(NamedTuple):
+    """A run of tokens of one kind. kind: 'template' | 'prompt' | 'answer' | 'document' | 'image'.
+
+    For kind 'image', ids is empty and `image` is the image's index in the sample.
+    """
+
+    kind: str
+    ids: np.ndarray
+    image: int = -1
+
+
+def format_box(box: tuple[float, float, float, float], width: int, height: int) -> str:
+    """Pixel box (x1, y1, x2, y2) on a width x height image -> AndesVL box text (0-1000 ints)."""
+    x1, y1, x2, y2 = box
+    q = [round(x1 / width * BOX_SCALE), round(y1 / height * BOX_SCALE),
+         round(x2 / width * BOX_SCALE), round(y2 / height * BOX_SCALE)]
+    q = [min(max(v, 0), BOX_SCALE) for v in q]
+    return f"<|box_start|>({q[0]},{q[1]}),({q[2]},{q[3]})<|box_end|>"
+
+
+_BOX_RE = re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>")
+
+
+def parse_boxes(text: str) -> list[tuple[int, int, int, int]]:
+    """All AndesVL boxes in `text` as (x1, y1, x2, y2) on the 0-1000 scale."""
+    return [tuple(int(v) for v in m.groups()) for m in _BOX_RE.finditer(text)]
+
+
+def format_ref(text: str) -> str:
+    return f"<|object_ref_start|>{text}<|object_ref_end|>"
+
+
+class ChatTemplate:
+    """Builds token pieces for messages. thinking: None (Instruct), True or False (Thinking model)."""
+
+    def __init__(self, tokenizer: TextTokenizer, thinking: bool | None = None):
+        self.tok, self.thinking = tokenizer, thinking
+        st = tokenizer.special_tokens
+        self._im_start, self._im_end = np.array([st.im_start], np.int32), np.array([st.im_end], np.int32)
+        self._nl = tokenizer.encode("\n")
+
+    def assistant_text(self, msg: Message) -> str:
+        """The assistant content as trained, with the think block of the chosen variant."""
+        if self.thinking is None:
+            return msg.content
+        reasoning = (msg.reasoning or "").strip() if self.thinking else ""
+        inner = f"\n{reasoning}\n" if reasoning else "\n\n"
+        return f"<think>{inner}</think>\n\n{msg.content}"
+
+    def content_pieces(self, text: str, kind: str, first_image: int) -> list[Piece]:
+        """Split text at IMAGE_TAG into text pieces of `kind` and image pieces (numbered from first_image)."""
+        pieces, parts = [], text.split(IMAGE_TAG)
+        for i, part in enumerate(parts):
+            if i:
+                pieces.append(Piece("image", np.zeros(0, np.int32), first_image + i - 1))
+            if part:
+                pieces.append(Piece(kind, self.tok.encode(part)))
+        return pieces
+
+    def message_pieces(self, msg: Message, first_image: int) -> list[Piece]:
+        if msg.role not in ROLES:
+            raise ValueError(f"role {msg.role!r} not one of {ROLES}")
+        is_answer = msg.role == "assistant"
+        content = self.assistant_text(msg) if is_answer else msg.content
+        out = [Piece("template", np.concatenate([self._im_start, self.tok.encode(msg.role), self._nl]))]
+        out += self.content_pieces(content, "answer" if is_answer else "prompt", first_image)
+        # <|im_end|> is what the model must emit to stop, so it belongs to the answer.
+        out.append(Piece("answer" if is_answer else "template", self._im_end))
+        out.append(Piece("template", self._nl))
+        return out
+
+    def conversation_pieces(self, messages: list[Message], add_generation_prompt: bool = False) -> list[Piece]:
+        """All pieces of a conversation; images numbered in tag order across messages."""
+        pieces, n_images = [], 0
+        for msg in messages:
+            pieces += self.message_pieces(msg, n_images)
+            n_images += msg.content.count(IMAGE_TAG)
+        if add_generation_prompt:
+            pieces.append(Piece("template", self.tok.encode(self.generation_prompt())))
+        return pieces
+
+    def generation_prompt(self) -> str:
+        return "<|im_start|>assistant\n" + ("<think>" if self.thinking else "")
+
+    def document_pieces(self, text: str) -> list[Piece]:
+        """An interleaved document: plain text and images, no template."""
+        return self.content_pieces(text, "document", 0)

@@ -1,0 +1,59 @@
+"""A stack of identical layers: a Python list, or one set of stacked weights run with scan.
+
+With `scan=True` each parameter gets a leading 'layers' axis and the stack compiles once, whatever
+the depth (the standard for large models); with `scan=False` layers are separate modules (handy for
+per-layer surgery). Rematerialisation wraps the per-layer body in both cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import nnx
+
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def make_layers(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs, scan: bool):
+    """Build `num_layers` layers; stacked along a leading 'layers' axis when `scan`."""
+    if not scan:
+        return nnx.List([make_layer(rngs) for _ in range(num_layers)])
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r):
+        return make_layer(r)
+
+    layers = make(rngs)
+    for _, var in nnx.iter_graph(layers):
+        if isinstance(var, nnx.Variable) and var.has_metadata("logical_axes"):
+            var.set_metadata("logical_axes", ("layers", *var.get_metadata()["logical_axes"]))
+    return layers
+
+
+def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool, remat: str):
+    """carry, outs = body(layer, carry, per_layer_slice) over every layer.
+
+    per_layer: a pytree with a leading layer axis (e.g. a KV cache) or None; returns the final carry
+    and the stacked per-layer outputs.
+    """
+    if remat != "none":
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat policy {remat!r}; expected 'none' or one of {sorted(REMAT_POLICIES)}")
+        body = nnx.remat(body, policy=REMAT_POLICIES[remat])
+    if scan:
+        scanned = nnx.scan(body, in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+        return scanned(layers, carry, per_layer)
+    outs = []
+    for i, layer in enumerate(layers):
+        xs = None if per_layer is None else jax.tree.map(lambda a, i=i: a[i], per_layer)
+        carry, out = body(layer, carry, xs)
+        outs.append(out)
+    stacked = None if per_layer is None else jax.tree.map(lambda *a: jax.numpy.stack(a), *outs)
+    return carry, stacked
