@@ -116,7 +116,7 @@ class SampleEncoder:
         text_tokens = sum(len(p.ids) for p in pieces) + 2 * len(sample.images)  # + <img>, </img>
         ppt = self.spec.patches_per_token
         token_room = self.spec.max_tokens - text_tokens
-        if token_room < (1 if sample.images else 0) * len(sample.images) or token_room < 0:
+        if token_room < len(sample.images):  # each image needs at least one token
             raise DataError(sample.origin, "text_too_long",
                             f"{text_tokens} text tokens (+ >= {len(sample.images)} image tokens) exceed "
                             f"max_tokens={self.spec.max_tokens}")
