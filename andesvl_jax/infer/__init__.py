@@ -1,0 +1,1 @@
+"""Inference: decoding with the KV cache."""
