@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "andesvl_jax.convert.verify",
     "andesvl_jax.demo",
+    "andesvl_jax.data.inspect_cli",
 ]
 
 

@@ -1,0 +1,117 @@
+"""Streaming packer as a grain IterDataset with exact, tiny, JSON checkpoints.
+
+Its parent is a random-access grain MapDataset of Examples (or `Skipped` markers), so the state is
+just integers: the next stream index (`cursor`), the indices of examples read but not yet placed
+(`pending`, re-fetched by index on restore — the map transforms are seeded per index) and the
+counters. Restoring a state therefore reproduces exactly the same next batch. Under
+`mp_prefetch`, grain slices the MapDataset parent per worker (`set_slice`) and keeps one such
+state per worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+
+from andesvl_jax.config import SpecialTokens
+from andesvl_jax.data.batch import TrainBatch
+from andesvl_jax.data.errors import DataError, SkipStats, Skipped
+from andesvl_jax.data.packing import RowPacker, assemble_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class PackSpec:
+    """Batch geometry: batch_size rows of max_tokens tokens and max_patches patches.
+
+    max_misses: examples that fit no row before a batch is closed (they start the next batch).
+    """
+
+    batch_size: int
+    max_tokens: int
+    max_patches: int
+    patch_size: int
+    tokens: SpecialTokens
+    max_misses: int = 16
+    close_fill: float = 0.995
+
+
+class PackedBatchDataset(grain.IterDataset):
+    """MapDataset[Example | Skipped] -> IterDataset[TrainBatch]; num_epochs None = forever."""
+
+    def __init__(self, parent: grain.MapDataset, spec: PackSpec, num_epochs: int | None = 1):
+        super().__init__(parent)
+        self.spec, self.num_epochs = spec, num_epochs
+
+    def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
+        """Called by mp_prefetch: each worker packs its own slice of the examples."""
+        del sequential_slice
+        self._parents = (self._parent.slice(sl),)
+
+    def __iter__(self) -> PackedBatchIterator:
+        return PackedBatchIterator(self._parent, self.spec, self.num_epochs)
+
+
+class PackedBatchIterator(grain.DatasetIterator):
+    """Greedy first-fit over the stream; see PackedBatchDataset."""
+
+    def __init__(self, ds: grain.MapDataset, spec: PackSpec, num_epochs: int | None):
+        super().__init__()
+        self._ds, self.spec = ds, spec
+        self._end = None if num_epochs is None else len(ds) * num_epochs
+        self._cursor, self._pending, self._stats = 0, [], SkipStats()
+        self._cache: dict[int, Any] = {}  # examples of `pending`, so they are not recomputed
+
+    def _fetch(self, idx: int):
+        return self._cache.pop(idx) if idx in self._cache else self._ds[idx]
+
+    def _next_index(self, queue: list[int], pos: list[int]) -> int | None:
+        """Pending indices first (pos[0] into queue), then the stream (pos[1] = cursor)."""
+        if pos[0] < len(queue):
+            pos[0] += 1
+            return queue[pos[0] - 1]
+        if self._end is None or pos[1] < self._end:
+            pos[1] += 1
+            return pos[1] - 1
+        return None
+
+    def __next__(self) -> TrainBatch:
+        s = self.spec
+        packer = RowPacker(s.batch_size, s.max_tokens, s.max_patches)
+        stats, queue, pos, missed = SkipStats(self._stats), self._pending, [0, self._cursor], []
+        while (idx := self._next_index(queue, pos)) is not None:
+            ex = self._fetch(idx)
+            if isinstance(ex, Skipped):
+                stats.add_skip(ex)
+                continue
+            if not packer.fits_empty(ex):
+                raise DataError(ex.origin, "over_budget", f"{ex.num_tokens} tokens / {ex.num_patches} patches "
+                                f"exceed a row of {s.max_tokens} tokens / {s.max_patches} patches")
+            if packer.add(ex):
+                stats["ok"] += 1
+                stats["downscaled_images"] += ex.downscaled
+            else:
+                missed.append(idx)
+                self._cache[idx] = ex
+            if len(missed) >= s.max_misses or packer.fill() >= s.close_fill:
+                break
+        # Old pending examples not reached this time stay first in line.
+        new_pending = queue[pos[0]:] + missed
+        if packer.empty:
+            self._cursor, self._pending, self._stats = pos[1], new_pending, stats
+            raise StopIteration
+        tokens = sum(packer.tokens)
+        patches = sum(packer.patches)
+        stats.update({"batches": 1, "tokens_used": tokens, "tokens_capacity": s.batch_size * s.max_tokens,
+                      "patches_used": patches, "patches_capacity": s.batch_size * s.max_patches})
+        self._cursor, self._pending, self._stats = pos[1], new_pending, stats
+        return assemble_batch(packer.members, s.max_tokens, s.max_patches, s.tokens, s.patch_size)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"cursor": self._cursor, "pending": list(self._pending), "stats": self._stats.to_json()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._cursor, self._pending = int(state["cursor"]), [int(i) for i in state["pending"]]
+        self._stats = SkipStats.from_json(state.get("stats"))
+        self._cache.clear()
