@@ -131,7 +131,7 @@ def special_tokens(directory: pathlib.Path, text: dict) -> SpecialTokens:
         if missing:
             raise ConfigError(f"{tok}: special tokens {missing} not in added_tokens")
         return SpecialTokens(**{field: added[name] for field, name in TOKEN_NAMES.items()})
-    eos = text.get("eos_token_id", OFFICIAL_EOS)
+    eos = text.get("eos_token_id") or OFFICIAL_EOS
     eos = eos[0] if isinstance(eos, list) else eos
     return SpecialTokens.shifted(int(eos) - OFFICIAL_EOS)
 
@@ -153,6 +153,7 @@ CONFIG_PARSERS: dict[str, Callable[[dict, pathlib.Path], AndesVLConfig]] = {
     "andesvl-siglip2-qwen3": _andesvl(parse_official_siglip2),
     "qwen3": lambda d, p: AndesVLConfig(text=parse_qwen3(d, "config"), tokens=special_tokens(p, d)),
     "siglip2_vision_model": lambda d, p: AndesVLConfig(vision=parse_hf_siglip2(d)),
+    "siglip2": lambda d, p: AndesVLConfig(vision=parse_hf_siglip2(d.get("vision_config", {}), "vision_config")),
     "aimv2_vision_model": lambda d, p: AndesVLConfig(vision=parse_hf_aimv2(d)),
 }
 

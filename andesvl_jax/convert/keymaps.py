@@ -196,8 +196,8 @@ def projector_rules(cfg: AndesVLConfig) -> list[Rule]:
     return [*_linear("mlp.0", "projector.mlp.fc1", True, None), *_linear("mlp.2", "projector.mlp.fc2", True, None)]
 
 
-def _andesvl(vision_rules) -> Callable[[AndesVLConfig], KeyMap]:
-    def build(cfg: AndesVLConfig) -> KeyMap:
+def _andesvl(vision_rules) -> Callable[[AndesVLConfig, tuple[str, ...]], KeyMap]:
+    def build(cfg: AndesVLConfig, keys: tuple[str, ...] = ()) -> KeyMap:
         return KeyMap("andesvl", tuple(vision_rules(cfg, "vision_encoder.", "vision.") + projector_rules(cfg)
                                        + qwen3_rules(cfg, "language_model.", "llm.")),
                       ignored=("language_model.lm_head.weight",) if cfg.text.tie_embeddings else ())
@@ -205,12 +205,21 @@ def _andesvl(vision_rules) -> Callable[[AndesVLConfig], KeyMap]:
     return build
 
 
-KEYMAPS: dict[str, Callable[[AndesVLConfig], KeyMap]] = {
+def _vision_prefix(keys: tuple[str, ...]) -> str:
+    """HF saves a vision-only model with or without `vision_model.` (depends on the version)."""
+    return "vision_model." if any(k.startswith("vision_model.") for k in keys) else ""
+
+
+# model_type -> (config, the checkpoint's tensor names) -> KeyMap
+KEYMAPS: dict[str, Callable[[AndesVLConfig, tuple[str, ...]], KeyMap]] = {
     "andesvl-aimv2-qwen3": _andesvl(lambda c, t, o: official_aimv2_rules(c, t, o)),
     "andesvl-siglip2-qwen3": _andesvl(lambda c, t, o: official_siglip2_rules(c, t + "vision_model.", o)),
-    "qwen3": lambda c: KeyMap("llm", tuple(qwen3_rules(c, "", "")),
-                              ignored=("lm_head.weight",) if c.text.tie_embeddings else ()),
-    "siglip2_vision_model": lambda c: KeyMap("vision", tuple(hf_siglip2_rules(c, "vision_model.", "")),
-                                             ignored=("vision_model.head.*",)),
-    "aimv2_vision_model": lambda c: KeyMap("vision", tuple(hf_aimv2_rules(c, "", "")), ignored=("head.*",)),
+    "qwen3": lambda c, keys: KeyMap("llm", tuple(qwen3_rules(c, "", "")),
+                                    ignored=("lm_head.weight",) if c.text.tie_embeddings else ()),
+    "siglip2_vision_model": lambda c, keys: KeyMap(
+        "vision", tuple(hf_siglip2_rules(c, _vision_prefix(keys), "")), ignored=("head.*", "vision_model.head.*")),
+    # A full SigLIP2 (image + text towers): only the vision tower is used.
+    "siglip2": lambda c, keys: KeyMap("vision", tuple(hf_siglip2_rules(c, "vision_model.", "")),
+                                      ignored=("vision_model.head.*", "text_model.*", "logit_scale", "logit_bias")),
+    "aimv2_vision_model": lambda c, keys: KeyMap("vision", tuple(hf_aimv2_rules(c, "", "")), ignored=("head.*",)),
 }

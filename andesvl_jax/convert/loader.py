@@ -85,10 +85,10 @@ def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = N
     directory = pathlib.Path(directory)
     model_type, cfg = read_config(directory)
     cfg = cfg.replace(**(overrides or {})).validate()
-    keymap = KEYMAPS[model_type](cfg)
+    reader = SafetensorsReader(directory)
+    keymap = KEYMAPS[model_type](cfg, tuple(reader.keys()))
     graphdef, abstract = _abstract(keymap.module, cfg)
     targets = _flat(abstract)
-    reader = SafetensorsReader(directory)
     placed = _expand(keymap, cfg)
 
     wanted = {key for p in placed for key in p.theirs}
@@ -107,7 +107,7 @@ def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = N
         for j, (path, arr) in enumerate(zip(p.ours, arrays, strict=True)):
             if path not in targets:
                 raise CheckpointError(f"key map error: {p.theirs} -> {path!r}, which the model does not have")
-            want = targets[path].value.shape[1:] if p.layer is not None else targets[path].value.shape
+            want = targets[path].get_value().shape[1:] if p.layer is not None else targets[path].get_value().shape
             if tuple(arr.shape) != tuple(want):
                 raise CheckpointError(f"{directory}: tensor {p.theirs[0]} {reader.shape(p.theirs[0])} gives "
                                       f"{path} of shape {tuple(arr.shape)}, but the config expects {tuple(want)}")
@@ -123,7 +123,7 @@ def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = N
     shardings = _flat(state_shardings(abstract, mesh, rules)) if mesh is not None else {}
     values = {}
     for path, var in targets.items():
-        shape, dtype = var.value.shape, var.value.dtype
+        shape, dtype = var.get_value().shape, var.get_value().dtype
         stacked = None not in sources[path]
 
         def read(index, path=path, stacked=stacked, dtype=dtype):
@@ -153,9 +153,9 @@ def export_official(model: AndesVL, directory: str | pathlib.Path) -> None:
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_type = f"andesvl-{cfg.vision.flavour}-qwen3"
-    flat = {k: np.asarray(jax.device_get(v.value)) for k, v in _flat(nnx.state(model, nnx.Param)).items()}
+    flat = {k: np.asarray(jax.device_get(v.get_value())) for k, v in _flat(nnx.state(model, nnx.Param)).items()}
     tensors = {}
-    for p in _expand(KEYMAPS[model_type](cfg), cfg):
+    for p in _expand(KEYMAPS[model_type](cfg, ()), cfg):
         ours = [flat[o] if p.layer is None else flat[o][p.layer] for o in p.ours]
         for key, arr in zip(p.theirs, p.rule.save(*ours), strict=True):
             tensors[key] = np.ascontiguousarray(arr)

@@ -90,7 +90,7 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: LogicalRules = DEFAULT_
     """NamedShardings for every leaf of an (abstract) nnx.State, from its `logical_axes` metadata."""
 
     def one(var):
-        shape = var.value.shape
+        shape = var.get_value().shape
         axes = var.get_metadata().get("logical_axes") or (None,) * len(shape)
         if len(axes) != len(shape):
             raise ValueError(f"logical axes {axes} do not match parameter shape {shape}")
