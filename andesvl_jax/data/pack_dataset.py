@@ -60,7 +60,7 @@ class PackedBatchIterator(grain.DatasetIterator):
         super().__init__()
         self._ds, self.spec = ds, spec
         self._end = None if num_epochs is None else len(ds) * num_epochs
-        self._cursor, self._pending, self._stats = 0, [], SkipStats()
+        self._cursor, self._pending, self._counts = 0, [], SkipStats()
         self._cache: dict[int, Any] = {}  # examples of `pending`, so they are not recomputed
 
     def _fetch(self, idx: int):
@@ -79,7 +79,7 @@ class PackedBatchIterator(grain.DatasetIterator):
     def __next__(self) -> TrainBatch:
         s = self.spec
         packer = RowPacker(s.batch_size, s.max_tokens, s.max_patches)
-        stats, queue, pos, missed = SkipStats(self._stats), self._pending, [0, self._cursor], []
+        stats, queue, pos, missed = SkipStats(self._counts), self._pending, [0, self._cursor], []
         while (idx := self._next_index(queue, pos)) is not None:
             ex = self._fetch(idx)
             if isinstance(ex, Skipped):
@@ -99,19 +99,19 @@ class PackedBatchIterator(grain.DatasetIterator):
         # Old pending examples not reached this time stay first in line.
         new_pending = queue[pos[0]:] + missed
         if packer.empty:
-            self._cursor, self._pending, self._stats = pos[1], new_pending, stats
+            self._cursor, self._pending, self._counts = pos[1], new_pending, stats
             raise StopIteration
         tokens = sum(packer.tokens)
         patches = sum(packer.patches)
         stats.update({"batches": 1, "tokens_used": tokens, "tokens_capacity": s.batch_size * s.max_tokens,
                       "patches_used": patches, "patches_capacity": s.batch_size * s.max_patches})
-        self._cursor, self._pending, self._stats = pos[1], new_pending, stats
+        self._cursor, self._pending, self._counts = pos[1], new_pending, stats
         return assemble_batch(packer.members, s.max_tokens, s.max_patches, s.tokens, s.patch_size)
 
     def get_state(self) -> dict[str, Any]:
-        return {"cursor": self._cursor, "pending": list(self._pending), "stats": self._stats.to_json()}
+        return {"cursor": self._cursor, "pending": list(self._pending), "stats": self._counts.to_json()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._cursor, self._pending = int(state["cursor"]), [int(i) for i in state["pending"]]
-        self._stats = SkipStats.from_json(state.get("stats"))
+        self._counts = SkipStats.from_json(state.get("stats"))
         self._cache.clear()

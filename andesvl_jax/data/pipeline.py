@@ -141,9 +141,18 @@ def make_dataset(source, cfg: DataConfig, tokenizer: TextTokenizer | None = None
                     tokenizer.special_tokens, max_misses=cfg.max_misses)
     ds = PackedBatchDataset(examples, spec, cfg.num_epochs)
     if cfg.worker_count > 0:
+        _ensure_absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                          per_worker_buffer_size=cfg.worker_buffer_size))
     return ds
+
+
+def _ensure_absl_flags_parsed() -> None:
+    # grain's multiprocess prefetch reads absl flags; outside an absl app nobody parsed them.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def synthetic_dataset(cfg: DataConfig, tokenizer: TextTokenizer | None = None, size: int = 100_000,
