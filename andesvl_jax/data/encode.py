@@ -15,7 +15,12 @@ import numpy as np
 
 from andesvl_jax.data.chat import ChatTemplate, Piece
 from andesvl_jax.data.errors import DataError
-from andesvl_jax.data.preprocess import ImageSpec, ProcessedImage, preprocess_image, preprocess_within_budget
+from andesvl_jax.data.preprocess import (
+    ImageSpec,
+    ProcessedImage,
+    preprocess_image,
+    preprocess_within_budget,
+)
 from andesvl_jax.data.sample import IMAGE_TAG, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 

@@ -17,7 +17,7 @@ import grain
 
 from andesvl_jax.config import SpecialTokens
 from andesvl_jax.data.batch import TrainBatch
-from andesvl_jax.data.errors import DataError, SkipStats, Skipped
+from andesvl_jax.data.errors import DataError, Skipped, SkipStats
 from andesvl_jax.data.packing import RowPacker, assemble_batch
 
 

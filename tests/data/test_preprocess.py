@@ -9,7 +9,12 @@ from PIL import Image
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.images import load_rgb
 from andesvl_jax.data.patches import patchify_2x2
-from andesvl_jax.data.preprocess import ImageSpec, make_canvas, preprocess_image, preprocess_within_budget
+from andesvl_jax.data.preprocess import (
+    ImageSpec,
+    make_canvas,
+    preprocess_image,
+    preprocess_within_budget,
+)
 
 FLAVOURS = {"aimv2": ImageSpec("aimv2", 14, max_size=733), "siglip2": ImageSpec("siglip2", 16, max_size=1792)}
 

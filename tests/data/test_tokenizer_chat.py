@@ -9,7 +9,11 @@ from andesvl_jax.data.encode import LOSS_MASKS, EncodeSpec, SampleEncoder
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import Message, Sample
-from andesvl_jax.data.tokenizer import DEFAULT_TOKENIZER_PATH, TextTokenizer, build_default_tokenizer
+from andesvl_jax.data.tokenizer import (
+    DEFAULT_TOKENIZER_PATH,
+    TextTokenizer,
+    build_default_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")

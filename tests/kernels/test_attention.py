@@ -4,23 +4,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from andesvl_jax.kernels import packed_attention
 from kernel_testing import assert_close
 
-from andesvl_jax.kernels import packed_attention
 from andesvl_jax.models.attention import attention, xla_attention
 
-TILES = dict(block_q=16, block_k=16)  # small tiles so 40-long sequences span partial, multi-tile loops
+TILES = dict(
+    block_q=16, block_k=16
+)  # small tiles so 40-long sequences span partial, multi-tile loops
 
 
-def make_inputs(rng, *, b=2, t=40, s=40, h=4, kv=2, d=16, dtype=jnp.float32, causal=True, tree=False):
-    """Packed sequences: sorted segment ids with padding (0) at the end, positions restarting per segment."""
+def make_inputs(
+    rng, *, b=2, t=40, s=40, h=4, kv=2, d=16, dtype=jnp.float32, causal=True, tree=False
+):
+    """Packed sequences: sorted segment ids, trailing padding (0), per-segment positions."""
     q = jnp.asarray(rng.normal(size=(b, t, h, d)), dtype)
     k = jnp.asarray(rng.normal(size=(b, s, kv, d)), dtype)
     v = jnp.asarray(rng.normal(size=(b, s, kv, d)), dtype)
 
     def packed(n):
         seg = np.sort(rng.integers(1, 4, size=(b, n)), axis=1)
-        seg[:, n - 3:] = 0  # trailing padding
+        seg[:, n - 3 :] = 0  # trailing padding
         pos = np.zeros_like(seg)
         for i in range(b):
             for j in range(1, n):
@@ -73,7 +77,9 @@ def test_gradients_match_reference(case, rng):
     def loss(fn):
         return lambda q, k, v: jnp.sum(fn(q, k, v, **kw) * cot)
 
-    got = jax.grad(loss(lambda *a, **k: packed_attention(*a, **k, **TILES)), argnums=(0, 1, 2))(*args)
+    got = jax.grad(loss(lambda *a, **k: packed_attention(*a, **k, **TILES)), argnums=(0, 1, 2))(
+        *args
+    )
     want = jax.grad(loss(xla_attention), argnums=(0, 1, 2))(*args)
     for name, g, w in zip("qkv", got, want, strict=True):
         assert g.shape == w.shape, name

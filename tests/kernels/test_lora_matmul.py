@@ -3,10 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_testing import assert_close
-
 from andesvl_jax.kernels import lora_matmul
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
+from kernel_testing import assert_close
 
 
 def inputs(rng, dtype, m=9, k=70, n=50, adapters=3, rank=4):

@@ -1,17 +1,27 @@
-"""Bit-plane packing and the packed weight formats: exact round trips, the pinned bit layout, BPW."""
+"""Bit-plane packing and the packed weight formats: exact round trips, pinned bit layout, BPW."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from andesvl_jax.kernels.packing import PLANE_WIDTHS, pack_bits, pack_codes, unpack_bits, unpack_codes
+from andesvl_jax.kernels.packing import (
+    PLANE_WIDTHS,
+    pack_bits,
+    pack_codes,
+    unpack_bits,
+    unpack_codes,
+)
 from andesvl_jax.kernels.quant_format import (
     dequantize_weight,
     pack_weight,
     quantize_weight,
     unpack_weight_codes,
 )
-from andesvl_jax.kernels.sparse_format import densify_weight, pack_sparse, sparsify_weight, unpack_sparse
+from andesvl_jax.kernels.sparse_format import (
+    densify_weight,
+    pack_sparse,
+    sparsify_weight,
+    unpack_sparse,
+)
 
 
 def test_bit_layout_is_lsb_first_along_k():
@@ -53,7 +63,9 @@ def test_weight_round_trip_and_quantisation_error(bits, group, zero_point, rng):
     deq = dequantize_weight(pw)
     step = np.repeat(np.asarray(pw.scales, np.float32), group, axis=0)[:200]
     # Round to nearest: within half a step (plus the fp16 rounding of the scale) of the weight.
-    assert np.all(np.abs(np.asarray(deq) - np.asarray(w)) <= 0.5 * step + 2e-3 * np.abs(np.asarray(w)) + 1e-6)
+    assert np.all(
+        np.abs(np.asarray(deq) - np.asarray(w)) <= 0.5 * step + 2e-3 * np.abs(np.asarray(w)) + 1e-6
+    )
 
 
 def test_sparse_round_trip_structure_and_bits_per_weight(rng):

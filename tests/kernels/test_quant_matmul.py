@@ -1,24 +1,30 @@
-"""Low-bit weight matmul (A16 and A8), Pallas interpret mode vs the jnp reference, and its dispatch."""
+"""Low-bit weight matmul (A16 and A8), Pallas (interpret) vs the jnp reference, dispatch."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_testing import assert_close
-
-from andesvl_jax.kernels import quantize_activations, quantize_weight, quantized_matmul, quantized_matmul_a8
+from andesvl_jax.kernels import (
+    quantize_activations,
+    quantize_weight,
+    quantized_matmul,
+    quantized_matmul_a8,
+)
 from andesvl_jax.kernels.quant_matmul import (
     quantized_matmul_a8_pallas,
     quantized_matmul_a8_ref,
     quantized_matmul_pallas,
     quantized_matmul_ref,
 )
+from kernel_testing import assert_close
 
 M, K, N = 5, 200, 70  # none a multiple of any tile; K not a multiple of any group
 TILES = dict(block_n=32, block_k=128)
 
 
 def weights(rng, bits, group, zero_point, k=K, n=N):
-    return quantize_weight(jnp.asarray(rng.normal(size=(k, n)), jnp.float32), bits, group, zero_point)
+    return quantize_weight(
+        jnp.asarray(rng.normal(size=(k, n)), jnp.float32), bits, group, zero_point
+    )
 
 
 @pytest.mark.parametrize("zero_point", [False, True])
@@ -44,8 +50,11 @@ def test_a8_matches_reference(compute, rng):
     pw = weights(rng, 4, 128, False)
     x_q, x_scale = quantize_activations(jnp.asarray(rng.normal(size=(M, K)), jnp.float32))
     kw = dict(compute_dtype=compute, out_dtype=jnp.float32)
-    assert_close(quantized_matmul_a8_pallas(x_q, x_scale, pw, **kw, **TILES),
-                 quantized_matmul_a8_ref(x_q, x_scale, pw, **kw), compute)
+    assert_close(
+        quantized_matmul_a8_pallas(x_q, x_scale, pw, **kw, **TILES),
+        quantized_matmul_a8_ref(x_q, x_scale, pw, **kw),
+        compute,
+    )
 
 
 def test_quantized_result_approximates_float_matmul(rng):

@@ -3,10 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_testing import assert_close
-
 from andesvl_jax.kernels import quantized_matmul, sparsify_weight
 from andesvl_jax.kernels.sparse_matmul import sparse_matmul_pallas, sparse_matmul_ref
+from kernel_testing import assert_close
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -7,7 +7,14 @@ import numpy as np
 
 from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.data.synthetic.registry import TaskContext, qa, register_task
-from andesvl_jax.data.synthetic.render import COLOURS, SHAPES, draw_shape, grid_cells, new_canvas, position_word
+from andesvl_jax.data.synthetic.render import (
+    COLOURS,
+    SHAPES,
+    draw_shape,
+    grid_cells,
+    new_canvas,
+    position_word,
+)
 
 COLOUR_NAMES = sorted(COLOURS)
 SHAPE_NAMES = sorted(SHAPES)
