@@ -5,8 +5,8 @@
     python benchmarks/kernels.py --quick        # small shapes; what runs on a CPU box
 
 Prints a table and writes JSON (--out). Each row gives the median time of both implementations and
-what it achieved: GB/s for the weight-streaming matmuls, TFLOP/s for attention and prefill, each as a
-fraction of the device's ceilings measured at start (a large copy for bandwidth, a large bf16
+what it achieved: GB/s for the weight-streaming matmuls, TFLOP/s for attention and prefill, each
+as a fraction of the device's ceilings measured at start (a large copy for bandwidth, a large bf16
 matmul for compute). On CPU the Pallas column is interpret mode: it checks that the kernels run and
 is NOT a kernel speed; the script says so in the table and the JSON (`kernel_speed_measured`).
 """
@@ -23,7 +23,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from andesvl_jax.kernels import get_kernel, quantize_weight, sparsify_weight
 from andesvl_jax.kernels.quant_matmul import quantize_activations
 
@@ -84,7 +83,13 @@ def case_lora(rng, m, k, n, adapters=4, rank=16):
     b = jnp.asarray(rng.normal(size=(adapters, rank, n)) * 0.02, jnp.bfloat16)
     ids = jnp.asarray(rng.integers(-1, adapters, size=m), jnp.int32)
     flops = 2 * m * k * n + 2 * m * rank * (k + n)
-    return "lora_matmul", (x, w, a, b, ids), {"scale": 1.0}, flops, w.nbytes + a.nbytes + b.nbytes + x.nbytes
+    return (
+        "lora_matmul",
+        (x, w, a, b, ids),
+        {"scale": 1.0},
+        flops,
+        w.nbytes + a.nbytes + b.nbytes + x.nbytes,
+    )
 
 
 def case_attention(rng, seq, heads=16, kv_heads=8, head_dim=128, segments=4):
@@ -95,7 +100,9 @@ def case_attention(rng, seq, heads=16, kv_heads=8, head_dim=128, segments=4):
     seg = jnp.repeat(jnp.arange(1, segments + 1, dtype=jnp.int32), seq // segments)[None]
     pos = (jnp.arange(seq, dtype=jnp.int32) % (seq // segments))[None]
     kw = dict(q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos, kv_positions=pos, causal=True)
-    visible_pairs = segments * (seq // segments) * (seq // segments + 1) / 2  # causal within segments
+    visible_pairs = (
+        segments * (seq // segments) * (seq // segments + 1) / 2
+    )  # causal within segments
     return "attention", (q, k, v), kw, 4 * heads * head_dim * visible_pairs, 4 * q.nbytes
 
 
@@ -106,12 +113,18 @@ def sweep(quick: bool):
         seqs = [128, 256]
         attn = dict(heads=4, kv_heads=2, head_dim=64)
     else:
-        mkn = [(m, k, n) for m in (1, 4, 16, 512, 2048, 4096) for k, n in ((1024, 1024), (4096, 4096),
-                                                                           (8192, 8192), (4096, 8192))]
+        mkn = [
+            (m, k, n)
+            for m in (1, 4, 16, 512, 2048, 4096)
+            for k, n in ((1024, 1024), (4096, 4096), (8192, 8192), (4096, 8192))
+        ]
         seqs = [1024, 4096, 16384]
         attn = {}
-    rows = [(c, dict(m=m, k=k, n=n)) for c in (case_quant, case_quant_a8, case_sparse, case_lora)
-            for m, k, n in mkn]
+    rows = [
+        (c, dict(m=m, k=k, n=n))
+        for c in (case_quant, case_quant_a8, case_sparse, case_lora)
+        for m, k, n in mkn
+    ]
     return rows + [(case_attention, dict(seq=s, **attn)) for s in seqs]
 
 
@@ -127,7 +140,8 @@ def run(args) -> dict:
             continue
         row = {"kernel": op, "shape": shape, "flops": flops, "bytes": nbytes}
         for impl in ("xla", "pallas"):
-            fn = jax.jit(lambda *a, f=get_kernel(op, impl), kw=kw: f(*a, **kw))
+            kernel = get_kernel(op, impl)
+            fn = jax.jit(lambda *a, f=kernel, kw=kw: f(*a, **kw))
             seconds = timed(fn, *call_args, repeats=args.repeats)
             row[impl] = {
                 "seconds": seconds,
@@ -138,16 +152,25 @@ def run(args) -> dict:
             }
         rows.append(row)
         print_row(row)
-    return {"backend": backend, "device": str(jax.devices()[0]), "jax": jax.__version__,
-            "quick": args.quick, "kernel_speed_measured": speed_measured, "ceilings": ceilings, "rows": rows}
+    return {
+        "backend": backend,
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "quick": args.quick,
+        "kernel_speed_measured": speed_measured,
+        "ceilings": ceilings,
+        "rows": rows,
+    }
 
 
 def print_row(row: dict) -> None:
     shape = ",".join(f"{k}={v}" for k, v in row["shape"].items())
     x, p = row["xla"], row["pallas"]
-    print(f"{row['kernel']:<20} {shape:<24} {x['seconds'] * 1e3:>10.3f} {p['seconds'] * 1e3:>10.3f} "
-          f"{x['seconds'] / p['seconds']:>7.2f}x {p['gbs']:>9.1f} {p['frac_bandwidth']:>6.1%} "
-          f"{p['tflops']:>8.3f} {p['frac_compute']:>6.1%}")
+    print(
+        f"{row['kernel']:<20} {shape:<24} {x['seconds'] * 1e3:>10.3f} {p['seconds'] * 1e3:>10.3f} "
+        f"{x['seconds'] / p['seconds']:>7.2f}x {p['gbs']:>9.1f} {p['frac_bandwidth']:>6.1%} "
+        f"{p['tflops']:>8.3f} {p['frac_compute']:>6.1%}"
+    )
 
 
 def main(argv=None) -> None:
@@ -155,19 +178,26 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes (CPU smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (median)")
     parser.add_argument("--only", nargs="*", help="kernel names to run (default: all)")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results/kernels.json"))
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results/kernels.json")
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 20)
     backend = jax.default_backend()
     print(f"backend={backend} device={jax.devices()[0]} jax={jax.__version__}")
     if backend == "cpu":
         print("CPU: the Pallas column runs in INTERPRET mode; no kernel speed is measured here.")
-    print(f"{'kernel':<20} {'shape':<24} {'xla ms':>10} {'pallas ms':>10} {'speedup':>8} "
-          f"{'GB/s':>9} {'%bw':>6} {'TFLOP/s':>8} {'%peak':>6}")
+    print(
+        f"{'kernel':<20} {'shape':<24} {'xla ms':>10} {'pallas ms':>10} {'speedup':>8} "
+        f"{'GB/s':>9} {'%bw':>6} {'TFLOP/s':>8} {'%peak':>6}"
+    )
     result = run(args)
     c = result["ceilings"]
-    print(f"ceilings: {c['bandwidth_gbs']:.1f} GB/s copy, {c['matmul_tflops']:.3f} TFLOP/s bf16 matmul "
-          "(GB/s, TFLOP/s and % columns are the Pallas implementation's)")
+    print(
+        f"ceilings: {c['bandwidth_gbs']:.1f} GB/s copy, "
+        f"{c['matmul_tflops']:.3f} TFLOP/s bf16 matmul "
+        "(GB/s, TFLOP/s and % columns are the Pallas implementation's)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -1,7 +1,7 @@
 """Pallas kernels with pure-jnp references and an impl = "auto" | "xla" | "pallas" dispatcher.
 
-Import as `andesvl_jax.kernels` (never a bare `kernels`). Importing registers the "pallas" and "auto"
-attention implementations with `andesvl_jax.models.attention`. On CPU, Pallas kernels run in
+Import as `andesvl_jax.kernels` (never a bare `kernels`). Importing registers the "pallas" and
+"auto" attention implementations with `andesvl_jax.models.attention`. On CPU, Pallas kernels run in
 interpret mode (see `_common.use_interpret`; `ANDESVL_PALLAS_INTERPRET=1` forces it elsewhere).
 Tiling: docs/kernels.md; packed weight formats: docs/formats.md.
 """
@@ -9,7 +9,6 @@ Tiling: docs/kernels.md; packed weight formats: docs/formats.md.
 from __future__ import annotations
 
 import jax
-
 from andesvl_jax.kernels._common import set_interpret, use_interpret
 from andesvl_jax.kernels.attention import packed_attention
 from andesvl_jax.kernels.dispatch import (
@@ -21,9 +20,20 @@ from andesvl_jax.kernels.dispatch import (
     resolve_impl,
 )
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
-from andesvl_jax.kernels.quant_format import PackedWeight, dequantize_weight, pack_weight, quantize_weight
+from andesvl_jax.kernels.quant_format import (
+    PackedWeight,
+    dequantize_weight,
+    pack_weight,
+    quantize_weight,
+)
 from andesvl_jax.kernels.quant_matmul import quantize_activations
-from andesvl_jax.kernels.sparse_format import SparseWeight, densify_weight, pack_sparse, sparsify_weight
+from andesvl_jax.kernels.sparse_format import (
+    SparseWeight,
+    densify_weight,
+    pack_sparse,
+    sparsify_weight,
+)
+
 from andesvl_jax.models.attention import ATTENTION_IMPLS, register_attention
 
 
@@ -42,9 +52,18 @@ def pallas_attention(
     scale: float | None = None,
 ) -> jax.Array:
     """`xla_attention`'s contract, computed by the Pallas flash kernel (`packed_attention`)."""
-    return packed_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                            q_positions=q_positions, kv_positions=kv_positions, causal=causal, mask=mask,
-                            scale=scale)
+    return packed_attention(
+        q,
+        k,
+        v,
+        q_segment_ids=q_segment_ids,
+        kv_segment_ids=kv_segment_ids,
+        q_positions=q_positions,
+        kv_positions=kv_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+    )
 
 
 @register_attention("auto")
@@ -63,13 +82,40 @@ def auto_attention(
 ) -> jax.Array:
     """Pallas on GPU/TPU, the XLA reference on CPU."""
     return ATTENTION_IMPLS[resolve_impl("auto")](
-        q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, q_positions=q_positions,
-        kv_positions=kv_positions, causal=causal, mask=mask, scale=scale)
+        q,
+        k,
+        v,
+        q_segment_ids=q_segment_ids,
+        kv_segment_ids=kv_segment_ids,
+        q_positions=q_positions,
+        kv_positions=kv_positions,
+        causal=causal,
+        mask=mask,
+        scale=scale,
+    )
 
 
 __all__ = [
-    "KERNELS", "PackedWeight", "SparseWeight", "auto_attention", "densify_weight", "dequantize_weight",
-    "get_kernel", "lora_matmul", "lora_matmul_pallas", "lora_matmul_ref", "pack_sparse", "pack_weight",
-    "packed_attention", "pallas_attention", "quantize_activations", "quantize_weight", "quantized_matmul",
-    "quantized_matmul_a8", "resolve_impl", "set_interpret", "sparsify_weight", "use_interpret",
+    "KERNELS",
+    "PackedWeight",
+    "SparseWeight",
+    "auto_attention",
+    "densify_weight",
+    "dequantize_weight",
+    "get_kernel",
+    "lora_matmul",
+    "lora_matmul_pallas",
+    "lora_matmul_ref",
+    "pack_sparse",
+    "pack_weight",
+    "packed_attention",
+    "pallas_attention",
+    "quantize_activations",
+    "quantize_weight",
+    "quantized_matmul",
+    "quantized_matmul_a8",
+    "resolve_impl",
+    "set_interpret",
+    "sparsify_weight",
+    "use_interpret",
 ]

@@ -1,4 +1,4 @@
-"""What every Pallas kernel here shares: interpret-mode choice, per-backend compiler params, padding.
+"""What every Pallas kernel here shares: interpret mode, compiler params, padding.
 
 Interpret mode: Pallas cannot compile for the CPU, so on a CPU backend kernels always run in
 interpret mode (the kernel body is evaluated by XLA, one grid step at a time — slow, exact, and the
@@ -25,7 +25,7 @@ def set_interpret(value: bool | None) -> None:
 
 
 def use_interpret(interpret: bool | None = None) -> bool:
-    """The interpret flag a kernel call uses: explicit argument > set_interpret > env var > backend."""
+    """The interpret flag a kernel call uses: argument > set_interpret > env > backend."""
     if interpret is not None:
         return interpret
     if _INTERPRET_OVERRIDE is not None:
@@ -46,7 +46,7 @@ _COMPILER_PARAMS: dict[str, Callable[..., object]] = {"gpu": _triton_params, "cu
 
 
 def compiler_params(interpret: bool, num_warps: int = 4, num_stages: int = 2):
-    """Compiler params for the current backend (None in interpret mode or where defaults are fine)."""
+    """Compiler params for the current backend (None: interpret mode or defaults)."""
     if interpret:
         return None
     factory = _COMPILER_PARAMS.get(jax.default_backend())
@@ -58,7 +58,7 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
-    """Pad `x` along `axis` at the end to length `size` with `value` (no-op when already that long)."""
+    """Pad `x` along `axis` at the end to length `size` with `value` (no-op if already long)."""
     extra = size - x.shape[axis]
     if extra == 0:
         return x
@@ -68,7 +68,7 @@ def pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
 
 
 def pick_tile(n: int, preferred: int, minimum: int = 16) -> int:
-    """A power-of-two tile <= `preferred` that does not grossly exceed `n` (Triton needs powers of 2)."""
+    """A power-of-two tile <= `preferred` not grossly above `n` (Triton wants 2^k)."""
     tile = minimum
     while tile < preferred and tile < n:
         tile *= 2

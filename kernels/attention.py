@@ -1,9 +1,9 @@
 """Packed-segment flash attention (Pallas): online softmax over KV tiles, GQA, custom VJP.
 
-Semantics are exactly those of the reference `andesvl_jax.models.attention.xla_attention` (the pure-jnp
-reference this kernel is tested against): a query sees a key iff their segment ids are equal, and
-(causal) the key's position <= the query's, and (mask) the extra boolean mask allows it; rows with no
-visible key return zeros. Tiling and the block-skipping rule are described in docs/kernels.md.
+Semantics are exactly those of `andesvl_jax.models.attention.xla_attention`, the pure-jnp reference
+this kernel is tested against: a query sees a key iff their segment ids are equal, and (causal) the
+key's position <= the query's, and (mask) the extra boolean mask allows it; rows with no visible key
+return zeros. Tiling and the tile-skipping rule: docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.experimental import pallas as pl
-
 from andesvl_jax.kernels._common import (
     compiler_params,
     next_power_of_2,
@@ -25,6 +22,8 @@ from andesvl_jax.kernels._common import (
     round_up,
     use_interpret,
 )
+from jax import lax
+from jax.experimental import pallas as pl
 
 # Finite "minus infinity": keeps exp(m_old - m_new) NaN-free while a row has seen no visible key.
 _NEG = -0.7 * float(np.finfo(np.float32).max)
@@ -56,8 +55,22 @@ def _visible(st: _Static, qseg, kseg, qpos, kpos, mask_ref, k_slice):
     return allowed
 
 
-def _fwd_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_ref, kpos_ref, mask_ref,
-                o_ref, lse_ref, *, st: _Static):
+def _fwd_kernel(
+    lo_ref,
+    hi_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    qseg_ref,
+    kseg_ref,
+    qpos_ref,
+    kpos_ref,
+    mask_ref,
+    o_ref,
+    lse_ref,
+    *,
+    st: _Static,
+):
     """One (batch, head, q-tile): q_ref [bq, d]; k_ref, v_ref [S, d] (whole padded sequence)."""
     q = q_ref[...]
     qseg = qseg_ref[...]
@@ -74,11 +87,16 @@ def _fwd_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_re
         p = jnp.where(allowed, jnp.exp(s - m_new[:, None]), 0.0)
         alpha = jnp.exp(m - m_new)
         l = alpha * l + jnp.sum(p, axis=-1)
-        acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        acc = alpha[:, None] * acc + jnp.dot(
+            p.astype(v.dtype), v, preferred_element_type=jnp.float32
+        )
         return acc, m_new, l
 
-    init = (jnp.zeros((bq, d), jnp.float32), jnp.full((bq,), _NEG, jnp.float32),
-            jnp.zeros((bq,), jnp.float32))
+    init = (
+        jnp.zeros((bq, d), jnp.float32),
+        jnp.full((bq,), _NEG, jnp.float32),
+        jnp.zeros((bq,), jnp.float32),
+    )
     acc, m, l = lax.fori_loop(lo_ref[0], hi_ref[0], body, init)
     empty = l == 0.0
     o_ref[...] = (acc / jnp.where(empty, 1.0, l)[:, None]).astype(o_ref.dtype)
@@ -86,9 +104,25 @@ def _fwd_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_re
     lse_ref[...] = jnp.where(empty, 0.0, m + jnp.log(jnp.where(empty, 1.0, l)))
 
 
-def _dq_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_ref, kpos_ref, mask_ref,
-               do_ref, lse_ref, delta_ref, dq_ref, *, st: _Static):
-    """dQ for one (batch, head, q-tile), looping over the visible KV tiles (FlashAttention-2 bwd)."""
+def _dq_kernel(
+    lo_ref,
+    hi_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    qseg_ref,
+    kseg_ref,
+    qpos_ref,
+    kpos_ref,
+    mask_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dq_ref,
+    *,
+    st: _Static,
+):
+    """dQ for one (batch, head, q-tile), over the visible KV tiles (FlashAttention-2)."""
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...], delta_ref[...]
     qseg = qseg_ref[...]
@@ -108,8 +142,25 @@ def _dq_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_ref
     dq_ref[...] = (dq * st.scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qseg_ref, kseg_ref, qpos_ref, kpos_ref, mask_ref,
-                do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st: _Static):
+def _dkv_kernel(
+    lo_ref,
+    hi_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    qseg_ref,
+    kseg_ref,
+    qpos_ref,
+    kpos_ref,
+    mask_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dk_ref,
+    dv_ref,
+    *,
+    st: _Static,
+):
     """dK, dV for one (batch, kv head, kv-tile): q_ref, do_ref [T, group, d]; lse, delta [group, T].
 
     The query heads of a GQA group are summed here, so dK/dV never exist per query head.
@@ -182,7 +233,7 @@ def _tile_ranges(st: _Static, qseg, kseg, qpos, kpos):
 
 
 def _specs(st: _Static, shapes):
-    """BlockSpecs of the shared inputs (q, k, v, ids, positions, mask) for a q-tile grid (b, h, i)."""
+    """BlockSpecs of the shared inputs (q, k, v, ids, positions, mask) for the grid (b, h, i)."""
     sp, d = shapes
     g = st.group
     qtile = pl.BlockSpec((None, st.block_q, None, d), lambda b, h, i: (b, i, h, 0))
@@ -191,9 +242,15 @@ def _specs(st: _Static, shapes):
     qrow = pl.BlockSpec((None, st.block_q), lambda b, h, i: (b, i))
     krow = pl.BlockSpec((None, sp), lambda b, h, i: (b, 0))
     return dict(
-        rng=rng, q=qtile, kv=kvfull, qrow=qrow, krow=krow,
+        rng=rng,
+        q=qtile,
+        kv=kvfull,
+        qrow=qrow,
+        krow=krow,
         pos=(qrow, krow) if st.causal else (None, None),
-        mask=pl.BlockSpec((None, st.block_q, sp), lambda b, h, i: (b, i, 0)) if st.has_mask else None,
+        mask=pl.BlockSpec((None, st.block_q, sp), lambda b, h, i: (b, i, 0))
+        if st.has_mask
+        else None,
         lse=pl.BlockSpec((None, None, st.block_q), lambda b, h, i: (b, h, i)),
     )
 
@@ -206,9 +263,22 @@ def _forward(st: _Static, q, k, v, qseg, kseg, qpos, kpos, mask, ranges):
     return pl.pallas_call(
         functools.partial(_fwd_kernel, st=st),
         grid=(b, h, tp // st.block_q),
-        in_specs=[s["rng"], s["rng"], s["q"], s["kv"], s["kv"], s["qrow"], s["krow"], *s["pos"], s["mask"]],
+        in_specs=[
+            s["rng"],
+            s["rng"],
+            s["q"],
+            s["kv"],
+            s["kv"],
+            s["qrow"],
+            s["krow"],
+            *s["pos"],
+            s["mask"],
+        ],
         out_specs=[s["q"], s["lse"]],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, tp), jnp.float32)],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((b, h, tp), jnp.float32),
+        ],
         interpret=st.interpret,
         compiler_params=compiler_params(st.interpret, num_warps=4 if d <= 64 else 8),
         name="packed_attention_fwd",
@@ -226,11 +296,25 @@ def _backward(st: _Static, res, do):
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, st=st),
         grid=(b, h, tp // st.block_q),
-        in_specs=[s["rng"], s["rng"], s["q"], s["kv"], s["kv"], s["qrow"], s["krow"], *s["pos"], s["mask"],
-                  s["q"], s["lse"], s["lse"]],
+        in_specs=[
+            s["rng"],
+            s["rng"],
+            s["q"],
+            s["kv"],
+            s["kv"],
+            s["qrow"],
+            s["krow"],
+            *s["pos"],
+            s["mask"],
+            s["q"],
+            s["lse"],
+            s["lse"],
+        ],
         out_specs=s["q"],
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        interpret=st.interpret, compiler_params=params, name="packed_attention_dq",
+        interpret=st.interpret,
+        compiler_params=params,
+        name="packed_attention_dq",
     )(lo, hi, q, k, v, qseg, kseg, qpos, kpos, mask, do, lse, delta)
 
     # dK/dV grid: (batch, kv head, kv tile); each program reads the whole query side of its group.
@@ -249,7 +333,9 @@ def _backward(st: _Static, res, do):
         in_specs=[rng, rng, qgroup, ktile, ktile, qrow, krow, *pos, mspec, qgroup, stat, stat],
         out_specs=[ktile, ktile],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        interpret=st.interpret, compiler_params=params, name="packed_attention_dkv",
+        interpret=st.interpret,
+        compiler_params=params,
+        name="packed_attention_dkv",
     )(qlo, qhi, q, k, v, qseg, kseg, qpos, kpos, mask, do, lse, delta)
     return dq, dk, dv, None, None, None, None, None, None
 
@@ -297,8 +383,12 @@ def packed_attention(
     if causal and (q_positions is None or kv_positions is None):
         raise ValueError("causal attention needs q_positions and kv_positions")
     st = _Static(
-        causal=causal, has_mask=mask is not None, scale=float(d**-0.5 if scale is None else scale),
-        block_q=block_q or pick_tile(t, 64), block_k=block_k or pick_tile(s, 64), group=h // kvh,
+        causal=causal,
+        has_mask=mask is not None,
+        scale=float(d**-0.5 if scale is None else scale),
+        block_q=block_q or pick_tile(t, 64),
+        block_k=block_k or pick_tile(s, 64),
+        group=h // kvh,
         interpret=use_interpret(interpret),
     )
     tp, sp, dp = round_up(t, st.block_q), round_up(s, st.block_k), max(16, next_power_of_2(d))

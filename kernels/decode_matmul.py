@@ -13,10 +13,15 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from andesvl_jax.kernels._common import (
+    compiler_params,
+    pad_axis,
+    pick_tile,
+    round_up,
+    use_interpret,
+)
 from jax import lax
 from jax.experimental import pallas as pl
-
-from andesvl_jax.kernels._common import compiler_params, pad_axis, pick_tile, round_up, use_interpret
 
 
 def _kernel(x_ref, xs_ref, w_refs, o_ref, *, decode, k_per_row, block_k, num_k, compute_dtype):
@@ -24,7 +29,10 @@ def _kernel(x_ref, xs_ref, w_refs, o_ref, *, decode, k_per_row, block_k, num_k, 
 
     def body(j, acc):
         x = x_ref[:, pl.ds(j * block_k, block_k)].astype(compute_dtype)
-        tiles = [r[pl.ds(j * (block_k // kpr), block_k // kpr), :] for r, kpr in zip(w_refs, k_per_row)]
+        tiles = [
+            r[pl.ds(j * (block_k // kpr), block_k // kpr), :]
+            for r, kpr in zip(w_refs, k_per_row, strict=True)
+        ]
         w = decode(*tiles).astype(compute_dtype)
         return acc + jnp.dot(x, w, preferred_element_type=jnp.float32)
 
@@ -65,12 +73,21 @@ def decode_matmul(
     bn = block_n or pick_tile(n, 128)
     kp, mp, np_ = round_up(k_pad, bk), round_up(m, bm), round_up(n, bn)
     xp = pad_axis(pad_axis(x, 1, kp), 0, mp)
-    ops = [pad_axis(pad_axis(o, 0, kp // kpr), 1, np_) for o, kpr in zip(operands, k_per_row)]
+    ops = [
+        pad_axis(pad_axis(o, 0, kp // kpr), 1, np_)
+        for o, kpr in zip(operands, k_per_row, strict=True)
+    ]
     interp = use_interpret(interpret)
     xs = None if x_scale is None else pad_axis(x_scale.astype(jnp.float32), 0, mp)
     out = pl.pallas_call(
-        functools.partial(_kernel, decode=decode, k_per_row=tuple(k_per_row), block_k=bk,
-                          num_k=kp // bk, compute_dtype=compute_dtype),
+        functools.partial(
+            _kernel,
+            decode=decode,
+            k_per_row=tuple(k_per_row),
+            block_k=bk,
+            num_k=kp // bk,
+            compute_dtype=compute_dtype,
+        ),
         grid=(mp // bm, np_ // bn),
         in_specs=[
             pl.BlockSpec((bm, kp), lambda i, j: (i, 0)),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-
 from andesvl_jax.kernels.attention import packed_attention
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
 from andesvl_jax.kernels.quant_format import PackedWeight
@@ -64,23 +63,38 @@ def _rows(x: jax.Array) -> jax.Array:
     return x.reshape(-1, x.shape[-1])
 
 
-def quantized_matmul(x: jax.Array, w: PackedWeight | SparseWeight, *, impl: str = "auto") -> jax.Array:
+def quantized_matmul(
+    x: jax.Array, w: PackedWeight | SparseWeight, *, impl: str = "auto"
+) -> jax.Array:
     """x: [..., K] float @ packed (low-bit or 1:4 sparse) weight -> [..., N] in x.dtype."""
     if type(w) not in WEIGHT_MATMULS:
-        raise TypeError(f"expected one of {[t.__name__ for t in WEIGHT_MATMULS]}, got {type(w).__name__}")
+        raise TypeError(
+            f"expected one of {[t.__name__ for t in WEIGHT_MATMULS]}, got {type(w).__name__}"
+        )
     y = get_kernel(WEIGHT_MATMULS[type(w)], impl)(_rows(x), w)
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
-def quantized_matmul_a8(x_q: jax.Array, x_scale: jax.Array, w: PackedWeight, *, impl: str = "auto",
-                        **dtypes) -> jax.Array:
-    """x_q: int8 [..., K], x_scale: [...] per-token -> [..., N] (dtypes: compute_dtype, out_dtype)."""
+def quantized_matmul_a8(
+    x_q: jax.Array, x_scale: jax.Array, w: PackedWeight, *, impl: str = "auto", **dtypes
+) -> jax.Array:
+    """x_q: int8 [..., K], x_scale: [...] per token -> [..., N] (compute/out dtypes)."""
     y = get_kernel("quantized_matmul_a8", impl)(_rows(x_q), x_scale.reshape(-1), w, **dtypes)
     return y.reshape(*x_q.shape[:-1], y.shape[-1])
 
 
-def lora_matmul(x: jax.Array, w: jax.Array, lora_a: jax.Array, lora_b: jax.Array, adapter_ids: jax.Array,
-                *, scale: float = 1.0, impl: str = "auto") -> jax.Array:
-    """x: [..., K]; w: [K, N]; lora_a: [L, K, r]; lora_b: [L, r, N]; adapter_ids: int [...] (-1 none)."""
-    y = get_kernel("lora_matmul", impl)(_rows(x), w, lora_a, lora_b, adapter_ids.reshape(-1), scale=scale)
+def lora_matmul(
+    x: jax.Array,
+    w: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    adapter_ids: jax.Array,
+    *,
+    scale: float = 1.0,
+    impl: str = "auto",
+) -> jax.Array:
+    """x: [..., K]; w: [K, N]; lora_a: [L, K, r]; lora_b: [L, r, N]; adapter_ids: int [...]."""
+    y = get_kernel("lora_matmul", impl)(
+        _rows(x), w, lora_a, lora_b, adapter_ids.reshape(-1), scale=scale
+    )
     return y.reshape(*x.shape[:-1], y.shape[-1])

@@ -13,10 +13,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from andesvl_jax.kernels._common import (
+    compiler_params,
+    pad_axis,
+    pick_tile,
+    round_up,
+    use_interpret,
+)
 from jax import lax
 from jax.experimental import pallas as pl
-
-from andesvl_jax.kernels._common import compiler_params, pad_axis, pick_tile, round_up, use_interpret
 
 
 def _kernel(ids_ref, x_ref, w_ref, a_ref, b_ref, o_ref, *, block_k, num_k, num_adapters, scale):
@@ -34,9 +39,13 @@ def _kernel(ids_ref, x_ref, w_ref, a_ref, b_ref, o_ref, *, block_k, num_k, num_a
         def apply(acc):
             def shrink(j, xa):
                 ks = pl.ds(j * block_k, block_k)
-                return xa + jnp.dot(x_ref[:, ks], a_ref[l, ks, :], preferred_element_type=jnp.float32)
+                return xa + jnp.dot(
+                    x_ref[:, ks], a_ref[l, ks, :], preferred_element_type=jnp.float32
+                )
 
-            xa = lax.fori_loop(0, num_k, shrink, jnp.zeros((x_ref.shape[0], a_ref.shape[2]), jnp.float32))
+            xa = lax.fori_loop(
+                0, num_k, shrink, jnp.zeros((x_ref.shape[0], a_ref.shape[2]), jnp.float32)
+            )
             delta = jnp.dot(xa.astype(dtype), b_ref[l], preferred_element_type=jnp.float32)
             return acc + jnp.where(ids[:, None] == l, delta * scale, 0.0)
 
@@ -47,11 +56,22 @@ def _kernel(ids_ref, x_ref, w_ref, a_ref, b_ref, o_ref, *, block_k, num_k, num_a
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "block_m", "block_n", "block_k", "interpret"))
-def lora_matmul_pallas(x: jax.Array, w: jax.Array, lora_a: jax.Array, lora_b: jax.Array,
-                       adapter_ids: jax.Array, *, scale: float = 1.0, block_m=None, block_n=None,
-                       block_k=None, interpret=None) -> jax.Array:
-    """x: [M, K]; w: [K, N]; lora_a: [L, K, r]; lora_b: [L, r, N]; adapter_ids: int [M] (-1: base only).
+def lora_matmul_pallas(
+    x: jax.Array,
+    w: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    adapter_ids: jax.Array,
+    *,
+    scale: float = 1.0,
+    block_m=None,
+    block_n=None,
+    block_k=None,
+    interpret=None,
+) -> jax.Array:
+    """x: [M, K]; w: [K, N]; lora_a: [L, K, r]; lora_b: [L, r, N]; adapter_ids: int [M].
 
+    adapter id -1 means base only.
     Returns [M, N] in x.dtype; all matmuls accumulate in float32. Any M, N, K, r (padded to tiles).
     """
     _check(x, w, lora_a, lora_b, adapter_ids)
@@ -68,7 +88,9 @@ def lora_matmul_pallas(x: jax.Array, w: jax.Array, lora_a: jax.Array, lora_b: ja
     ids = pad_axis(adapter_ids.astype(jnp.int32), 0, mp, -1)
     interp = use_interpret(interpret)
     out = pl.pallas_call(
-        functools.partial(_kernel, block_k=bk, num_k=kp // bk, num_adapters=num_adapters, scale=scale),
+        functools.partial(
+            _kernel, block_k=bk, num_k=kp // bk, num_adapters=num_adapters, scale=scale
+        ),
         grid=(mp // bm, np_ // bn),
         in_specs=[
             pl.BlockSpec((bm,), lambda i, j: (i,)),
@@ -91,14 +113,23 @@ def _check(x, w, lora_a, lora_b, adapter_ids) -> None:
     if w.shape[0] != k or lora_a.shape[1] != k:
         raise ValueError(f"x [.., {k}] does not match w {w.shape} / lora_a {lora_a.shape}")
     if lora_b.shape != (lora_a.shape[0], lora_a.shape[2], w.shape[1]):
-        raise ValueError(f"lora_b {lora_b.shape} must be [adapters, rank, out] = "
-                         f"{(lora_a.shape[0], lora_a.shape[2], w.shape[1])}")
+        raise ValueError(
+            f"lora_b {lora_b.shape} must be [adapters, rank, out] = "
+            f"{(lora_a.shape[0], lora_a.shape[2], w.shape[1])}"
+        )
     if adapter_ids.shape != (m,):
         raise ValueError(f"adapter_ids {adapter_ids.shape} must be [{m}]")
 
 
-def lora_matmul_ref(x: jax.Array, w: jax.Array, lora_a: jax.Array, lora_b: jax.Array,
-                    adapter_ids: jax.Array, *, scale: float = 1.0) -> jax.Array:
+def lora_matmul_ref(
+    x: jax.Array,
+    w: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    adapter_ids: jax.Array,
+    *,
+    scale: float = 1.0,
+) -> jax.Array:
     """Pure-jnp reference of `lora_matmul_pallas` (gathers each row's adapter)."""
     _check(x, w, lora_a, lora_b, adapter_ids)
     dtype = x.dtype
@@ -106,6 +137,10 @@ def lora_matmul_ref(x: jax.Array, w: jax.Array, lora_a: jax.Array, lora_b: jax.A
     has = adapter_ids >= 0
     safe = jnp.where(has, adapter_ids, 0)
     xa = jnp.einsum("mk,mkr->mr", x, lora_a.astype(dtype)[safe], preferred_element_type=jnp.float32)
-    delta = jnp.einsum("mr,mrn->mn", xa.astype(dtype), lora_b.astype(dtype)[safe],
-                       preferred_element_type=jnp.float32)
+    delta = jnp.einsum(
+        "mr,mrn->mn",
+        xa.astype(dtype),
+        lora_b.astype(dtype)[safe],
+        preferred_element_type=jnp.float32,
+    )
     return (base + jnp.where(has[:, None], delta * scale, 0.0)).astype(dtype)

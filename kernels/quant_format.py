@@ -8,7 +8,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-
 from andesvl_jax.kernels._common import pad_axis, round_up
 from andesvl_jax.kernels.packing import codes_per_word, pack_codes, plane_widths, unpack_codes
 
@@ -43,7 +42,10 @@ class PackedWeight:
 
     def bits_per_weight(self) -> float:
         """Stored bits (codes, scales, zero points) per logical weight, padding included."""
-        stored = sum(p.size * 32 for p in self.planes) + self.scales.size * self.scales.dtype.itemsize * 8
+        stored = (
+            sum(p.size * 32 for p in self.planes)
+            + self.scales.size * self.scales.dtype.itemsize * 8
+        )
         if self.zeros is not None:
             stored += self.zeros.size * 8
         return stored / (self.in_features * self.out_features)
@@ -55,9 +57,14 @@ def _check(bits: int, group_size: int) -> None:
         raise ValueError(f"group_size {group_size} unsupported; expected one of {GROUP_SIZES}")
 
 
-def quantize_weight(w: jax.Array, bits: int, group_size: int = 128, zero_point: bool = False,
-                    scale_dtype=jnp.float16) -> PackedWeight:
-    """Round-to-nearest group quantisation of w: [K, N] (absmax if symmetric, min/max with zero point)."""
+def quantize_weight(
+    w: jax.Array,
+    bits: int,
+    group_size: int = 128,
+    zero_point: bool = False,
+    scale_dtype=jnp.float16,
+) -> PackedWeight:
+    """Round-to-nearest group quantisation of w: [K, N] (absmax, or min/max with zeros)."""
     _check(bits, group_size)
     k, n = w.shape
     kp = round_up(k, group_size)
@@ -74,15 +81,25 @@ def quantize_weight(w: jax.Array, bits: int, group_size: int = 128, zero_point: 
         s = jnp.where(scales == 0, 1.0, scales.astype(jnp.float32))
         zeros = jnp.full_like(s, half)
     codes = jnp.clip(jnp.round(wg / s[:, None, :]) + zeros[:, None, :], 0, qmax).reshape(kp, n)
-    return pack_weight(codes, scales, zeros.astype(jnp.uint8) if zero_point else None, bits, group_size, k)
+    return pack_weight(
+        codes, scales, zeros.astype(jnp.uint8) if zero_point else None, bits, group_size, k
+    )
 
 
-def pack_weight(codes: jax.Array, scales: jax.Array, zeros: jax.Array | None, bits: int, group_size: int,
-                in_features: int) -> PackedWeight:
-    """Pack integer codes [K_pad, N] (K_pad a multiple of group_size) with their scales/zero points."""
+def pack_weight(
+    codes: jax.Array,
+    scales: jax.Array,
+    zeros: jax.Array | None,
+    bits: int,
+    group_size: int,
+    in_features: int,
+) -> PackedWeight:
+    """Pack integer codes [K_pad, N] (K_pad % group_size == 0) with scales/zeros."""
     _check(bits, group_size)
     if codes.shape[0] % group_size or codes.shape[0] // group_size != scales.shape[0]:
-        raise ValueError(f"codes {codes.shape} do not match scales {scales.shape} at group {group_size}")
+        raise ValueError(
+            f"codes {codes.shape} do not match scales {scales.shape} at group {group_size}"
+        )
     assert all(group_size % codes_per_word(wd) == 0 for wd in plane_widths(bits))
     return PackedWeight(pack_codes(codes, bits), scales, zeros, bits, group_size, in_features)
 
@@ -93,15 +110,19 @@ def unpack_weight_codes(pw: PackedWeight) -> jax.Array:
 
 
 def expand_groups(per_group: jax.Array, group_size: int) -> jax.Array:
-    """[G, N] per-group values -> [G * group_size, N], each row repeated (kernel-friendly: no gather)."""
+    """[G, N] per-group values -> [G * group_size, N], rows repeated (no gather)."""
     g, n = per_group.shape
     return jnp.broadcast_to(per_group[:, None, :], (g, group_size, n)).reshape(g * group_size, n)
 
 
 def dequantize_tile(planes, scales, zeros, bits: int, group_size: int) -> jax.Array:
-    """float32 [rows, N] from row tiles of the planes/scales/zeros (rows a multiple of group_size)."""
+    """float32 [rows, N] from row tiles of planes/scales/zeros (rows % group_size == 0)."""
     codes = unpack_codes(planes, bits).astype(jnp.float32)
-    z = float(1 << (bits - 1)) if zeros is None else expand_groups(zeros.astype(jnp.float32), group_size)
+    z = (
+        float(1 << (bits - 1))
+        if zeros is None
+        else expand_groups(zeros.astype(jnp.float32), group_size)
+    )
     return (codes - z) * expand_groups(scales.astype(jnp.float32), group_size)
 
 

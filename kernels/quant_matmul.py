@@ -1,4 +1,4 @@
-"""Low-bit weight matmul (W8/W4/W3/W2 x A16, and A8 with per-token scales): Pallas kernel + reference.
+"""Low-bit weight matmul (W8/W4/W3/W2 x A16, and A8 per-token scales): Pallas kernel + reference.
 
 Weights are `PackedWeight`s (docs/formats.md §1), decoded tile by tile inside `decode_matmul`.
 Numerics (kernel and reference alike): the weight is dequantised in float32, cast to the compute
@@ -11,7 +11,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-
 from andesvl_jax.kernels.decode_matmul import decode_matmul
 from andesvl_jax.kernels.packing import codes_per_word, plane_widths
 from andesvl_jax.kernels.quant_format import PackedWeight, dequantize_tile, dequantize_weight
@@ -33,13 +32,25 @@ def _operands(pw: PackedWeight):
 
 
 @functools.partial(jax.jit, static_argnames=("block_m", "block_n", "block_k", "interpret"))
-def quantized_matmul_pallas(x: jax.Array, pw: PackedWeight, *, block_m=None, block_n=None, block_k=None,
-                            interpret=None) -> jax.Array:
+def quantized_matmul_pallas(
+    x: jax.Array, pw: PackedWeight, *, block_m=None, block_n=None, block_k=None, interpret=None
+) -> jax.Array:
     """x: [M, K] float -> [M, N] x.dtype, W decoded inside the kernel."""
     arrays, k_per_row, decode = _operands(pw)
-    return decode_matmul(x, None, arrays, k_per_row, decode, in_features=pw.in_features,
-                         compute_dtype=x.dtype, out_dtype=x.dtype, block_m=block_m, block_n=block_n,
-                         block_k=block_k, interpret=interpret)
+    return decode_matmul(
+        x,
+        None,
+        arrays,
+        k_per_row,
+        decode,
+        in_features=pw.in_features,
+        compute_dtype=x.dtype,
+        out_dtype=x.dtype,
+        block_m=block_m,
+        block_n=block_n,
+        block_k=block_k,
+        interpret=interpret,
+    )
 
 
 def quantized_matmul_ref(x: jax.Array, pw: PackedWeight) -> jax.Array:
@@ -56,20 +67,48 @@ def quantize_activations(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q, scale
 
 
-@functools.partial(jax.jit, static_argnames=("compute_dtype", "out_dtype", "block_m", "block_n", "block_k",
-                                             "interpret"))
-def quantized_matmul_a8_pallas(x_q: jax.Array, x_scale: jax.Array, pw: PackedWeight, *,
-                               compute_dtype=jnp.bfloat16, out_dtype=jnp.bfloat16, block_m=None,
-                               block_n=None, block_k=None, interpret=None) -> jax.Array:
+@functools.partial(
+    jax.jit,
+    static_argnames=("compute_dtype", "out_dtype", "block_m", "block_n", "block_k", "interpret"),
+)
+def quantized_matmul_a8_pallas(
+    x_q: jax.Array,
+    x_scale: jax.Array,
+    pw: PackedWeight,
+    *,
+    compute_dtype=jnp.bfloat16,
+    out_dtype=jnp.bfloat16,
+    block_m=None,
+    block_n=None,
+    block_k=None,
+    interpret=None,
+) -> jax.Array:
     """x_q: int8 [M, K], x_scale: [M] -> [M, N]: (x_q @ W) * x_scale (int8 is exact in bf16)."""
     arrays, k_per_row, decode = _operands(pw)
-    return decode_matmul(x_q, x_scale, arrays, k_per_row, decode, in_features=pw.in_features,
-                         compute_dtype=compute_dtype, out_dtype=out_dtype, block_m=block_m,
-                         block_n=block_n, block_k=block_k, interpret=interpret)
+    return decode_matmul(
+        x_q,
+        x_scale,
+        arrays,
+        k_per_row,
+        decode,
+        in_features=pw.in_features,
+        compute_dtype=compute_dtype,
+        out_dtype=out_dtype,
+        block_m=block_m,
+        block_n=block_n,
+        block_k=block_k,
+        interpret=interpret,
+    )
 
 
-def quantized_matmul_a8_ref(x_q: jax.Array, x_scale: jax.Array, pw: PackedWeight, *,
-                            compute_dtype=jnp.bfloat16, out_dtype=jnp.bfloat16) -> jax.Array:
+def quantized_matmul_a8_ref(
+    x_q: jax.Array,
+    x_scale: jax.Array,
+    pw: PackedWeight,
+    *,
+    compute_dtype=jnp.bfloat16,
+    out_dtype=jnp.bfloat16,
+) -> jax.Array:
     """Pure-jnp reference of `quantized_matmul_a8_pallas`."""
     w = dequantize_weight(pw).astype(compute_dtype)
     acc = jnp.dot(x_q.astype(compute_dtype), w, preferred_element_type=jnp.float32)

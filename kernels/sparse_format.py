@@ -9,7 +9,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-
 from andesvl_jax.kernels._common import pad_axis, round_up
 from andesvl_jax.kernels.packing import pack_bits, unpack_bits
 from andesvl_jax.kernels.quant_format import expand_groups
@@ -46,19 +45,35 @@ class SparseWeight:
         return self.scales.shape[0] * self.group_size
 
     def bits_per_weight(self) -> float:
-        stored = (self.index.size + self.values.size) * 32 + self.scales.size * self.scales.dtype.itemsize * 8
+        stored = (
+            self.index.size + self.values.size
+        ) * 32 + self.scales.size * self.scales.dtype.itemsize * 8
         return stored / (self.in_features * self.out_features)
 
 
-def pack_sparse(index_codes: jax.Array, value_codes: jax.Array, scales: jax.Array, group_size: int,
-                in_features: int) -> SparseWeight:
+def pack_sparse(
+    index_codes: jax.Array,
+    value_codes: jax.Array,
+    scales: jax.Array,
+    group_size: int,
+    in_features: int,
+) -> SparseWeight:
     """index_codes, value_codes: int [K_pad / 4, N]; scales [K_pad / group_size, N]."""
     if group_size not in SPARSE_GROUP_SIZES:
-        raise ValueError(f"sparse group_size {group_size} unsupported; expected one of {SPARSE_GROUP_SIZES}")
+        raise ValueError(
+            f"sparse group_size {group_size} unsupported; expected one of {SPARSE_GROUP_SIZES}"
+        )
     if index_codes.shape[0] * BLOCK != scales.shape[0] * group_size:
-        raise ValueError(f"codes {index_codes.shape} do not match scales {scales.shape} at group {group_size}")
-    return SparseWeight(pack_bits(index_codes, INDEX_BITS), pack_bits(value_codes, VALUE_BITS), scales,
-                        group_size, in_features)
+        raise ValueError(
+            f"codes {index_codes.shape} do not match scales {scales.shape} at group {group_size}"
+        )
+    return SparseWeight(
+        pack_bits(index_codes, INDEX_BITS),
+        pack_bits(value_codes, VALUE_BITS),
+        scales,
+        group_size,
+        in_features,
+    )
 
 
 def unpack_sparse(sw: SparseWeight) -> tuple[jax.Array, jax.Array]:
@@ -67,7 +82,7 @@ def unpack_sparse(sw: SparseWeight) -> tuple[jax.Array, jax.Array]:
 
 
 def sparsify_weight(w: jax.Array, group_size: int = 128, scale_dtype=jnp.float16) -> SparseWeight:
-    """Keep the largest-magnitude weight of each 4 along K, quantise it to 4 bits (absmax per group)."""
+    """Keep the largest-magnitude weight of each 4 along K, quantise to 4 bits (absmax/group)."""
     k, n = w.shape
     kp = round_up(k, group_size)
     blocks = pad_axis(w.astype(jnp.float32), 0, kp).reshape(kp // BLOCK, BLOCK, n)
@@ -81,7 +96,7 @@ def sparsify_weight(w: jax.Array, group_size: int = 128, scale_dtype=jnp.float16
 
 
 def decode_sparse_tile(index, values, scales, group_size: int) -> jax.Array:
-    """float32 dense [rows, N] from row tiles of index/values/scales (rows a multiple of group_size)."""
+    """float32 dense [rows, N] from row tiles of index/values/scales (rows % group == 0)."""
     idx = unpack_bits(index, INDEX_BITS)
     val = (unpack_bits(values, VALUE_BITS) - VALUE_ZERO).astype(jnp.float32)
     r, n = idx.shape

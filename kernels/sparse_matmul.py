@@ -10,7 +10,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-
 from andesvl_jax.kernels.decode_matmul import decode_matmul
 from andesvl_jax.kernels.packing import codes_per_word
 from andesvl_jax.kernels.sparse_format import (
@@ -24,14 +23,30 @@ from andesvl_jax.kernels.sparse_format import (
 
 
 @functools.partial(jax.jit, static_argnames=("block_m", "block_n", "block_k", "interpret"))
-def sparse_matmul_pallas(x: jax.Array, sw: SparseWeight, *, block_m=None, block_n=None, block_k=None,
-                         interpret=None) -> jax.Array:
+def sparse_matmul_pallas(
+    x: jax.Array, sw: SparseWeight, *, block_m=None, block_n=None, block_k=None, interpret=None
+) -> jax.Array:
     """x: [M, K] float -> [M, N] x.dtype, the sparse weight decoded inside the kernel."""
-    k_per_row = [BLOCK * codes_per_word(INDEX_BITS), BLOCK * codes_per_word(VALUE_BITS), sw.group_size]
+    k_per_row = [
+        BLOCK * codes_per_word(INDEX_BITS),
+        BLOCK * codes_per_word(VALUE_BITS),
+        sw.group_size,
+    ]
     decode = functools.partial(decode_sparse_tile, group_size=sw.group_size)
-    return decode_matmul(x, None, [sw.index, sw.values, sw.scales], k_per_row, decode,
-                         in_features=sw.in_features, compute_dtype=x.dtype, out_dtype=x.dtype,
-                         block_m=block_m, block_n=block_n, block_k=block_k, interpret=interpret)
+    return decode_matmul(
+        x,
+        None,
+        [sw.index, sw.values, sw.scales],
+        k_per_row,
+        decode,
+        in_features=sw.in_features,
+        compute_dtype=x.dtype,
+        out_dtype=x.dtype,
+        block_m=block_m,
+        block_n=block_n,
+        block_k=block_k,
+        interpret=interpret,
+    )
 
 
 def sparse_matmul_ref(x: jax.Array, sw: SparseWeight) -> jax.Array:
