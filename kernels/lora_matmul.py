@@ -49,7 +49,9 @@ def _kernel(ids_ref, x_ref, w_ref, a_ref, b_ref, o_ref, *, block_k, num_k, num_a
             delta = jnp.dot(xa.astype(dtype), b_ref[l], preferred_element_type=jnp.float32)
             return acc + jnp.where(ids[:, None] == l, delta * scale, 0.0)
 
-        return lax.cond(jnp.any(ids == l), apply, lambda a: a, acc)
+        # max, not any: Triton has no boolean reduction.
+        present = jnp.max((ids == l).astype(jnp.int32)) > 0
+        return lax.cond(present, apply, lambda a: a, acc)
 
     acc = lax.fori_loop(0, num_adapters, adapter, acc)
     o_ref[...] = acc.astype(o_ref.dtype)
