@@ -80,8 +80,8 @@ def auto_attention(
     mask: jax.Array | None = None,
     scale: float | None = None,
 ) -> jax.Array:
-    """Pallas on GPU/TPU, the XLA reference on CPU."""
-    return ATTENTION_IMPLS[resolve_impl("auto")](
+    """Pallas on GPU, the XLA reference on CPU and (until the kernel meets Mosaic's tiling) TPU."""
+    return ATTENTION_IMPLS[resolve_impl("auto", "attention")](
         q,
         k,
         v,

@@ -81,3 +81,14 @@ def test_wrong_in_features_is_a_clear_error(rng):
         quantized_matmul_pallas(jnp.zeros((2, K + 1)), pw)
     with pytest.raises(ValueError, match="impl"):
         quantized_matmul(jnp.zeros((2, K)), pw, impl="cuda")
+
+
+def test_auto_resolves_per_backend(monkeypatch):
+    from andesvl_jax.kernels import dispatch
+
+    assert dispatch.resolve_impl("auto") == "xla"  # the tests run on CPU
+    monkeypatch.setattr(dispatch.jax, "default_backend", lambda: "tpu")
+    assert dispatch.resolve_impl("auto", "quantized_matmul") == "pallas"
+    assert dispatch.resolve_impl("auto", "attention") == "xla"
+    monkeypatch.setattr(dispatch.jax, "default_backend", lambda: "gpu")
+    assert dispatch.resolve_impl("auto", "attention") == "pallas"
