@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "andesvl_jax.convert.verify",
     "andesvl_jax.demo",
+    "andesvl_jax.train.launch",
     "andesvl_jax.data.inspect_cli",
 ]
 
@@ -26,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra  # `--config.a.b=value` overrides for commands that take a config
     return int(args.func(args) or 0)
 
 

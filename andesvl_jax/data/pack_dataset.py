@@ -2,8 +2,8 @@
 
 Its parent is a random-access grain MapDataset of Examples (or `Skipped` markers), so the state is
 just integers: the next stream index (`cursor`), the indices of examples read but not yet placed
-(`pending`, re-fetched by index on restore — the map transforms are seeded per index) and the
-counters. Restoring a state therefore reproduces exactly the same next batch. Under
+(`pending`: examples that fitted no row and, under `text_fill`, text-only examples held back;
+re-fetched by index on restore — the map transforms are seeded per index) and the counters. Restoring a state therefore reproduces exactly the same next batch. Under
 `mp_prefetch`, grain slices the MapDataset parent per worker (`set_slice`) and keeps one such
 state per worker.
 """
@@ -26,6 +26,10 @@ class PackSpec:
     """Batch geometry: batch_size rows of max_tokens tokens and max_patches patches.
 
     max_misses: examples that fit no row before a batch is closed (they start the next batch).
+    close_fill: a batch closes once its rows are this full (the binding budget, mean over rows).
+    text_fill: fill the rows' token budgets with text-only examples once the patch budget is used
+      up: while images fill the patches, up to text_lookahead text-only examples are held back;
+      then they (and, reading on, later ones) top up the tokens. For mixtures with text-only data.
     """
 
     batch_size: int
@@ -35,6 +39,8 @@ class PackSpec:
     tokens: SpecialTokens
     max_misses: int = 16
     close_fill: float = 0.995
+    text_fill: bool = False
+    text_lookahead: int = 256
 
 
 class PackedBatchDataset(grain.IterDataset):
@@ -54,7 +60,7 @@ class PackedBatchDataset(grain.IterDataset):
 
 
 class PackedBatchIterator(grain.DatasetIterator):
-    """Greedy first-fit over the stream; see PackedBatchDataset."""
+    """Greedy first-fit over the stream (two phases under text_fill); see PackedBatchDataset."""
 
     def __init__(self, ds: grain.MapDataset, spec: PackSpec, num_epochs: int | None):
         super().__init__()
@@ -76,34 +82,72 @@ class PackedBatchIterator(grain.DatasetIterator):
             return pos[1] - 1
         return None
 
+    def _example(self, idx: int, stats: SkipStats):
+        """The Example at stream index `idx`, or None for a counted Skipped marker."""
+        ex = self._fetch(idx)
+        if isinstance(ex, Skipped):
+            stats.add_skip(ex)
+            return None
+        s = self.spec
+        if ex.num_tokens > s.max_tokens or ex.num_patches > s.max_patches:
+            raise DataError(ex.origin, "over_budget",
+                            f"{ex.num_tokens} tokens / {ex.num_patches} patches exceed a row of "
+                            f"{s.max_tokens} tokens / {s.max_patches} patches")
+        return ex
+
+    def _place(self, packer: RowPacker, idx: int, ex, stats: SkipStats, missed: list[int]) -> bool:
+        if packer.add(ex):
+            stats["ok"] += 1
+            stats["downscaled_images"] += ex.downscaled
+            return True
+        missed.append(idx)
+        self._cache[idx] = ex
+        return False
+
     def __next__(self) -> TrainBatch:
         s = self.spec
         packer = RowPacker(s.batch_size, s.max_tokens, s.max_patches)
-        stats, queue, pos, missed = SkipStats(self._counts), self._pending, [0, self._cursor], []
+        stats, queue, pos = SkipStats(self._counts), self._pending, [0, self._cursor]
+        held: list[int] = []  # text-only examples kept back for phase 2 (text_fill)
+        missed: list[int] = []  # examples that fitted no row: they start the next batch
+        # Phase 1: first fit in stream order (pending first). Under text_fill, examples without
+        # images (up to text_lookahead of them) are held back so the images fill the patch budget.
+        misses = 0
         while (idx := self._next_index(queue, pos)) is not None:
-            ex = self._fetch(idx)
-            if isinstance(ex, Skipped):
-                stats.add_skip(ex)
+            if (ex := self._example(idx, stats)) is None:
                 continue
-            if not packer.fits_empty(ex):
-                raise DataError(ex.origin, "over_budget", f"{ex.num_tokens} tokens / {ex.num_patches} patches "
-                                f"exceed a row of {s.max_tokens} tokens / {s.max_patches} patches")
-            if packer.add(ex):
-                stats["ok"] += 1
-                stats["downscaled_images"] += ex.downscaled
-            else:
-                missed.append(idx)
+            if s.text_fill and ex.num_patches == 0 and len(held) < s.text_lookahead:
+                held.append(idx)
                 self._cache[idx] = ex
-            if len(missed) >= s.max_misses or packer.fill() >= s.close_fill:
+                continue
+            misses += not self._place(packer, idx, ex, stats, missed)
+            if misses >= s.max_misses or packer.fill() >= s.close_fill:
                 break
+        # Phase 2 (text_fill): the patch budget is used up (or no more images fit); fill each row's
+        # remaining token budget, the held text-only examples first, then reading on in the stream.
+        n_held = 0
+        if s.text_fill and packer.token_fill() < s.close_fill:
+            misses = 0
+            while True:
+                if n_held < len(held):
+                    idx, n_held = held[n_held], n_held + 1
+                    ex = self._cache.pop(idx)
+                elif (idx := self._next_index(queue, pos)) is None:
+                    break
+                elif (ex := self._example(idx, stats)) is None:
+                    continue
+                misses += not self._place(packer, idx, ex, stats, missed)
+                if misses >= s.max_misses or packer.token_fill() >= s.close_fill:
+                    break
         # Old pending examples not reached this time stay first in line.
-        new_pending = queue[pos[0]:] + missed
+        new_pending = queue[pos[0]:] + held[n_held:] + missed
         if packer.empty:
             self._cursor, self._pending, self._counts = pos[1], new_pending, stats
             raise StopIteration
         tokens = sum(packer.tokens)
         patches = sum(packer.patches)
-        stats.update({"batches": 1, "tokens_used": tokens, "tokens_capacity": s.batch_size * s.max_tokens,
+        stats.update({"batches": 1, "tokens_used": tokens,
+                      "tokens_capacity": s.batch_size * s.max_tokens,
                       "patches_used": patches, "patches_capacity": s.batch_size * s.max_patches})
         self._cursor, self._pending, self._counts = pos[1], new_pending, stats
         return assemble_batch(packer.members, s.max_tokens, s.max_patches, s.tokens, s.patch_size)

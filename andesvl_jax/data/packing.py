@@ -44,6 +44,10 @@ class RowPacker:
         return float(np.mean([max(t / self.max_tokens, p / self.max_patches)
                               for t, p in zip(self.tokens, self.patches, strict=True)]))
 
+    def token_fill(self) -> float:
+        """Fraction of the token budget used, over all rows."""
+        return sum(self.tokens) / (len(self.tokens) * self.max_tokens)
+
     @property
     def empty(self) -> bool:
         return not any(self.tokens)

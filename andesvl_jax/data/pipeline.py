@@ -41,14 +41,16 @@ class StageDefaults:
     max_tokens: int
     mixture: str  # the synthetic mixture used when no dataset is given
     interleave_prob: float = 0.0
+    text_fill: bool = False  # top rows' token budgets up with text-only samples (PackSpec)
 
 
 STAGES: dict[str, StageDefaults] = {
     "align_896": StageDefaults("answer_only", 896, 4096, 2048, "align"),
     "align_1792": StageDefaults("answer_only", 1792, 16384, 8192, "align"),
-    "joint": StageDefaults("all_text", 1792, 16384, 8192, "joint", interleave_prob=0.5),
-    "multitask": StageDefaults("answer_only", 1792, 16384, 32768, "multitask"),
-    "sft": StageDefaults("answer_only", 1792, 16384, 8192, "multitask"),
+    "joint": StageDefaults("all_text", 1792, 16384, 8192, "joint", interleave_prob=0.5,
+                           text_fill=True),
+    "multitask": StageDefaults("answer_only", 1792, 16384, 32768, "multitask", text_fill=True),
+    "sft": StageDefaults("answer_only", 1792, 16384, 8192, "multitask", text_fill=True),
     "mpo": StageDefaults("answer_only", 1792, 16384, 8192, "mpo"),
     "grpo": StageDefaults("none", 1792, 16384, 8192, "grpo"),
     "demo": StageDefaults("answer_only", 112, 256, 256, "demo"),
@@ -77,6 +79,8 @@ class DataConfig:
     worker_count: int = 0  # > 0: multiprocess prefetch
     worker_buffer_size: int = 2
     max_misses: int = 16
+    text_fill: bool | None = None  # None = the stage default
+    text_lookahead: int = 256
 
     @classmethod
     def for_model(cls, model_config, **kw) -> DataConfig:
@@ -137,8 +141,9 @@ def make_dataset(source, cfg: DataConfig, tokenizer: TextTokenizer | None = None
     """The stage's packed-batch IterDataset (iterate it for TrainBatch; iterators checkpoint)."""
     tokenizer = tokenizer or TextTokenizer.default()
     examples = example_dataset(source, cfg, tokenizer, process_index, process_count)
-    spec = PackSpec(cfg.batch_size, cfg.resolved("max_tokens"), cfg.resolved("max_patches"), cfg.patch_size,
-                    tokenizer.special_tokens, max_misses=cfg.max_misses)
+    spec = PackSpec(cfg.batch_size, cfg.resolved("max_tokens"), cfg.resolved("max_patches"),
+                    cfg.patch_size, tokenizer.special_tokens, max_misses=cfg.max_misses,
+                    text_fill=cfg.resolved("text_fill"), text_lookahead=cfg.text_lookahead)
     ds = PackedBatchDataset(examples, spec, cfg.num_epochs)
     if cfg.worker_count > 0:
         _ensure_absl_flags_parsed()

@@ -41,19 +41,29 @@ def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool
     """carry, outs = body(layer, carry, per_layer_slice) over every layer.
 
     per_layer: a pytree with a leading layer axis (e.g. a KV cache) or None; returns the final carry
-    and the stacked per-layer outputs.
+    and the stacked per-layer outputs. The scanned path is a plain `jax.lax.scan` over the split
+    layer state (each step merges one layer), so it composes with any enclosing jit/grad/scan.
     """
-    if remat != "none":
-        if remat not in REMAT_POLICIES:
-            raise ValueError(f"unknown remat policy {remat!r}; expected 'none' or one of {sorted(REMAT_POLICIES)}")
-        body = nnx.remat(body, policy=REMAT_POLICIES[remat])
+    if remat != "none" and remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; expected 'none' or one of {sorted(REMAT_POLICIES)}")
+
+    def checkpointed(fn):
+        return fn if remat == "none" else jax.checkpoint(fn, policy=REMAT_POLICIES[remat])
+
     if scan:
-        scanned = nnx.scan(body, in_axes=(0, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
-        return scanned(layers, carry, per_layer)
+        graphdef, stacked = nnx.split(layers)
+
+        @checkpointed
+        def step(c, xs):
+            weights, per = xs
+            return body(nnx.merge(graphdef, weights), c, per)
+
+        return jax.lax.scan(step, carry, (stacked, per_layer))
     outs = []
     for i, layer in enumerate(layers):
+        graphdef, weights = nnx.split(layer)
         xs = None if per_layer is None else jax.tree.map(lambda a, i=i: a[i], per_layer)
-        carry, out = body(layer, carry, xs)
+        carry, out = checkpointed(lambda c, w, x, g=graphdef: body(nnx.merge(g, w), c, x))(carry, weights, xs)
         outs.append(out)
     stacked = None if per_layer is None else jax.tree.map(lambda *a: jax.numpy.stack(a), *outs)
     return carry, stacked

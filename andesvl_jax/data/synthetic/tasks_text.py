@@ -111,3 +111,57 @@ def text_arith_task(rng, ctx):
     """Text-only arithmetic (the joint stage mixes text-only data)."""
     a, b = (int(v) for v in rng.integers(0, 10, size=2))
     return text_only(f"What is {a} + {b}?", str(a + b))
+
+
+COLOUR_WORDS = ("red green blue yellow purple orange black").split()
+SHAPE_WORDS = ("circle square triangle").split()
+
+
+def _fact(rng, k: int) -> str:
+    """One checkable sentence about numbered item k (counts, sums, word lengths, colours)."""
+    kind = int(rng.integers(4))
+    if kind == 0:
+        n = int(rng.integers(2, 10))
+        colour, shape = str(rng.choice(COLOUR_WORDS)), str(rng.choice(SHAPE_WORDS))
+        return f"Box {k} holds {n} {colour} {shape}s."
+    if kind == 1:
+        a, b = (int(v) for v in rng.integers(0, 100, size=2))
+        return f"Line {k} says that {a} plus {b} is {a + b}."
+    if kind == 2:
+        w = str(rng.choice(WORDS))
+        return f"Word {k} is {w}, which has {len(w)} letters."
+    return f"Item {k} is a {rng.choice(COLOUR_WORDS)} {rng.choice(SHAPE_WORDS)}."
+
+
+@register_task("text_document")
+def text_document_task(rng, ctx):
+    """Text-only document (joint stage: trained as plain text) of 20-40 checkable sentences.
+
+    About 900-1900 tokens with the embedded character vocabulary: the text-only share that lets the
+    packer fill a row's token budget once its patch budget is used up.
+    """
+    n = int(rng.integers(20, 41))
+    lines, para = ["A notebook of facts."], []
+    for k in range(1, n + 1):
+        para.append(_fact(rng, k))
+        if len(para) == 4 or k == n:
+            lines.append(" ".join(para))
+            para = []
+    return Sample([Message("user", "\n".join(lines) + "\n")], [], kind="document",
+                  meta={"sentences": n})
+
+
+@register_task("text_reading")
+def text_reading_task(rng, ctx):
+    """Text-only reading comprehension: a list of 30-60 items, a question on one, a short answer."""
+    n = int(rng.integers(30, 61))
+    items = [(str(rng.choice(COLOUR_WORDS)), str(rng.choice(SHAPE_WORDS))) for _ in range(n)]
+    passage = " ".join(f"Item {k} is a {c} {s}." for k, (c, s) in enumerate(items, start=1))
+    j = int(rng.integers(n))
+    if rng.integers(2):
+        q, a = f"What colour is item {j + 1}?", items[j][0]
+    else:
+        q, a = f"What shape is item {j + 1}?", items[j][1]
+    s = text_only(f"{passage}\n{q}", a)
+    s.meta.update(items=items, item=j + 1, difficulty="hard" if n > 45 else "easy")
+    return s

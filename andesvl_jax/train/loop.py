@@ -1,0 +1,195 @@
+"""`train(config, workdir)`: one stage of one run, from an ml_collections config (see experiments/).
+
+mesh -> model (random, imported weights, or the previous stage's checkpoint) split into trainable /
+frozen -> optimizer -> data iterator -> resume from the latest checkpoint if any -> jitted step loop
+with logging, periodic async checkpoints, SIGTERM save, and the non-finite guard.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from andesvl_jax.config import get_preset
+from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset, open_dataset, pipeline_stats
+from andesvl_jax.data.batch import TrainBatch, packing_efficiency
+from andesvl_jax.models.andesvl import AndesVL
+from andesvl_jax.train.checkpoint import Checkpointer, restore_model_params
+from andesvl_jax.train.config_checks import validate_config
+from andesvl_jax.train.metrics import MetricsWriter, Progress, train_flops
+from andesvl_jax.train.optim import make_optimizer
+from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh, state_shardings
+from andesvl_jax.train.stages import get_stage, is_trainable
+from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite steps; the last good checkpoint is kept."""
+
+
+def model_config(config):
+    return get_preset(config.model.preset, **dict(config.model.overrides))
+
+
+def initial_params(config, model_cfg, mesh, rules):
+    """Full parameter State, sharded: from imported weights, a previous stage, or random."""
+    abstract = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(config.seed)))
+    graphdef, abs_state = nnx.split(abstract)
+    shardings = state_shardings(abs_state, mesh, rules)
+    if config.init.from_pretrained:
+        from andesvl_jax.convert.loader import load_checkpoint
+
+        execution = {k: getattr(model_cfg, k) for k in ("scan_layers", "remat", "param_dtype", "dtype",
+                                                         "attention_impl")}
+        model, _ = load_checkpoint(config.init.from_pretrained, overrides=execution, mesh=mesh, rules=rules)
+        return graphdef, nnx.state(model)
+    if config.init.from_stage_workdir:
+        like = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings)
+        return graphdef, restore_model_params(config.init.from_stage_workdir, like)
+    create = jax.jit(lambda: nnx.state(AndesVL(model_cfg, rngs=nnx.Rngs(config.seed))), out_shardings=shardings)
+    return graphdef, create()
+
+
+def training_data(config, model_cfg, data_stage: str, local_batch: int):
+    """The stage's packed-batch IterDataset for this process."""
+    d = config.data
+    dcfg = DataConfig.for_model(model_cfg, stage=data_stage, batch_size=local_batch, seed=config.seed,
+                                max_tokens=d.max_tokens or None, max_patches=d.max_patches or None,
+                                image_max_size=d.image_max_size or None, on_error=d.on_error,
+                                worker_count=d.worker_count)
+    tokenizer = TextTokenizer.from_file(d.tokenizer) if d.tokenizer else TextTokenizer.default()
+    if d.format == "synthetic":
+        from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
+
+        mixture = dict(d.mixture) if d.mixture else dcfg.defaults.mixture
+        source = SyntheticSource(mixture, size=d.size, seed=config.seed, split="train",
+                                 ctx=TaskContext(d.min_side, d.max_side))
+    else:
+        source = open_dataset(d.format, d.path, image_root=d.image_root or None)
+    return make_dataset(source, dcfg, tokenizer)
+
+
+def _global_batch(batch: TrainBatch, shardings: TrainBatch) -> TrainBatch:
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings)
+
+
+class _Terminate:
+    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(config, workdir: str | pathlib.Path) -> dict:
+    """Run (or resume) one stage; returns a summary dict (also written to the metrics file)."""
+    validate_config(config)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(dict(config.mesh))
+    rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
+    stage = get_stage(config.stage)
+    model_cfg = model_config(config)
+    dp = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.data.batch_size % (dp * config.optim.accum_steps):
+        raise ValueError(f"data.batch_size={config.data.batch_size} must divide by data*fsdp={dp} times "
+                         f"optim.accum_steps={config.optim.accum_steps}")
+
+    graphdef, full = initial_params(config, model_cfg, mesh, rules)
+    graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
+    optimizer, schedule = make_optimizer(config.optim, config.steps, stage.trainable)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
+    state = TrainState(step=scalar(0), params=params, frozen=frozen, opt_state=jax.jit(optimizer.init)(params),
+                       rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated), bad_steps=scalar(0),
+                       skipped_steps=scalar(0))
+    state_sh = jax.tree.map(lambda x: x.sharding, state)
+
+    local_batch = config.data.batch_size // jax.process_count()
+    dataset = training_data(config, model_cfg, config.data.stage or stage.data_stage, local_batch)
+    iterator = iter(dataset)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, async_save=config.async_checkpoints)
+    start = ckpt.latest_step() or 0
+    if start:
+        state, data_state = ckpt.restore(start, state)
+        iterator.set_state(data_state)
+
+    first = next(iterator)
+    batch_sh = batch_shardings(first, mesh)
+    step_fn = jit_train_step(make_train_step(graphdef, optimizer, schedule, accum_steps=config.optim.accum_steps,
+                                             z_loss=config.optim.z_loss, mesh=mesh, rules=rules), state_sh, batch_sh)
+    writer = MetricsWriter(workdir, tensorboard=config.tensorboard, process_index=jax.process_index())
+    progress = Progress(start, config.steps, f"{config.stage}", enabled=config.progress and jax.process_index() == 0)
+    terminate = _Terminate()
+    peak = config.peak_flops or 0.0
+    losses, stop_reason, t_last, tokens_since, flops_since = [], "completed", time.perf_counter(), 0.0, 0.0
+    seq_len, max_patches = first.input_ids.shape[1], first.images.patches.shape[1]
+    batch, step = first, start
+    try:
+        while step < config.steps:
+            fill = packing_efficiency(batch)
+            text_tokens = float((batch.segment_ids > 0).sum()) * jax.process_count()
+            patches = float((batch.images.segment_ids > 0).sum()) * jax.process_count()
+            state, metrics = step_fn(state, _global_batch(batch, batch_sh))
+            step += 1
+            tokens_since += text_tokens
+            flops_since += train_flops(model_cfg, text_tokens, patches, seq_len, max_patches)
+            if int(state.bad_steps) >= config.max_bad_steps:
+                stop_reason = f"{config.max_bad_steps} non-finite steps in a row"
+                raise NonFiniteError(f"step {step}: {stop_reason}; last good checkpoint kept at step "
+                                     f"{ckpt.latest_step()}")
+            if step % config.log_every == 0 or step == config.steps:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                elapsed = time.perf_counter() - t_last
+                m.update(tokens_per_s=tokens_since / elapsed, step_time_s=elapsed / config.log_every,
+                         token_fill=fill["token_fill"], patch_fill=fill["patch_fill"],
+                         skipped_steps=int(state.skipped_steps))
+                if peak:
+                    m["mfu"] = flops_since / elapsed / peak
+                losses.append((step, m["loss"]))
+                writer.write(step, m)
+                progress.update(config.log_every, m)
+                t_last, tokens_since, flops_since = time.perf_counter(), 0.0, 0.0
+            save_now = step % config.save_every == 0 or step == config.steps or terminate.requested
+            if save_now and int(state.bad_steps) == 0:
+                ckpt.save(step, state, iterator.get_state(), force=True)
+            if terminate.requested:
+                stop_reason = "SIGTERM"
+                break
+            if step < config.steps:
+                batch = next(iterator)
+    finally:
+        terminate.restore()
+        progress.close()
+        ckpt.close()
+        writer.close()
+    summary = {"stage": config.stage, "steps": step, "stop_reason": stop_reason,
+               "final_loss": losses[-1][1] if losses else None, "skipped_steps": int(state.skipped_steps),
+               "data": pipeline_stats(iterator.get_state())}
+    writer.enabled and writer.write(step, {"summary": summary})
+    return summary
+
+
+def trained_model(config, workdir: str | pathlib.Path) -> AndesVL:
+    """The model of a finished (or interrupted) run, restored from its latest checkpoint."""
+    model_cfg = model_config(config)
+    abstract = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
+    graphdef, abs_state = nnx.split(abstract)
+    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(
+        jax.devices()[0])), abs_state)
+    return nnx.merge(graphdef, restore_model_params(workdir, like))
+
+

@@ -1,0 +1,46 @@
+"""Training stages (DESIGN.md section 6) as a registry: what trains, which data policy, where it starts.
+
+Frozen modules get no optimizer state and no update; a stage starts from the previous stage's
+checkpoint (`init.from_stage_workdir`) or imported HF/AndesVL weights (`init.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+ALL = ("vision", "projector", "llm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    trainable: tuple[str, ...]  # top-level AndesVL modules that train
+    data_stage: str  # andesvl_jax.data.pipeline.STAGES key: loss mask, budgets, mixture
+    description: str
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("align", ("vision", "projector"), "align_896",
+          "vision-language alignment up to 896 px: LLM frozen, ViT + projector train"),
+    Stage("align_hr", ("vision", "projector"), "align_1792",
+          "alignment continued up to 1792 px (16384 patches), LLM still frozen"),
+    Stage("joint", ALL, "joint",
+          "joint pre-training: everything trains at a low LR, loss on all text, interleaved + text-only mix"),
+    Stage("multitask", ALL, "multitask", "multi-task pre-training: answer-only loss, 16384 patches, 32768 tokens"),
+    Stage("sft", ALL, "sft", "supervised fine-tuning: answer-only loss"),
+]}
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise KeyError(f"unknown training stage {name!r}; expected one of {sorted(STAGES)}")
+    return STAGES[name]
+
+
+def is_trainable(stage: Stage):
+    """nnx filter: parameters under the stage's trainable modules."""
+
+    def predicate(path, _value) -> bool:
+        return bool(path) and path[0] in stage.trainable
+
+    return predicate

@@ -1,0 +1,36 @@
+"""Tiny AndesVL on CPU, on the embedded synthetic corpus: one config per stage.
+
+    andesvl-jax train --config experiments/tiny.py:stage=align --workdir runs/tiny/align
+    andesvl-jax train --config experiments/tiny.py:stage=joint --workdir runs/tiny/joint \
+        --config.init.from_stage_workdir=runs/tiny/align
+
+Stages: align, align_hr, joint, multitask, sft (andesvl_jax/train/stages.py). Each trains the tiny
+preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit questions) in about a
+minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
+"""
+
+from andesvl_jax.train.config_checks import base_config
+
+STAGE_STEPS = {"align": 300, "align_hr": 100, "joint": 200, "multitask": 300, "sft": 300}
+STAGE_LR = {"align": 2e-3, "align_hr": 1e-3, "joint": 1e-3, "multitask": 1e-3, "sft": 5e-4}
+
+
+def get_config(arg: str = "stage=sft"):
+    args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+    stage = args.get("stage", "sft")
+    c = base_config()
+    c.stage = stage
+    c.steps = int(args.get("steps", STAGE_STEPS.get(stage, 200)))
+    c.model.preset = "tiny"
+    c.data.stage = "joint" if stage == "joint" else "demo"  # joint keeps its all-text loss policy
+    c.data.mixture = {"count": 1.0, "colour": 1.0, "ocr_digits": 1.0}
+    c.data.batch_size = 16
+    c.data.max_tokens = 256
+    c.data.max_patches = 256
+    c.data.image_max_size = 112
+    c.optim.lr = STAGE_LR.get(stage, 1e-3)
+    c.optim.warmup_steps = 20
+    c.optim.weight_decay = 0.0
+    c.log_every = 10
+    c.save_every = 100
+    return c
