@@ -1,64 +1,94 @@
-"""`andesvl-jax demo`: the smallest real end-to-end job until the training stages land.
+"""`andesvl-jax demo`: the main job, tiny and on CPU.
 
-Builds the tiny AndesVL, renders synthetic images of different sizes, packs them NaViT-style, runs the
-vision tower, projector and LLM, decodes greedily with the KV cache, and prints shapes and the
-parameter counts of every preset (computed without allocating them).
+Trains the tiny AndesVL through align -> joint -> multitask -> sft on the embedded synthetic corpus
+(each stage starts from the previous stage's checkpoint; configs in experiments/tiny.py), then
+evaluates exact match on held-out synthetic questions (counting, colour, reading digits) by greedy
+decoding and prints a table next to the chance level. Results go to WORKDIR/demo_results.json.
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
+import resource
 import time
 
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
-
-from andesvl_jax.config import PRESETS, PUBLISHED_PARAMS, get_preset
-from andesvl_jax.data.patches import pack_images
-from andesvl_jax.infer.greedy import greedy_generate
-from andesvl_jax.models.andesvl import AndesVL
+from andesvl_jax.config import PRESETS, PUBLISHED_PARAMS
+from andesvl_jax.data.synthetic.tasks_scene import COLOUR_NAMES
 from andesvl_jax.params import count_params
 
+EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tiny.py"
 
-def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
-    """A CHW float image with a few coloured rectangles on a grey background, normalised to [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    img = np.full((3, height, width), 0.5, np.float32)
-    for _ in range(3):
-        y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        img[:, y0:y0 + height // 3, x0:x0 + width // 3] = rng.random(3)[:, None, None]
-    return (img - 0.5) / 0.5
+STAGE_ORDER = ("align", "joint", "multitask", "sft")
+# Chance of a uniform guess over each task's answer set (see data/synthetic/tasks_scene.py).
+CHANCE = {"count": 1 / 6, "colour": 1 / len(COLOUR_NAMES), "ocr_digits": 1 / 10}  # ocr: a 1-digit guess
+
+
+def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
+    from andesvl_jax.train.launch import load_config
+    from andesvl_jax.train.loop import train
+
+    summaries, previous = [], ""
+    for stage in STAGE_ORDER:
+        config = load_config(f"{EXPERIMENT}:stage={stage}", [])
+        config.steps = max(1, int(config.steps * steps_scale))
+        config.init.from_stage_workdir = previous
+        start = time.perf_counter()
+        summary = train(config, workdir / stage)
+        summary["seconds"] = time.perf_counter() - start
+        summaries.append(summary)
+        previous = str(workdir / stage)
+        loss = "resumed, already finished" if summary["final_loss"] is None else f"{summary['final_loss']:.3f}"
+        print(f"[{stage}] {summary['steps']} steps, final loss {loss}, {summary['seconds']:.0f} s")
+    return summaries
+
+
+def evaluate(workdir: pathlib.Path, n: int) -> dict:
+    from andesvl_jax.data.encode import EncodeSpec
+    from andesvl_jax.data.preprocess import ImageSpec
+    from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
+    from andesvl_jax.data.tokenizer import TextTokenizer
+    from andesvl_jax.eval.exact_match import evaluate_exact_match
+    from andesvl_jax.train.launch import load_config
+    from andesvl_jax.train.loop import trained_model
+
+    config = load_config(f"{EXPERIMENT}:stage=sft", [])
+    model = trained_model(config, workdir / STAGE_ORDER[-1])
+    d = config.data
+    source = SyntheticSource(dict(d.mixture), size=n, seed=1234, split="eval", ctx=TaskContext(d.min_side, d.max_side))
+    spec = EncodeSpec(image=ImageSpec(flavour=model.cfg.vision.flavour, patch_size=model.cfg.vision.patch_size,
+                                      max_size=d.image_max_size),
+                      max_tokens=d.max_tokens, max_patches=d.max_patches, loss_mask="answer_only")
+    return evaluate_exact_match(model, TextTokenizer.default(), [source[i] for i in range(n)], spec)
 
 
 def run(args) -> int:
-    cfg = get_preset("tiny")
-    model = AndesVL(cfg, rngs=nnx.Rngs(0))
-    sizes = [(56, 84), (112, 56), (28, 252)]
-    images = [synthetic_image(h, w, i) for i, (h, w) in enumerate(sizes)]
-    packed = pack_images([images], cfg.vision.patch_size)
-    n_tokens = [h * w // (cfg.vision.patch_size * 2) ** 2 for h, w in sizes]
-    tok = cfg.tokens
-    ids = [tok.im_start, ord("u")]
-    for n in n_tokens:
-        ids += [tok.img_start] + [tok.image_pad] * n + [tok.img_end]
-    ids += [ord(c) for c in "Describe."] + [tok.im_end, tok.im_start, ord("a")]
-    input_ids = jnp.asarray([ids], jnp.int32)
+    workdir = pathlib.Path(args.workdir)
     start = time.perf_counter()
-    logits, _ = model(input_ids, packed)
-    generated = greedy_generate(model, input_ids, packed, max_new_tokens=8)
+    summaries = run_stages(workdir, args.steps_scale)
+    results = evaluate(workdir, args.eval_samples)
     elapsed = time.perf_counter() - start
-    print(f"images (H x W px): {sizes} -> patches per image {[h * w // 196 for h, w in sizes]}, "
-          f"packed buffer {packed.patches.shape}, LLM image tokens {n_tokens}")
-    print(f"prompt {input_ids.shape} -> logits {logits.shape}; greedy continuation {np.asarray(generated)[0].tolist()} "
-          f"({elapsed:.1f} s incl. compile)")
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\nHeld-out synthetic evaluation (exact match, {sum(results['counts'].values())} questions)")
+    print(f"{'task':12s} {'n':>5s} {'accuracy':>9s} {'chance':>7s}")
+    for task, acc in results["per_task"].items():
+        print(f"{task:12s} {results['counts'][task]:5d} {acc:9.1%} {CHANCE.get(task, float('nan')):7.1%}")
+    print(f"{'all':12s} {sum(results['counts'].values()):5d} {results['accuracy']:9.1%}")
+    print(f"\ntotal {elapsed / 60:.1f} min, peak memory {peak_gib:.2f} GiB")
     print(f"\n{'preset':8s} {'vision':>12s} {'projector':>12s} {'llm':>14s} {'total':>14s} {'published':>10s}")
     for name in PRESETS:
         c = count_params(PRESETS[name])
         pub = f"{PUBLISHED_PARAMS[name] / 1e9:.3f} B" if name in PUBLISHED_PARAMS else "-"
         print(f"{name:8s} {c['vision']:12,d} {c['projector']:12,d} {c['llm']:14,d} {c['total']:14,d} {pub:>10s}")
+    (workdir / "demo_results.json").write_text(json.dumps(
+        {"stages": summaries, "eval": results, "minutes": elapsed / 60, "peak_memory_gib": peak_gib},
+        indent=2, default=str))
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the tiny model end to end on synthetic images")
+    p = subparsers.add_parser("demo", help="train the tiny model through every stage on synthetic data, evaluate")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
+    p.add_argument("--eval-samples", type=int, default=300)
     p.set_defaults(func=run)

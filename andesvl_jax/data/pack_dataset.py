@@ -95,10 +95,14 @@ class PackedBatchIterator(grain.DatasetIterator):
                             f"{s.max_tokens} tokens / {s.max_patches} patches")
         return ex
 
+    @staticmethod
+    def _count_ok(stats: SkipStats, ex) -> None:
+        stats["ok"] += 1
+        stats["downscaled_images"] += ex.downscaled
+
     def _place(self, packer: RowPacker, idx: int, ex, stats: SkipStats, missed: list[int]) -> bool:
         if packer.add(ex):
-            stats["ok"] += 1
-            stats["downscaled_images"] += ex.downscaled
+            self._count_ok(stats, ex)
             return True
         missed.append(idx)
         self._cache[idx] = ex
@@ -124,23 +128,25 @@ class PackedBatchIterator(grain.DatasetIterator):
             if misses >= s.max_misses or packer.fill() >= s.close_fill:
                 break
         # Phase 2 (text_fill): the patch budget is used up (or no more images fit); fill each row's
-        # remaining token budget, the held text-only examples first, then reading on in the stream.
-        n_held = 0
+        # remaining token budget with the held text-only examples (row by row, always the largest
+        # that still fits), then with later examples of the stream (first fit).
         if s.text_fill and packer.token_fill() < s.close_fill:
+            cands = [self._cache.pop(i) for i in held]
+            for r in range(s.batch_size):
+                while (k := packer.best_fit(r, cands)) is not None:
+                    packer.add_to(r, cands[k])
+                    self._count_ok(stats, cands[k])
+                    del held[k], cands[k]
+            for i, ex in zip(held, cands, strict=True):
+                self._cache[i] = ex
             misses = 0
-            while True:
-                if n_held < len(held):
-                    idx, n_held = held[n_held], n_held + 1
-                    ex = self._cache.pop(idx)
-                elif (idx := self._next_index(queue, pos)) is None:
+            while packer.token_fill() < s.close_fill and misses < s.max_misses:
+                if (idx := self._next_index(queue, pos)) is None:
                     break
-                elif (ex := self._example(idx, stats)) is None:
-                    continue
-                misses += not self._place(packer, idx, ex, stats, missed)
-                if misses >= s.max_misses or packer.token_fill() >= s.close_fill:
-                    break
+                if (ex := self._example(idx, stats)) is not None:
+                    misses += not self._place(packer, idx, ex, stats, missed)
         # Old pending examples not reached this time stay first in line.
-        new_pending = queue[pos[0]:] + held[n_held:] + missed
+        new_pending = queue[pos[0]:] + held + missed
         if packer.empty:
             self._cursor, self._pending, self._counts = pos[1], new_pending, stats
             raise StopIteration

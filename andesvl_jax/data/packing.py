@@ -28,16 +28,30 @@ class RowPacker:
     def fits_empty(self, ex: Example) -> bool:
         return ex.num_tokens <= self.max_tokens and ex.num_patches <= self.max_patches
 
+    def fits(self, r: int, ex: Example) -> bool:
+        return (self.tokens[r] + ex.num_tokens <= self.max_tokens
+                and self.patches[r] + ex.num_patches <= self.max_patches)
+
+    def add_to(self, r: int, ex: Example) -> None:
+        self.tokens[r] += ex.num_tokens
+        self.patches[r] += ex.num_patches
+        self.members[r].append(ex)
+
     def add(self, ex: Example) -> bool:
         """Place `ex` in the first row with room for both its tokens and patches; False if none."""
-        t, p = ex.num_tokens, ex.num_patches
         for r in range(len(self.tokens)):
-            if self.tokens[r] + t <= self.max_tokens and self.patches[r] + p <= self.max_patches:
-                self.tokens[r] += t
-                self.patches[r] += p
-                self.members[r].append(ex)
+            if self.fits(r, ex):
+                self.add_to(r, ex)
                 return True
         return False
+
+    def best_fit(self, r: int, candidates: list[Example]) -> int | None:
+        """Index of the candidate with the most tokens that still fits row r (first on ties)."""
+        best = None
+        for i, ex in enumerate(candidates):
+            if self.fits(r, ex) and (best is None or ex.num_tokens > candidates[best].num_tokens):
+                best = i
+        return best
 
     def fill(self) -> float:
         """Fraction of the binding budget used, averaged over rows."""

@@ -94,12 +94,15 @@ class _Terminate:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(config, workdir: str | pathlib.Path) -> dict:
-    """Run (or resume) one stage; returns a summary dict (also written to the metrics file)."""
+def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
+    """Run (or resume) one stage; returns a summary dict (also written to the metrics file).
+
+    devices: the devices of the mesh (default: all); tests use it for single-device references.
+    """
     validate_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(dict(config.mesh))
+    mesh = make_mesh(dict(config.mesh), devices)
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     stage = get_stage(config.stage)
     model_cfg = model_config(config)

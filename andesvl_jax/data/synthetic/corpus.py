@@ -17,11 +17,16 @@ SPLITS = {"train": 0, "eval": 1}
 MIXTURES: dict[str, dict[str, float]] = {
     # What the CPU demo trains on: short, learnable answers (counting, colour, reading digits).
     "demo": {"count": 1.0, "colour": 1.0, "ocr_digits": 1.0},
-    "align": {"caption": 2.0, "ocr_latin": 1.0, "ocr_cjk": 1.0, "ocr_digits": 1.0, "count": 1.0, "colour": 1.0},
-    "joint": {"interleaved": 2.0, "text_arith": 1.0, "caption": 1.0, "count": 1.0, "chart": 1.0, "ocr_latin": 1.0},
-    "multitask": {"count": 1.0, "colour": 1.0, "spatial": 1.0, "chart": 1.0, "ocr_latin": 1.0, "ocr_cjk": 1.0,
-                  "gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0, "math": 1.0, "multi_image": 1.0,
-                  "hallucination": 1.0},
+    "align": {"caption": 2.0, "ocr_latin": 1.0, "ocr_cjk": 1.0, "ocr_digits": 1.0, "count": 1.0,
+              "colour": 1.0},
+    # joint and multitask mix in text-only data (as AndesVL's joint stage does). The text-only
+    # weight is sized so that, at 112-448 px images and the embedded character vocabulary, the
+    # stream carries about 2 text tokens per image patch: what 8192-token / 4096-patch rows hold.
+    "joint": {"interleaved": 2.0, "text_arith": 1.0, "caption": 1.0, "count": 1.0, "chart": 1.0,
+              "ocr_latin": 1.0, "text_document": 8.0},
+    "multitask": {"count": 1.0, "colour": 1.0, "spatial": 1.0, "chart": 1.0, "ocr_latin": 1.0,
+                  "ocr_cjk": 1.0, "gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0,
+                  "math": 1.0, "multi_image": 1.0, "hallucination": 1.0, "text_reading": 12.0},
     "gui": {"gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0},
     "mpo": {"preference": 1.0},
     "grpo": {"math": 1.0},

@@ -153,8 +153,8 @@ def text_document_task(rng, ctx):
 
 @register_task("text_reading")
 def text_reading_task(rng, ctx):
-    """Text-only reading comprehension: a list of 30-60 items, a question on one, a short answer."""
-    n = int(rng.integers(30, 61))
+    """Text-only reading comprehension: a list of 5-60 items, a question on one, a short answer."""
+    n = int(rng.integers(5, 61))
     items = [(str(rng.choice(COLOUR_WORDS)), str(rng.choice(SHAPE_WORDS))) for _ in range(n)]
     passage = " ".join(f"Item {k} is a {c} {s}." for k, (c, s) in enumerate(items, start=1))
     j = int(rng.integers(n))
@@ -163,5 +163,5 @@ def text_reading_task(rng, ctx):
     else:
         q, a = f"What shape is item {j + 1}?", items[j][1]
     s = text_only(f"{passage}\n{q}", a)
-    s.meta.update(items=items, item=j + 1, difficulty="hard" if n > 45 else "easy")
+    s.meta.update(items=items, item=j + 1, difficulty="hard" if n > 30 else "easy")
     return s
