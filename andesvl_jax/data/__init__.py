@@ -1,5 +1,5 @@
-"""Data pipeline: official preprocessing, NaViT packing, tokenizer + chat template, synthetic corpus,
-real formats and grain pipelines per stage. See docs/data.md."""
+"""Data pipeline: official preprocessing, NaViT packing, tokenizer + chat template, synthetic
+corpus, real formats and grain pipelines per stage. See docs/data.md."""
 
 from andesvl_jax.data.batch import TrainBatch, packing_efficiency
 from andesvl_jax.data.encode import LOSS_MASKS, EncodeSpec, Example, SampleEncoder
@@ -20,8 +20,29 @@ from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 
 __all__ = [
-    "FORMATS", "LOSS_MASKS", "STAGES", "DataConfig", "DataError", "EncodeSpec", "Example", "ImageSpec", "Message",
-    "PackedImages", "Sample", "SampleEncoder", "Skipped", "TextTokenizer", "TrainBatch", "make_dataset",
-    "open_dataset", "pack_images", "packing_efficiency", "patchify_2x2", "pipeline_stats", "preprocess_image",
-    "restore_iterator_state", "save_iterator_state", "synthetic_dataset",
+    "FORMATS",
+    "LOSS_MASKS",
+    "STAGES",
+    "DataConfig",
+    "DataError",
+    "EncodeSpec",
+    "Example",
+    "ImageSpec",
+    "Message",
+    "PackedImages",
+    "Sample",
+    "SampleEncoder",
+    "Skipped",
+    "TextTokenizer",
+    "TrainBatch",
+    "make_dataset",
+    "open_dataset",
+    "pack_images",
+    "packing_efficiency",
+    "patchify_2x2",
+    "pipeline_stats",
+    "preprocess_image",
+    "restore_iterator_state",
+    "save_iterator_state",
+    "synthetic_dataset",
 ]

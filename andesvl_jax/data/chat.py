@@ -1,4 +1,4 @@
-"""AndesVL chat format: messages -> token pieces tagged by kind (template / prompt / answer / image).
+"""AndesVL chat format: messages -> token pieces tagged by kind (template/prompt/answer/image).
 
 `<|im_start|>{role}\n{content}<|im_end|>\n` per message; generation prompt `<|im_start|>assistant\n`
 (+ `<think>` for a thinking generation). Assistant content in the thinking variant is
@@ -37,8 +37,12 @@ class Piece(NamedTuple):
 def format_box(box: tuple[float, float, float, float], width: int, height: int) -> str:
     """Pixel box (x1, y1, x2, y2) on a width x height image -> AndesVL box text (0-1000 ints)."""
     x1, y1, x2, y2 = box
-    q = [round(x1 / width * BOX_SCALE), round(y1 / height * BOX_SCALE),
-         round(x2 / width * BOX_SCALE), round(y2 / height * BOX_SCALE)]
+    q = [
+        round(x1 / width * BOX_SCALE),
+        round(y1 / height * BOX_SCALE),
+        round(x2 / width * BOX_SCALE),
+        round(y2 / height * BOX_SCALE),
+    ]
     q = [min(max(v, 0), BOX_SCALE) for v in q]
     return f"<|box_start|>({q[0]},{q[1]}),({q[2]},{q[3]})<|box_end|>"
 
@@ -56,12 +60,18 @@ def format_ref(text: str) -> str:
 
 
 class ChatTemplate:
-    """Builds token pieces for messages. thinking: None (Instruct), True or False (Thinking model)."""
+    """Builds token pieces for messages.
+
+    thinking: None (Instruct), True or False (Thinking model).
+    """
 
     def __init__(self, tokenizer: TextTokenizer, thinking: bool | None = None):
         self.tok, self.thinking = tokenizer, thinking
         st = tokenizer.special_tokens
-        self._im_start, self._im_end = np.array([st.im_start], np.int32), np.array([st.im_end], np.int32)
+        self._im_start, self._im_end = (
+            np.array([st.im_start], np.int32),
+            np.array([st.im_end], np.int32),
+        )
         self._nl = tokenizer.encode("\n")
 
     def assistant_text(self, msg: Message) -> str:
@@ -73,7 +83,10 @@ class ChatTemplate:
         return f"<think>{inner}</think>\n\n{msg.content}"
 
     def content_pieces(self, text: str, kind: str, first_image: int) -> list[Piece]:
-        """Split text at IMAGE_TAG into text pieces of `kind` and image pieces (numbered from first_image)."""
+        """Split text at IMAGE_TAG into text pieces of `kind` and image pieces.
+
+        Images are numbered from first_image.
+        """
         pieces, parts = [], text.split(IMAGE_TAG)
         for i, part in enumerate(parts):
             if i:
@@ -87,14 +100,18 @@ class ChatTemplate:
             raise ValueError(f"role {msg.role!r} not one of {ROLES}")
         is_answer = msg.role == "assistant"
         content = self.assistant_text(msg) if is_answer else msg.content
-        out = [Piece("template", np.concatenate([self._im_start, self.tok.encode(msg.role), self._nl]))]
+        out = [
+            Piece("template", np.concatenate([self._im_start, self.tok.encode(msg.role), self._nl]))
+        ]
         out += self.content_pieces(content, "answer" if is_answer else "prompt", first_image)
         # <|im_end|> is what the model must emit to stop, so it belongs to the answer.
         out.append(Piece("answer" if is_answer else "template", self._im_end))
         out.append(Piece("template", self._nl))
         return out
 
-    def conversation_pieces(self, messages: list[Message], add_generation_prompt: bool = False) -> list[Piece]:
+    def conversation_pieces(
+        self, messages: list[Message], add_generation_prompt: bool = False
+    ) -> list[Piece]:
         """All pieces of a conversation; images numbered in tag order across messages."""
         pieces, n_images = [], 0
         for msg in messages:

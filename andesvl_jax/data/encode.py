@@ -81,7 +81,9 @@ class SampleEncoder:
 
     def __init__(self, tokenizer: TextTokenizer, spec: EncodeSpec):
         if spec.loss_mask not in LOSS_MASKS:
-            raise ValueError(f"loss_mask {spec.loss_mask!r} unknown; expected one of {sorted(LOSS_MASKS)}")
+            raise ValueError(
+                f"loss_mask {spec.loss_mask!r} unknown; expected one of {sorted(LOSS_MASKS)}"
+            )
         self.tok, self.spec = tokenizer, spec
         self.template = ChatTemplate(tokenizer, spec.thinking)
         st = tokenizer.special_tokens
@@ -97,7 +99,10 @@ class SampleEncoder:
     def _images(self, sample: Sample, patch_budget: int) -> tuple[list[ProcessedImage], int]:
         """Preprocess all images; if together they exceed the budget, shrink each proportionally."""
         spec = self.spec.image
-        images = [preprocess_image(src, spec, _image_origin(sample, k)) for k, src in enumerate(sample.images)]
+        images = [
+            preprocess_image(src, spec, _image_origin(sample, k))
+            for k, src in enumerate(sample.images)
+        ]
         total = sum(im.num_patches for im in images)
         if total <= patch_budget:
             return images, 0
@@ -106,8 +111,12 @@ class SampleEncoder:
             share = max(4, (patch_budget * im.num_patches // total) // 4 * 4)
             new, was = preprocess_within_budget(src, spec, share, _image_origin(sample, k))
             if new.num_patches > share:
-                raise DataError(sample.origin, "image_over_budget",
-                                f"image[{k}] needs {new.num_patches} patches even at the smallest size; budget {share}")
+                raise DataError(
+                    sample.origin,
+                    "image_over_budget",
+                    f"image[{k}] needs {new.num_patches} patches even at the smallest size; "
+                    f"budget {share}",
+                )
             out.append(new)
             shrunk += int(was)
         return out, shrunk
@@ -115,16 +124,22 @@ class SampleEncoder:
     def __call__(self, sample: Sample) -> Example:
         n_tags = sample.num_image_tags()
         if n_tags != len(sample.images):
-            raise DataError(sample.origin, "image_tag_mismatch",
-                            f"{n_tags} {IMAGE_TAG} tags in the text but {len(sample.images)} images")
+            raise DataError(
+                sample.origin,
+                "image_tag_mismatch",
+                f"{n_tags} {IMAGE_TAG} tags in the text but {len(sample.images)} images",
+            )
         pieces = self.pieces(sample)
         text_tokens = sum(len(p.ids) for p in pieces) + 2 * len(sample.images)  # + <img>, </img>
         ppt = self.spec.patches_per_token
         token_room = self.spec.max_tokens - text_tokens
         if token_room < len(sample.images):  # each image needs at least one token
-            raise DataError(sample.origin, "text_too_long",
-                            f"{text_tokens} text tokens (+ >= {len(sample.images)} image tokens) exceed "
-                            f"max_tokens={self.spec.max_tokens}")
+            raise DataError(
+                sample.origin,
+                "text_too_long",
+                f"{text_tokens} text tokens (+ >= {len(sample.images)} image tokens) exceed "
+                f"max_tokens={self.spec.max_tokens}",
+            )
         patch_budget = min(self.spec.max_patches, token_room * ppt)
         images, shrunk = self._images(sample, patch_budget)
         mask_kinds = LOSS_MASKS[self.spec.loss_mask]
@@ -132,7 +147,9 @@ class SampleEncoder:
         for p in pieces:
             if p.kind == "image":
                 n = images[p.image].num_patches // ppt
-                seg = np.concatenate([[self._img_start], np.full(n, self._pad), [self._img_end]]).astype(np.int32)
+                seg = np.concatenate(
+                    [[self._img_start], np.full(n, self._pad), [self._img_end]]
+                ).astype(np.int32)
                 ids.append(seg)
                 trainable.append(np.zeros(len(seg), bool))
             else:
@@ -141,4 +158,6 @@ class SampleEncoder:
         ids_arr = np.concatenate(ids) if ids else np.zeros(0, np.int32)
         if ids_arr.shape[0] < 2:
             raise DataError(sample.origin, "empty_sample", "fewer than 2 tokens after templating")
-        return Example(ids_arr.astype(np.int32), np.concatenate(trainable), images, sample.origin, shrunk)
+        return Example(
+            ids_arr.astype(np.int32), np.concatenate(trainable), images, sample.origin, shrunk
+        )

@@ -63,7 +63,9 @@ ON_ERROR_POLICIES: dict[str, Callable[[DataError], Any]] = {"raise": _raise, "sk
 def apply_policy(on_error: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
     """Run `fn`; on a DataError apply the named policy (raise, or return a Skipped marker)."""
     if on_error not in ON_ERROR_POLICIES:
-        raise ValueError(f"on_error={on_error!r} unknown; expected one of {sorted(ON_ERROR_POLICIES)}")
+        raise ValueError(
+            f"on_error={on_error!r} unknown; expected one of {sorted(ON_ERROR_POLICIES)}"
+        )
     try:
         return fn(*args, **kwargs)
     except DataError as err:

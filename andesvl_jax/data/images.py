@@ -76,7 +76,11 @@ def _open(source: ImageInput, origin: str) -> Image.Image:
         return source
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
-            raise DataError(origin, "bad_image_array", f"expected uint8 [H,W] or [H,W,C], got {source.dtype} {source.shape}")
+            raise DataError(
+                origin,
+                "bad_image_array",
+                f"expected uint8 [H,W] or [H,W,C], got {source.dtype} {source.shape}",
+            )
         return Image.fromarray(source)
     try:
         if isinstance(source, bytes):
@@ -99,9 +103,13 @@ def load_rgb(source: ImageInput, origin: str = "<image>") -> Image.Image:
         raise DataError(origin, "corrupt_image", f"cannot decode image: {e}") from None
     w, h = img.size
     if min(w, h) < MIN_SIDE:
-        raise DataError(origin, "degenerate_image", f"image is {w}x{h} px; both sides must be >= {MIN_SIDE}")
+        raise DataError(
+            origin, "degenerate_image", f"image is {w}x{h} px; both sides must be >= {MIN_SIDE}"
+        )
     if max(w, h) / min(w, h) > MAX_ASPECT:
-        raise DataError(origin, "extreme_aspect", f"image is {w}x{h} px; aspect ratio > {MAX_ASPECT:g}")
+        raise DataError(
+            origin, "extreme_aspect", f"image is {w}x{h} px; aspect ratio > {MAX_ASPECT:g}"
+        )
     convert = MODE_TO_RGB.get(img.mode)
     if convert is None:
         raise DataError(origin, "unsupported_mode", f"image mode {img.mode!r} is not supported")

@@ -27,17 +27,29 @@ ASPECT_BINS = (0, 0.25, 0.5, 0.8, 1.25, 2.0, 4.0, math.inf)
 
 
 def _histogram(values, edges) -> dict[str, int]:
-    counts = np.histogram(np.asarray(values, np.float64), bins=np.asarray(edges, np.float64))[0] if values else \
-        np.zeros(len(edges) - 1, int)
-    return {f"[{lo:g},{hi:g})": int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)}
+    counts = (
+        np.histogram(np.asarray(values, np.float64), bins=np.asarray(edges, np.float64))[0]
+        if values
+        else np.zeros(len(edges) - 1, int)
+    )
+    return {
+        f"[{lo:g},{hi:g})": int(c) for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    }
 
 
-def inspect_source(source, encoder: SampleEncoder, batch_size: int = 8, limit: int | None = None) -> dict:
+def inspect_source(
+    source, encoder: SampleEncoder, batch_size: int = 8, limit: int | None = None
+) -> dict:
     """Encode every sample; return counts, histograms, totals and packing efficiency."""
     spec = encoder.spec
     counts, first_error = collections.Counter(), {}
     sides, aspects, tokens, patches, downscaled = [], [], 0, 0, 0
-    packer, batches, used_t, used_p = RowPacker(batch_size, spec.max_tokens, spec.max_patches), 0, 0, 0
+    packer, batches, used_t, used_p = (
+        RowPacker(batch_size, spec.max_tokens, spec.max_patches),
+        0,
+        0,
+        0,
+    )
     n = len(source) if limit is None else min(limit, len(source))
     for i in range(n):
         try:
@@ -64,11 +76,18 @@ def inspect_source(source, encoder: SampleEncoder, batch_size: int = 8, limit: i
         used_t, used_p = used_t + sum(packer.tokens), used_p + sum(packer.patches)
     cap_t, cap_p = batches * batch_size * spec.max_tokens, batches * batch_size * spec.max_patches
     return {
-        "records": n, "counts": dict(sorted(counts.items())), "first_error": first_error,
-        "images": len(sides), "downscaled_images": downscaled,
-        "canvas_long_side_hist": _histogram(sides, SIDE_BINS), "aspect_w_over_h_hist": _histogram(aspects, ASPECT_BINS),
-        "tokens": tokens, "patches": patches, "packed_batches": batches,
-        "token_fill": used_t / cap_t if cap_t else 0.0, "patch_fill": used_p / cap_p if cap_p else 0.0,
+        "records": n,
+        "counts": dict(sorted(counts.items())),
+        "first_error": first_error,
+        "images": len(sides),
+        "downscaled_images": downscaled,
+        "canvas_long_side_hist": _histogram(sides, SIDE_BINS),
+        "aspect_w_over_h_hist": _histogram(aspects, ASPECT_BINS),
+        "tokens": tokens,
+        "patches": patches,
+        "packed_batches": batches,
+        "token_fill": used_t / cap_t if cap_t else 0.0,
+        "patch_fill": used_p / cap_p if cap_p else 0.0,
     }
 
 
@@ -81,7 +100,10 @@ def _print_report(path: str, rep: dict) -> None:
     print(f"  images {rep['images']} (downscaled to fit: {rep['downscaled_images']})")
     for name in ("canvas_long_side_hist", "aspect_w_over_h_hist"):
         print(f"  {name}: " + "  ".join(f"{b}:{c}" for b, c in rep[name].items()))
-    print(f"  tokens {rep['tokens']}  patches {rep['patches']}  packed batches {rep['packed_batches']}")
+    print(
+        f"  tokens {rep['tokens']}  patches {rep['patches']}  "
+        f"packed batches {rep['packed_batches']}"
+    )
     print(f"  packing efficiency: tokens {rep['token_fill']:.1%}  patches {rep['patch_fill']:.1%}")
 
 
@@ -89,8 +111,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     kw = {"data_dir": args.data_dir} if args.format == "tfds" and args.data_dir else {}
     source = open_dataset(args.format, args.path, image_root=args.image_root, **kw)
     tok = TextTokenizer.from_file(args.tokenizer) if args.tokenizer else TextTokenizer.default()
-    spec = EncodeSpec(image=ImageSpec(flavour=args.flavour, patch_size=args.patch_size, max_size=args.image_max_size),
-                      max_tokens=args.max_tokens, max_patches=args.max_patches)
+    spec = EncodeSpec(
+        image=ImageSpec(
+            flavour=args.flavour, patch_size=args.patch_size, max_size=args.image_max_size
+        ),
+        max_tokens=args.max_tokens,
+        max_patches=args.max_patches,
+    )
     rep = inspect_source(source, SampleEncoder(tok, spec), args.batch_size, args.limit)
     _print_report(args.path, rep)
     if args.json:
@@ -107,7 +134,9 @@ def register(subparsers) -> None:
     p.add_argument("path", help="file (jsonl/json/arrayrecord) or, for tfds, name[:split]")
     p.add_argument("--image-root", default=None, help="directory image paths are relative to")
     p.add_argument("--data-dir", default=None, help="tfds data_dir")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the embedded tiny tokenizer)")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer.json (default: the embedded tiny tokenizer)"
+    )
     p.add_argument("--flavour", default="aimv2", choices=["aimv2", "siglip2"])
     p.add_argument("--patch-size", type=int, default=14)
     p.add_argument("--image-max-size", type=int, default=1792)

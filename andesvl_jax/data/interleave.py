@@ -27,12 +27,14 @@ def move_images_first(sample: Sample, rng: np.random.Generator, prob: float = 0.
         n = len(parts) - 1
         if n == 0 or msg.role == "assistant":
             new_messages.append(msg)
-            new_images += sample.images[k:k + n]
+            new_images += sample.images[k : k + n]
             k += n
             continue
         move = rng.random(n) < prob
         moved = [sample.images[k + i] for i in range(n) if move[i]]
-        base = len(new_images)  # global index (0-based) of this message's first image after the move
+        base = len(
+            new_images
+        )  # global index (0-based) of this message's first image after the move
         new_images += moved
         text = parts[0]
         for i in range(n):

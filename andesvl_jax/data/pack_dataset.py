@@ -3,9 +3,9 @@
 Its parent is a random-access grain MapDataset of Examples (or `Skipped` markers), so the state is
 just integers: the next stream index (`cursor`), the indices of examples read but not yet placed
 (`pending`: examples that fitted no row and, under `text_fill`, text-only examples held back;
-re-fetched by index on restore — the map transforms are seeded per index) and the counters. Restoring a state therefore reproduces exactly the same next batch. Under
-`mp_prefetch`, grain slices the MapDataset parent per worker (`set_slice`) and keeps one such
-state per worker.
+re-fetched by index on restore — the map transforms are seeded per index) and the counters.
+Restoring a state therefore reproduces exactly the same next batch. Under `mp_prefetch`, grain
+slices the MapDataset parent per worker (`set_slice`) and keeps one such state per worker.
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ class PackedBatchIterator(grain.DatasetIterator):
             return None
         s = self.spec
         if ex.num_tokens > s.max_tokens or ex.num_patches > s.max_patches:
-            raise DataError(ex.origin, "over_budget",
-                            f"{ex.num_tokens} tokens / {ex.num_patches} patches exceed a row of "
-                            f"{s.max_tokens} tokens / {s.max_patches} patches")
+            raise DataError(
+                ex.origin,
+                "over_budget",
+                f"{ex.num_tokens} tokens / {ex.num_patches} patches exceed a row of "
+                f"{s.max_tokens} tokens / {s.max_patches} patches",
+            )
         return ex
 
     @staticmethod
@@ -129,7 +132,7 @@ class PackedBatchIterator(grain.DatasetIterator):
                 break
         # Phase 2 (text_fill): the patch budget is used up (or no more images fit); fill each row's
         # remaining token budget with the held text-only examples (row by row, always the largest
-        # that still fits), then with later examples of the stream (first fit).
+        # that still fits), then with later examples (first fit).
         if s.text_fill and packer.token_fill() < s.close_fill:
             cands = [self._cache.pop(i) for i in held]
             for r in range(s.batch_size):
@@ -139,27 +142,40 @@ class PackedBatchIterator(grain.DatasetIterator):
                     del held[k], cands[k]
             for i, ex in zip(held, cands, strict=True):
                 self._cache[i] = ex
-            misses = 0
-            while packer.token_fill() < s.close_fill and misses < s.max_misses:
-                if (idx := self._next_index(queue, pos)) is None:
-                    break
+            # Reading on stops once max_misses examples wait for the next batch, which bounds the
+            # look-ahead (and the pending list) when the stream is short of text.
+            while (
+                packer.token_fill() < s.close_fill
+                and len(queue) - pos[0] + len(missed) < s.max_misses
+                and (idx := self._next_index(queue, pos)) is not None
+            ):
                 if (ex := self._example(idx, stats)) is not None:
-                    misses += not self._place(packer, idx, ex, stats, missed)
+                    self._place(packer, idx, ex, stats, missed)
         # Old pending examples not reached this time stay first in line.
-        new_pending = queue[pos[0]:] + held + missed
+        new_pending = queue[pos[0] :] + held + missed
         if packer.empty:
             self._cursor, self._pending, self._counts = pos[1], new_pending, stats
             raise StopIteration
         tokens = sum(packer.tokens)
         patches = sum(packer.patches)
-        stats.update({"batches": 1, "tokens_used": tokens,
-                      "tokens_capacity": s.batch_size * s.max_tokens,
-                      "patches_used": patches, "patches_capacity": s.batch_size * s.max_patches})
+        stats.update(
+            {
+                "batches": 1,
+                "tokens_used": tokens,
+                "tokens_capacity": s.batch_size * s.max_tokens,
+                "patches_used": patches,
+                "patches_capacity": s.batch_size * s.max_patches,
+            }
+        )
         self._cursor, self._pending, self._counts = pos[1], new_pending, stats
         return assemble_batch(packer.members, s.max_tokens, s.max_patches, s.tokens, s.patch_size)
 
     def get_state(self) -> dict[str, Any]:
-        return {"cursor": self._cursor, "pending": list(self._pending), "stats": self._counts.to_json()}
+        return {
+            "cursor": self._cursor,
+            "pending": list(self._pending),
+            "stats": self._counts.to_json(),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._cursor, self._pending = int(state["cursor"]), [int(i) for i in state["pending"]]

@@ -29,8 +29,10 @@ class RowPacker:
         return ex.num_tokens <= self.max_tokens and ex.num_patches <= self.max_patches
 
     def fits(self, r: int, ex: Example) -> bool:
-        return (self.tokens[r] + ex.num_tokens <= self.max_tokens
-                and self.patches[r] + ex.num_patches <= self.max_patches)
+        return (
+            self.tokens[r] + ex.num_tokens <= self.max_tokens
+            and self.patches[r] + ex.num_patches <= self.max_patches
+        )
 
     def add_to(self, r: int, ex: Example) -> None:
         self.tokens[r] += ex.num_tokens
@@ -55,8 +57,14 @@ class RowPacker:
 
     def fill(self) -> float:
         """Fraction of the binding budget used, averaged over rows."""
-        return float(np.mean([max(t / self.max_tokens, p / self.max_patches)
-                              for t, p in zip(self.tokens, self.patches, strict=True)]))
+        return float(
+            np.mean(
+                [
+                    max(t / self.max_tokens, p / self.max_patches)
+                    for t, p in zip(self.tokens, self.patches, strict=True)
+                ]
+            )
+        )
 
     def token_fill(self) -> float:
         """Fraction of the token budget used, over all rows."""
@@ -68,7 +76,11 @@ class RowPacker:
 
 
 def assemble_batch(
-    rows: list[list[Example]], max_tokens: int, max_patches: int, tokens: SpecialTokens, patch_size: int
+    rows: list[list[Example]],
+    max_tokens: int,
+    max_patches: int,
+    tokens: SpecialTokens,
+    patch_size: int,
 ) -> TrainBatch:
     """Write examples (a list per row) into a TrainBatch of B = len(rows) rows."""
     b = len(rows)
@@ -86,25 +98,36 @@ def assemble_batch(
             segment_ids[r, sl] = seg
             positions[r, sl] = np.arange(n)
             # Position t predicts token t+1 of the same sample; the last token predicts nothing.
-            targets[r, start:start + n - 1] = ex.ids[1:]
-            loss_mask[r, start:start + n - 1] = ex.trainable[1:]
+            targets[r, start : start + n - 1] = ex.ids[1:]
+            loss_mask[r, start : start + n - 1] = ex.trainable[1:]
             start += n
-    images = pack_images([[im.pixel_values for ex in members for im in ex.images] for members in rows],
-                         patch_size, max_patches)
+    images = pack_images(
+        [[im.pixel_values for ex in members for im in ex.images] for members in rows],
+        patch_size,
+        max_patches,
+    )
     return TrainBatch(input_ids, segment_ids, positions, targets, loss_mask, images)
 
 
 def pack_examples(
-    examples: list[Example], batch_size: int, max_tokens: int, max_patches: int,
-    tokens: SpecialTokens, patch_size: int,
+    examples: list[Example],
+    batch_size: int,
+    max_tokens: int,
+    max_patches: int,
+    tokens: SpecialTokens,
+    patch_size: int,
 ) -> list[TrainBatch]:
     """Offline helper: first-fit a finite list of examples into as many batches as needed."""
     batches, packer = [], RowPacker(batch_size, max_tokens, max_patches)
     for ex in examples:
         if not packer.fits_empty(ex):
-            raise ValueError(f"{ex.origin}: {ex.num_tokens} tokens / {ex.num_patches} patches exceed one row")
+            raise ValueError(
+                f"{ex.origin}: {ex.num_tokens} tokens / {ex.num_patches} patches exceed one row"
+            )
         if not packer.add(ex):
-            batches.append(assemble_batch(packer.members, max_tokens, max_patches, tokens, patch_size))
+            batches.append(
+                assemble_batch(packer.members, max_tokens, max_patches, tokens, patch_size)
+            )
             packer = RowPacker(batch_size, max_tokens, max_patches)
             packer.add(ex)
     if not packer.empty:

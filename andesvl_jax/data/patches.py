@@ -28,7 +28,9 @@ class PackedImages(NamedTuple):
     grid_w: np.ndarray
 
 
-def patchify_2x2(pixel_values: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def patchify_2x2(
+    pixel_values: np.ndarray, patch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Patch vectors of one image in 2x2-block order. pixel_values: [C, H, W].
 
     Returns (patches [h*w, C*P*P] with each vector ordered (channel, y, x), rows [h*w], cols [h*w]).
@@ -38,7 +40,9 @@ def patchify_2x2(pixel_values: np.ndarray, patch_size: int) -> tuple[np.ndarray,
     c, height, width = pixel_values.shape
     p = patch_size
     if height % (2 * p) or width % (2 * p):
-        raise ValueError(f"image of {height}x{width} px is not a multiple of 2*patch={2 * p} on both sides")
+        raise ValueError(
+            f"image of {height}x{width} px is not a multiple of 2*patch={2 * p} on both sides"
+        )
     h, w = height // p, width // p
     x = pixel_values.reshape(c, h // 2, 2, p, w // 2, 2, p).transpose(1, 4, 2, 5, 0, 3, 6)
     patches = x.reshape(h * w, c * p * p)
@@ -49,8 +53,13 @@ def patchify_2x2(pixel_values: np.ndarray, patch_size: int) -> tuple[np.ndarray,
     return patches, rows.astype(np.int32), cols.astype(np.int32)
 
 
-def pack_images(batch: list[list[np.ndarray]], patch_size: int, max_patches: int | None = None) -> PackedImages:
-    """Pack each row's images (each [C, H, W]) into one buffer of `max_patches` (default: the longest row)."""
+def pack_images(
+    batch: list[list[np.ndarray]], patch_size: int, max_patches: int | None = None
+) -> PackedImages:
+    """Pack each row's images (each [C, H, W]) into one buffer of `max_patches` patches.
+
+    max_patches None: the longest row.
+    """
     rows_out = []
     for row_images in batch:
         parts = [patchify_2x2(np.asarray(img, np.float32), patch_size) for img in row_images]

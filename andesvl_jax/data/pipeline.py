@@ -1,4 +1,4 @@
-"""Grain pipelines per training stage: source -> shard -> shuffle -> load+encode -> pack -> prefetch.
+"""Grain pipelines per training stage: source -> shard -> shuffle -> encode -> pack -> prefetch.
 
     ds = make_dataset(source, DataConfig(stage="sft", batch_size=8), tokenizer)
     it = iter(ds)                      # grain DatasetIterator yielding TrainBatch
@@ -47,8 +47,9 @@ class StageDefaults:
 STAGES: dict[str, StageDefaults] = {
     "align_896": StageDefaults("answer_only", 896, 4096, 2048, "align"),
     "align_1792": StageDefaults("answer_only", 1792, 16384, 8192, "align"),
-    "joint": StageDefaults("all_text", 1792, 16384, 8192, "joint", interleave_prob=0.5,
-                           text_fill=True),
+    "joint": StageDefaults(
+        "all_text", 1792, 16384, 8192, "joint", interleave_prob=0.5, text_fill=True
+    ),
     "multitask": StageDefaults("answer_only", 1792, 16384, 32768, "multitask", text_fill=True),
     "sft": StageDefaults("answer_only", 1792, 16384, 8192, "multitask", text_fill=True),
     "mpo": StageDefaults("answer_only", 1792, 16384, 8192, "mpo"),
@@ -85,8 +86,12 @@ class DataConfig:
     @classmethod
     def for_model(cls, model_config, **kw) -> DataConfig:
         """Vision flavour, patch size and pixel shuffle taken from an AndesVLConfig."""
-        return cls(flavour=model_config.vision.flavour, patch_size=model_config.vision.patch_size,
-                   pixel_shuffle=model_config.pixel_shuffle, **kw)
+        return cls(
+            flavour=model_config.vision.flavour,
+            patch_size=model_config.vision.patch_size,
+            pixel_shuffle=model_config.pixel_shuffle,
+            **kw,
+        )
 
     @property
     def defaults(self) -> StageDefaults:
@@ -99,17 +104,31 @@ class DataConfig:
         return getattr(self.defaults, name) if v is None else v
 
     def encode_spec(self) -> EncodeSpec:
-        image = ImageSpec(flavour=self.flavour, patch_size=self.patch_size, max_size=self.resolved("image_max_size"))
-        return EncodeSpec(image=image, max_tokens=self.resolved("max_tokens"), max_patches=self.resolved("max_patches"),
-                          loss_mask=self.resolved("loss_mask"), pixel_shuffle=self.pixel_shuffle,
-                          thinking=self.thinking)
+        image = ImageSpec(
+            flavour=self.flavour,
+            patch_size=self.patch_size,
+            max_size=self.resolved("image_max_size"),
+        )
+        return EncodeSpec(
+            image=image,
+            max_tokens=self.resolved("max_tokens"),
+            max_patches=self.resolved("max_patches"),
+            loss_mask=self.resolved("loss_mask"),
+            pixel_shuffle=self.pixel_shuffle,
+            thinking=self.thinking,
+        )
 
 
 class LoadAndEncode:
     """grain random_map fn: stream index -> Example (or Skipped under on_error='skip')."""
 
     def __init__(self, source, encoder: SampleEncoder, on_error: str, interleave_prob: float):
-        self.source, self.encoder, self.on_error, self.interleave_prob = source, encoder, on_error, interleave_prob
+        self.source, self.encoder, self.on_error, self.interleave_prob = (
+            source,
+            encoder,
+            on_error,
+            interleave_prob,
+        )
 
     def _load_encode(self, index: int, rng: np.random.Generator):
         sample = self.source[index]
@@ -121,9 +140,17 @@ class LoadAndEncode:
         return apply_policy(self.on_error, self._load_encode, int(index), rng)
 
 
-def example_dataset(source, cfg: DataConfig, tokenizer: TextTokenizer, process_index: int | None = None,
-                    process_count: int | None = None) -> grain.MapDataset:
-    """Random-access MapDataset of Examples/Skipped for this process (sharded, shuffled, encoded)."""
+def example_dataset(
+    source,
+    cfg: DataConfig,
+    tokenizer: TextTokenizer,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
+    """Random-access MapDataset of Examples/Skipped for this process.
+
+    Sharded, shuffled and encoded.
+    """
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     ds = grain.MapDataset.range(len(source))[pi::pc]
@@ -136,19 +163,34 @@ def example_dataset(source, cfg: DataConfig, tokenizer: TextTokenizer, process_i
     return ds.random_map(fn, seed=cfg.seed + 1)
 
 
-def make_dataset(source, cfg: DataConfig, tokenizer: TextTokenizer | None = None,
-                 process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
+def make_dataset(
+    source,
+    cfg: DataConfig,
+    tokenizer: TextTokenizer | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
     """The stage's packed-batch IterDataset (iterate it for TrainBatch; iterators checkpoint)."""
     tokenizer = tokenizer or TextTokenizer.default()
     examples = example_dataset(source, cfg, tokenizer, process_index, process_count)
-    spec = PackSpec(cfg.batch_size, cfg.resolved("max_tokens"), cfg.resolved("max_patches"),
-                    cfg.patch_size, tokenizer.special_tokens, max_misses=cfg.max_misses,
-                    text_fill=cfg.resolved("text_fill"), text_lookahead=cfg.text_lookahead)
+    spec = PackSpec(
+        cfg.batch_size,
+        cfg.resolved("max_tokens"),
+        cfg.resolved("max_patches"),
+        cfg.patch_size,
+        tokenizer.special_tokens,
+        max_misses=cfg.max_misses,
+        text_fill=cfg.resolved("text_fill"),
+        text_lookahead=cfg.text_lookahead,
+    )
     ds = PackedBatchDataset(examples, spec, cfg.num_epochs)
     if cfg.worker_count > 0:
         _ensure_absl_flags_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
-                                                         per_worker_buffer_size=cfg.worker_buffer_size))
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=cfg.worker_count, per_worker_buffer_size=cfg.worker_buffer_size
+            )
+        )
     return ds
 
 
@@ -160,17 +202,28 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-def synthetic_dataset(cfg: DataConfig, tokenizer: TextTokenizer | None = None, size: int = 100_000,
-                      split: str = "train", ctx=None, **kw) -> grain.IterDataset:
+def synthetic_dataset(
+    cfg: DataConfig,
+    tokenizer: TextTokenizer | None = None,
+    size: int = 100_000,
+    split: str = "train",
+    ctx=None,
+    **kw,
+) -> grain.IterDataset:
     """make_dataset over the embedded synthetic corpus with the stage's default mixture."""
     from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 
-    source = SyntheticSource(cfg.defaults.mixture, size=size, seed=cfg.seed, split=split, ctx=ctx or TaskContext())
+    source = SyntheticSource(
+        cfg.defaults.mixture, size=size, seed=cfg.seed, split=split, ctx=ctx or TaskContext()
+    )
     return make_dataset(source, cfg, tokenizer, **kw)
 
 
 def pipeline_stats(state: dict[str, Any]) -> dict[str, float]:
-    """Counters (ok, skipped/<reason>, downscaled_images, fill) from an iterator state, summed over workers."""
+    """Counters (ok, skipped/<reason>, downscaled_images, fill) from an iterator state.
+
+    Summed over workers.
+    """
     total = SkipStats()
 
     def walk(node):
@@ -197,7 +250,10 @@ def pipeline_stats(state: dict[str, Any]) -> dict[str, float]:
 
 
 def save_iterator_state(iterator, path: str | pathlib.Path) -> None:
-    """Write the iterator's state as JSON (use grain.checkpoint handlers with orbax for the same)."""
+    """Write the iterator's state as JSON.
+
+    (grain.checkpoint handlers do the same with orbax.)
+    """
     pathlib.Path(path).write_text(json.dumps(iterator.get_state(), default=_jsonable))
 
 

@@ -1,12 +1,12 @@
-"""Official AndesVL image preprocessing, per vision flavour: resize/pad to a 2x2-patch canvas, normalise.
+"""Official AndesVL image preprocessing per vision flavour: resize/pad to a 2x2-patch canvas.
 
 Reproduces the released code bit for bit (see ../shared/fixtures/*/README.md):
 - aimv2 (AndesVL-1B/2B/4B, HF `native_preprocess`): native size rounded *up* to multiples of
   base = 2*patch (an exact multiple still gains one base), boxed resize to an area of max_size**2
   when larger, or to (int(base*sqrt(min_tokens)))**2 when smaller; CLIP mean/std; background =
   int(mean*255).
-- siglip2 (AndesVL-0.6B, vLLM `AndesVLImageProcessor`): float rescaling into [base**2*4, max_size**2]
-  then ceil to multiples of base; mean = std = 0.5; grey background.
+- siglip2 (AndesVL-0.6B, vLLM `AndesVLImageProcessor`): float rescaling into
+  [base**2*4, max_size**2] then ceil to multiples of base; mean = std = 0.5; grey background.
 Resizes are PIL `Image.resize(size)` with its default filter (BICUBIC), as in the official code.
 """
 
@@ -84,7 +84,10 @@ def _round_up_plus(v: int, base: int) -> int:
 
 
 def _boxed(img: Image.Image, w: int, h: int, max_area: int, spec: ImageSpec, bg) -> Image.Image:
-    """Resize (w, h) to about `max_area` px keeping the aspect, centred on a base-multiple canvas."""
+    """Resize (w, h) to about `max_area` px keeping the aspect.
+
+    Centred on a base-multiple canvas.
+    """
     base, cap = spec.base, spec.max_resolution
     aspect = w / h
     bw = max(min(math.floor(math.sqrt(max_area * aspect)), cap), base)
@@ -130,7 +133,11 @@ def siglip2_canvas(img: Image.Image, spec: ImageSpec) -> Image.Image:
         f = spec.max_resolution / max(w, h)
         w, h = w * f, h * f
     # Float rescaling, in the official order: minimum token count, min_size, then max_size.
-    for lower, upper in ((base * base * 4, None), (spec.min_size**2, None), (None, spec.max_size**2)):
+    for lower, upper in (
+        (base * base * 4, None),
+        (spec.min_size**2, None),
+        (None, spec.max_size**2),
+    ):
         if lower is not None and w * h < lower:
             f = math.sqrt(lower / (w * h))
             w, h = w * f, h * f
@@ -156,19 +163,26 @@ CANVAS_FNS: dict[str, Callable[[Image.Image, ImageSpec], Image.Image]] = {
 def make_canvas(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     """RGB PIL image -> the official resized/padded canvas, uint8 [H, W, 3]."""
     if spec.flavour not in CANVAS_FNS:
-        raise ValueError(f"vision flavour {spec.flavour!r} unknown; expected one of {sorted(CANVAS_FNS)}")
+        raise ValueError(
+            f"vision flavour {spec.flavour!r} unknown; expected one of {sorted(CANVAS_FNS)}"
+        )
     return np.asarray(CANVAS_FNS[spec.flavour](img, spec).convert("RGB"), dtype=np.uint8)
 
 
 def normalize(canvas: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [3, H, W] = (canvas/255 - mean)/std, in float32 like ToTensor+Normalize."""
+    """uint8 [H, W, 3] -> float32 [3, H, W] = (canvas/255 - mean)/std.
+
+    In float32, like ToTensor + Normalize.
+    """
     x = canvas.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)
     mean = np.asarray(spec.mean, np.float32)[:, None, None]
     std = np.asarray(spec.std, np.float32)[:, None, None]
     return (x - mean) / std
 
 
-def preprocess_image(source: ImageInput, spec: ImageSpec, origin: str = "<image>") -> ProcessedImage:
+def preprocess_image(
+    source: ImageInput, spec: ImageSpec, origin: str = "<image>"
+) -> ProcessedImage:
     """Any image input -> `ProcessedImage` (pixel_values [3, H, W], patch grid)."""
     canvas = make_canvas(load_rgb(source, origin), spec)
     p = spec.patch_size

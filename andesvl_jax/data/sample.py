@@ -25,7 +25,8 @@ class Sample:
     """A conversation or interleaved document with its images.
 
     images: anything `images.load_rgb` takes (path, bytes, PIL image, uint8 array).
-    meta: task facts used for checking answers (answer, choices, boxes, difficulty, chosen/rejected).
+    meta: task facts used for checking answers (answer, choices, boxes, difficulty,
+      chosen/rejected).
     origin: where the sample came from, for error messages ("data.jsonl:17", "synthetic:count:3").
     """
 
@@ -41,7 +42,10 @@ class Sample:
     @property
     def prompt(self) -> list[Message]:
         """Every message before the last assistant turn (what a generator is given)."""
-        last = max((i for i, m in enumerate(self.messages) if m.role == "assistant"), default=len(self.messages))
+        last = max(
+            (i for i, m in enumerate(self.messages) if m.role == "assistant"),
+            default=len(self.messages),
+        )
         return self.messages[:last]
 
     @property

@@ -1,4 +1,4 @@
-"""Text tokenizer: any HF `tokenizer.json` (e.g. Qwen3's) via `tokenizers`, plus an embedded default.
+"""Text tokenizer: any HF `tokenizer.json` (e.g. Qwen3's) via `tokenizers`, or the embedded one.
 
 The embedded default (`assets/tiny_tokenizer.json`, rebuilt by `build_default_tokenizer`) is the
 character-level vocabulary of the official tiny fixtures, so demo and tests run offline and match
@@ -20,7 +20,9 @@ from tokenizers import AddedToken, Tokenizer, decoders, models
 
 from andesvl_jax.config import SpecialTokens
 
-DEFAULT_TOKENIZER_PATH = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer.json"
+DEFAULT_TOKENIZER_PATH = (
+    pathlib.Path(__file__).resolve().parents[1] / "assets" / "tiny_tokenizer.json"
+)
 DEFAULT_VOCAB_SIZE = 512
 TINY_SPECIAL_OFFSET = -151163
 CJK_NUMERALS = "零一二三四五六七八九十百千万"
@@ -28,11 +30,32 @@ CJK_NUMERALS = "零一二三四五六七八九十百千万"
 # Official special tokens from <|endoftext|> (151643) to </think> (151668), in id order. AndesVL
 # renames Qwen's <|vision_start|>/<|vision_end|> to <img>/</img>.
 QWEN_SPECIALS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<img>", "</img>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
-    "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<img>",
+    "</img>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
 )
 FIRST_SPECIAL_ID = 151643
 
@@ -99,7 +122,10 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> np.ndarray:
-        """text -> ids [n] int32; special-token strings in the text become their ids; nothing added."""
+        """text -> ids [n] int32.
+
+        Special-token strings in the text become their ids; nothing is added.
+        """
         return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, np.int32)
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
@@ -115,7 +141,9 @@ class TextTokenizer:
         for field, names in SPECIAL_TOKEN_NAMES.items():
             found = [i for i in map(self.token_id, names) if i is not None]
             if not found:
-                raise ValueError(f"tokenizer {self.name} lacks special token {names[0]!r} ({field})")
+                raise ValueError(
+                    f"tokenizer {self.name} lacks special token {names[0]!r} ({field})"
+                )
             ids[field] = found[0]
         return SpecialTokens(**ids)
 

@@ -1,4 +1,4 @@
-"""Real formats: readers, bad lines with file:line errors, ArrayRecord round trip, `data inspect`."""
+"""Real formats: readers, bad lines with file:line errors, ArrayRecord round trip, data inspect."""
 
 import argparse
 import json
@@ -21,26 +21,61 @@ def data_dir(tmp_path_factory):
     Image.new("RGB", (90, 60), (200, 10, 10)).save(d / "img" / "a.jpg")
     Image.new("RGB", (64, 64), (10, 10, 200)).save(d / "img" / "b.png")
     (d / "img" / "trunc.jpg").write_bytes((d / "img" / "a.jpg").read_bytes()[:200])
-    conv = lambda img, q: {"image": img, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "ok"}]}
+
+    def conv(img, q):
+        return {
+            "image": img,
+            "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "ok"}],
+        }
+
     lines = {
-        "llava.jsonl": [conv("img/a.jpg", "<image>\nWhat?"), conv("img/b.png", "<image>\nAnd?"),
-                        "{not json", conv("img/missing.jpg", "<image>\nq"), conv("img/trunc.jpg", "<image>\nq"),
-                        conv("img/a.jpg", "no tag"), conv("img/a.jpg", "<image>" + "x" * 9000)],
-        "interleaved.jsonl": [{"text": "Look <image> then <image>.", "images": ["img/a.jpg", "img/b.png"]},
-                              {"text": "one tag <image>", "images": []}],
-        "preference.jsonl": [{"prompt": "<image>\nColour?", "images": ["img/a.jpg"], "chosen": "red", "rejected": "blue"},
-                             {"prompt": "q", "chosen": "x"}],
-        "rl.jsonl": [{"prompt": "<image>\n2+2?", "images": ["img/b.png"], "answer": 4}, {"prompt": "no answer"}],
+        "llava.jsonl": [
+            conv("img/a.jpg", "<image>\nWhat?"),
+            conv("img/b.png", "<image>\nAnd?"),
+            "{not json",
+            conv("img/missing.jpg", "<image>\nq"),
+            conv("img/trunc.jpg", "<image>\nq"),
+            conv("img/a.jpg", "no tag"),
+            conv("img/a.jpg", "<image>" + "x" * 9000),
+        ],
+        "interleaved.jsonl": [
+            {"text": "Look <image> then <image>.", "images": ["img/a.jpg", "img/b.png"]},
+            {"text": "one tag <image>", "images": []},
+        ],
+        "preference.jsonl": [
+            {
+                "prompt": "<image>\nColour?",
+                "images": ["img/a.jpg"],
+                "chosen": "red",
+                "rejected": "blue",
+            },
+            {"prompt": "q", "chosen": "x"},
+        ],
+        "rl.jsonl": [
+            {"prompt": "<image>\n2+2?", "images": ["img/b.png"], "answer": 4},
+            {"prompt": "no answer"},
+        ],
     }
     for name, recs in lines.items():
-        (d / name).write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in recs) + "\n")
+        (d / name).write_text(
+            "\n".join(r if isinstance(r, str) else json.dumps(r) for r in recs) + "\n"
+        )
     write_arrayrecord(d / "syn.arrayrecord", [SyntheticSource("all", seed=0)[i] for i in range(6)])
     return d
 
 
 EXPECT = {  # format -> (file, ok, {reason: count})
-    "llava": ("llava.jsonl", 2, {"malformed_json": 1, "missing_image": 1, "corrupt_image": 1,
-                                 "image_tag_mismatch": 1, "text_too_long": 1}),
+    "llava": (
+        "llava.jsonl",
+        2,
+        {
+            "malformed_json": 1,
+            "missing_image": 1,
+            "corrupt_image": 1,
+            "image_tag_mismatch": 1,
+            "text_too_long": 1,
+        },
+    ),
     "interleaved": ("interleaved.jsonl", 1, {"image_tag_mismatch": 1}),
     "preference": ("preference.jsonl", 1, {"missing_field": 1}),
     "rl": ("rl.jsonl", 1, {"missing_field": 1}),
@@ -52,7 +87,9 @@ EXPECT = {  # format -> (file, ok, {reason: count})
 def test_pipeline_skip_counts_per_format(data_dir, fmt):
     fname, ok, reasons = EXPECT[fmt]
     src = open_dataset(fmt, data_dir / fname)
-    cfg = DataConfig(stage="sft", batch_size=2, max_tokens=4096, max_patches=4096, num_epochs=1, on_error="skip")
+    cfg = DataConfig(
+        stage="sft", batch_size=2, max_tokens=4096, max_patches=4096, num_epochs=1, on_error="skip"
+    )
     it = iter(make_dataset(src, cfg))
     list(it)
     stats = pipeline_stats(it.get_state())
@@ -73,8 +110,14 @@ def test_arrayrecord_round_trip(data_dir):
     orig = SyntheticSource("all", seed=0)[3]
     back = src[3]
     assert back.messages == orig.messages and back.meta["task"] == orig.meta["task"]
-    assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(back.images[0]))), np.asarray(orig.images[0])) \
-        if orig.images else True
+    assert (
+        np.array_equal(
+            np.asarray(Image.open(__import__("io").BytesIO(back.images[0]))),
+            np.asarray(orig.images[0]),
+        )
+        if orig.images
+        else True
+    )
 
 
 def _run_cli(argv):
@@ -88,8 +131,19 @@ def _run_cli(argv):
 def test_inspect_cli(data_dir, fmt, capsys, tmp_path):
     fname, ok, reasons = EXPECT[fmt]
     out_json = tmp_path / "rep.json"
-    rc = _run_cli(["data", "inspect", "--format", fmt, str(data_dir / fname), "--image-root", str(data_dir),
-                   "--json", str(out_json)])
+    rc = _run_cli(
+        [
+            "data",
+            "inspect",
+            "--format",
+            fmt,
+            str(data_dir / fname),
+            "--image-root",
+            str(data_dir),
+            "--json",
+            str(out_json),
+        ]
+    )
     assert rc == 0
     rep = json.loads(out_json.read_text())
     assert rep["counts"].get("ok", 0) == ok

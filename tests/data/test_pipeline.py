@@ -1,4 +1,4 @@
-"""Grain pipeline: exact resume (single and multiprocess), sharding, on_error policies with counts."""
+"""Grain pipeline: exact resume (single, multiprocess, text fill), sharding, on_error policies."""
 
 import json
 
@@ -7,12 +7,22 @@ import numpy as np
 import pytest
 
 from andesvl_jax.data.errors import DataError
-from andesvl_jax.data.pipeline import DataConfig, make_dataset, pipeline_stats, synthetic_dataset
+from andesvl_jax.data.pipeline import (
+    DataConfig,
+    example_dataset,
+    make_dataset,
+    pipeline_stats,
+    synthetic_dataset,
+)
 from andesvl_jax.data.sample import Message, Sample
+from andesvl_jax.data.synthetic import SyntheticSource
+from andesvl_jax.data.tokenizer import TextTokenizer
 
 
 def _eq(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 CFG = DataConfig(stage="demo", batch_size=2, seed=7)
@@ -38,7 +48,9 @@ def test_seed_changes_order_and_epochs_reshuffle():
 
 
 def test_finite_epoch_sees_every_sample_once():
-    ds = synthetic_dataset(DataConfig(stage="demo", batch_size=2, num_epochs=1, shuffle=False), size=30)
+    ds = synthetic_dataset(
+        DataConfig(stage="demo", batch_size=2, num_epochs=1, shuffle=False), size=30
+    )
     it = iter(ds)
     n_batches = sum(1 for _ in it)
     stats = pipeline_stats(it.get_state())
@@ -62,17 +74,28 @@ class BadSource:
 
     def __getitem__(self, i):
         tags = "<image>" * (2 if i % 3 == 0 else 1)
-        return Sample([Message("user", tags + "q"), Message("assistant", "a")],
-                      [np.zeros((56, 56, 3), np.uint8)], origin=f"bad.jsonl:{i + 1}")
+        return Sample(
+            [Message("user", tags + "q"), Message("assistant", "a")],
+            [np.zeros((56, 56, 3), np.uint8)],
+            origin=f"bad.jsonl:{i + 1}",
+        )
 
 
 def test_on_error_raise_names_the_sample():
     with pytest.raises(DataError, match=r"bad.jsonl:\d+: image_tag_mismatch"):
-        list(make_dataset(BadSource(), DataConfig(stage="demo", batch_size=2, num_epochs=1, shuffle=False)))
+        list(
+            make_dataset(
+                BadSource(), DataConfig(stage="demo", batch_size=2, num_epochs=1, shuffle=False)
+            )
+        )
 
 
 def test_on_error_skip_counts():
-    it = iter(make_dataset(BadSource(), DataConfig(stage="demo", batch_size=2, num_epochs=1, on_error="skip")))
+    it = iter(
+        make_dataset(
+            BadSource(), DataConfig(stage="demo", batch_size=2, num_epochs=1, on_error="skip")
+        )
+    )
     list(it)
     stats = pipeline_stats(it.get_state())
     assert stats["ok"] == 8 and stats["skipped/image_tag_mismatch"] == 4
@@ -93,3 +116,25 @@ def test_multiprocess_prefetch_resumes_exactly():
     it2.close()
     assert all(_eq(e, g) for e, g in zip(expected, got, strict=True))
     assert pipeline_stats(state)["ok"] > 0
+
+
+def test_text_fill_resume_with_held_text_only_examples():
+    """Joint stage (text fill on): the state carries held text-only examples and resumes exactly."""
+    cfg = DataConfig(
+        stage="joint", batch_size=2, max_tokens=2048, max_patches=256, image_max_size=112, seed=3
+    )
+    assert cfg.resolved("text_fill")
+    it = iter(synthetic_dataset(cfg, size=300))
+    for _ in range(3):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    source = SyntheticSource("joint", size=300, seed=3)
+    examples = example_dataset(source, cfg, TextTokenizer.default())
+    assert any(examples[i].num_patches == 0 for i in state["pending"])
+    expected = [next(it) for _ in range(3)]
+    it2 = iter(synthetic_dataset(cfg, size=300))
+    it2.set_state(state)
+    for e in expected:
+        assert _eq(e, next(it2))
+    stats = pipeline_stats(it.get_state())
+    assert stats["token_fill"] > 0.7 and stats["patch_fill"] > 0.9

@@ -16,7 +16,10 @@ from andesvl_jax.data.preprocess import (
     preprocess_within_budget,
 )
 
-FLAVOURS = {"aimv2": ImageSpec("aimv2", 14, max_size=733), "siglip2": ImageSpec("siglip2", 16, max_size=1792)}
+FLAVOURS = {
+    "aimv2": ImageSpec("aimv2", 14, max_size=733),
+    "siglip2": ImageSpec("siglip2", 16, max_size=1792),
+}
 
 
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
@@ -62,8 +65,11 @@ def _encode(img: Image.Image, fmt="PNG", **kw) -> bytes:
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
 def test_modes_convert_to_rgb(mode):
     base = Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), np.uint8))
-    img = base.convert(mode) if mode != "I;16" else Image.fromarray(
-        np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    img = (
+        base.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    )
     out = load_rgb(img)
     assert out.mode == "RGB" and out.size == (30, 20)
 

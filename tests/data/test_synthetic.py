@@ -14,15 +14,27 @@ TOK = TextTokenizer.default()
 
 
 def _same(a, b):
-    return (a.messages == b.messages and len(a.images) == len(b.images)
-            and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images, strict=True)))
+    return (
+        a.messages == b.messages
+        and len(a.images) == len(b.images)
+        and all(
+            np.array_equal(np.asarray(x), np.asarray(y))
+            for x, y in zip(a.images, b.images, strict=True)
+        )
+    )
 
 
 def test_deterministic_by_seed_and_index():
     a, b = SyntheticSource("all", seed=3), SyntheticSource("all", seed=3)
     for i in (0, 7, 123):
         assert _same(a[i], b[i])
-    assert sum(_same(SyntheticSource("all", seed=3)[i], SyntheticSource("all", seed=4)[i]) for i in range(20)) < 3
+    assert (
+        sum(
+            _same(SyntheticSource("all", seed=3)[i], SyntheticSource("all", seed=4)[i])
+            for i in range(20)
+        )
+        < 3
+    )
     train, ev = SyntheticSource("all", split="train"), SyntheticSource("all", split="eval")
     assert sum(_same(train[i], ev[i]) for i in range(20)) < 3
 
@@ -37,7 +49,9 @@ def test_every_task_encodes_with_short_answer(task):
         assert s.meta["task"] == task and ex.num_tokens > 0
         if s.kind == "chat":
             assert s.answer is not None and len(s.answer) < 200
-            assert (TOK.encode(s.answer) > 0).all(), "answer has characters outside the tiny vocabulary"
+            assert (TOK.encode(s.answer) > 0).all(), (
+                "answer has characters outside the tiny vocabulary"
+            )
 
 
 def test_answers_are_checkable():
@@ -57,6 +71,13 @@ def test_answers_are_checkable():
             assert s.answer == ("first" if c[0] > c[1] else "second")
         if t == "preference":
             assert s.meta["chosen"] != s.meta["rejected"]
+        if t == "text_reading":
+            k = s.meta["item"]
+            colour, shape = s.meta["items"][k - 1]
+            assert not s.images and f"Item {k} is a {colour} {shape}." in s.messages[0].content
+            assert s.answer == (colour if "colour" in s.messages[0].content else shape)
+        if t == "text_document":
+            assert not s.images and s.kind == "document"
 
 
 def test_count_answers_in_range_with_difficulty():
@@ -90,7 +111,9 @@ def _original_order(m):
 
 def test_move_images_first_keeps_tag_order():
     imgs = [np.full((4, 4, 3), k, np.uint8) for k in range(4)]
-    s = Sample([Message("user", "a <image> b <image> c <image> d <image> e")], imgs, kind="document")
+    s = Sample(
+        [Message("user", "a <image> b <image> c <image> d <image> e")], imgs, kind="document"
+    )
     moved = [move_images_first(s, np.random.default_rng(k), 0.5) for k in range(80)]
     for m in moved:
         assert len(m.images) == 4 and _original_order(m) == [0, 1, 2, 3]

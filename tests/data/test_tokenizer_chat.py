@@ -37,10 +37,17 @@ def test_character_level_ids(tok):
 
 
 def test_siglip2_fixture_prompt_reproduced(fixtures_dir, tok):
-    """The official vLLM prompt (user turn, images joined by newlines, generation prompt) token for token."""
+    """The official vLLM prompt, token for token.
+
+    User turn, images joined by newlines, generation prompt.
+    """
     d = np.load(fixtures_dir / "andesvl_siglip2_tiny" / "inputs.npz")
-    sample = Sample([Message("user", "<image>\n<image>\nDescribe both.")], [d["image_0"], d["image_1"]])
-    spec = EncodeSpec(image=ImageSpec("siglip2", 16, max_size=1792), add_generation_prompt=True, loss_mask="none")
+    sample = Sample(
+        [Message("user", "<image>\n<image>\nDescribe both.")], [d["image_0"], d["image_1"]]
+    )
+    spec = EncodeSpec(
+        image=ImageSpec("siglip2", 16, max_size=1792), add_generation_prompt=True, loss_mask="none"
+    )
     ex = SampleEncoder(tok, spec)(sample)
     np.testing.assert_array_equal(ex.ids, d["input_ids"][0])
     assert not ex.trainable.any()
@@ -56,8 +63,14 @@ def test_aimv2_fixture_prompt_reproduced(fixtures_dir, tok):
 
 
 def _conv():
-    return Sample([Message("system", "Be brief."), Message("user", "<image>\nHow many?"),
-                   Message("assistant", "3", reasoning="I count 3.")], [np.zeros((56, 56, 3), np.uint8)])
+    return Sample(
+        [
+            Message("system", "Be brief."),
+            Message("user", "<image>\nHow many?"),
+            Message("assistant", "3", reasoning="I count 3."),
+        ],
+        [np.zeros((56, 56, 3), np.uint8)],
+    )
 
 
 def _trained_text(tok, ex):
@@ -105,11 +118,18 @@ def test_image_tokens_per_pixel_shuffle(tok):
     assert (off.ids == pad).sum() == off.num_patches == 48
 
 
-@pytest.mark.parametrize("tags,images,reason", [("<image><image>q", 1, "image_tag_mismatch"),
-                                                ("q", 1, "image_tag_mismatch"),
-                                                ("x" * 300, 0, "text_too_long")])
+@pytest.mark.parametrize(
+    "tags,images,reason",
+    [
+        ("<image><image>q", 1, "image_tag_mismatch"),
+        ("q", 1, "image_tag_mismatch"),
+        ("x" * 300, 0, "text_too_long"),
+    ],
+)
 def test_encoder_errors(tok, tags, images, reason):
-    s = Sample([Message("user", tags)], [np.zeros((56, 56, 3), np.uint8)] * images, origin="f.jsonl:9")
+    s = Sample(
+        [Message("user", tags)], [np.zeros((56, 56, 3), np.uint8)] * images, origin="f.jsonl:9"
+    )
     with pytest.raises(DataError) as e:
         SampleEncoder(tok, EncodeSpec(max_tokens=256))(s)
     assert e.value.reason == reason and "f.jsonl:9" in str(e.value)

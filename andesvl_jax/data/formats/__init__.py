@@ -1,4 +1,7 @@
-"""Registry of dataset formats: name -> opener(path, image_root=None, **kw) -> random-access source of Samples."""
+"""Registry of dataset formats.
+
+name -> opener(path, image_root=None, **kw) -> random-access source of Samples.
+"""
 
 from __future__ import annotations
 
@@ -42,4 +45,11 @@ def open_dataset(fmt: str, path, image_root=None, **kw):
     return FORMATS[fmt](path, image_root=image_root, **kw)
 
 
-__all__ = ["FORMATS", "ArrayRecordSource", "JsonlSource", "TfdsSource", "open_dataset", "write_arrayrecord"]
+__all__ = [
+    "FORMATS",
+    "ArrayRecordSource",
+    "JsonlSource",
+    "TfdsSource",
+    "open_dataset",
+    "write_arrayrecord",
+]

@@ -35,12 +35,17 @@ def _image_bytes(img) -> bytes:
 def sample_to_record(sample: Sample) -> bytes:
     rec = {
         "kind": sample.kind,
-        "messages": [{"role": m.role, "content": m.content, "reasoning": m.reasoning} for m in sample.messages],
+        "messages": [
+            {"role": m.role, "content": m.content, "reasoning": m.reasoning}
+            for m in sample.messages
+        ],
         "images": [base64.b64encode(_image_bytes(im)).decode() for im in sample.images],
         "meta": sample.meta,
         "origin": sample.origin,
     }
-    return json.dumps(rec, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)).encode()
+    return json.dumps(
+        rec, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)
+    ).encode()
 
 
 def record_to_sample(data: bytes, origin: str) -> Sample:
@@ -50,7 +55,9 @@ def record_to_sample(data: bytes, origin: str) -> Sample:
         images = [base64.b64decode(b) for b in rec["images"]]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(origin, "malformed_record", f"{type(e).__name__}: {e}") from None
-    return Sample(msgs, images, kind=rec.get("kind", "chat"), meta=rec.get("meta", {}), origin=origin)
+    return Sample(
+        msgs, images, kind=rec.get("kind", "chat"), meta=rec.get("meta", {}), origin=origin
+    )
 
 
 def write_arrayrecord(path: str | os.PathLike, samples) -> int:
@@ -84,7 +91,10 @@ class ArrayRecordSource:
         return len(self._source)
 
     def __getitem__(self, index: int) -> Sample:
-        return record_to_sample(self._source[index], f"{self.paths[0] if len(self.paths) == 1 else 'arrayrecord'}#{index}")
+        return record_to_sample(
+            self._source[index],
+            f"{self.paths[0] if len(self.paths) == 1 else 'arrayrecord'}#{index}",
+        )
 
     def __getstate__(self):
         return {"paths": self.paths}

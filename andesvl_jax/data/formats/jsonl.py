@@ -17,7 +17,13 @@ from typing import Any
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.sample import Message, Sample
 
-LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+LLAVA_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 def _paths(value, root: pathlib.Path, origin: str) -> list[str]:
@@ -31,9 +37,13 @@ def _paths(value, root: pathlib.Path, origin: str) -> list[str]:
 
 def _need(rec: dict, key: str, origin: str, kind=str):
     if key not in rec:
-        raise DataError(origin, "missing_field", f"record has no {key!r} field (keys: {sorted(rec)})")
+        raise DataError(
+            origin, "missing_field", f"record has no {key!r} field (keys: {sorted(rec)})"
+        )
     if not isinstance(rec[key], kind):
-        raise DataError(origin, "bad_field", f"{key!r} must be {kind.__name__}, got {type(rec[key]).__name__}")
+        raise DataError(
+            origin, "bad_field", f"{key!r} must be {kind.__name__}, got {type(rec[key]).__name__}"
+        )
     return rec[key]
 
 
@@ -42,23 +52,37 @@ def llava_to_sample(rec: dict, root: pathlib.Path, origin: str) -> Sample:
     msgs = []
     for i, turn in enumerate(_need(rec, "conversations", origin, list)):
         if not isinstance(turn, dict) or "value" not in turn or turn.get("from") not in LLAVA_ROLES:
-            raise DataError(origin, "bad_field", f"conversations[{i}] must have 'from' in {sorted(LLAVA_ROLES)} and 'value'")
+            raise DataError(
+                origin,
+                "bad_field",
+                f"conversations[{i}] must have 'from' in {sorted(LLAVA_ROLES)} and 'value'",
+            )
         msgs.append(Message(LLAVA_ROLES[turn["from"]], str(turn["value"])))
     return Sample(msgs, _paths(rec.get("image", rec.get("images")), root, origin), origin=origin)
 
 
 def interleaved_to_sample(rec: dict, root: pathlib.Path, origin: str) -> Sample:
     """{"text": "... <image> ...", "images": [str, ...]}"""
-    return Sample([Message("user", _need(rec, "text", origin))], _paths(rec.get("images"), root, origin),
-                  kind="document", origin=origin)
+    return Sample(
+        [Message("user", _need(rec, "text", origin))],
+        _paths(rec.get("images"), root, origin),
+        kind="document",
+        origin=origin,
+    )
 
 
 def preference_to_sample(rec: dict, root: pathlib.Path, origin: str) -> Sample:
-    """{"prompt": str, "images": [str], "chosen": str, "rejected": str}; trains on `chosen` by default."""
+    """{"prompt": str, "images": [str], "chosen": str, "rejected": str}.
+
+    Trains on `chosen` by default.
+    """
     chosen, rejected = _need(rec, "chosen", origin), _need(rec, "rejected", origin)
-    return Sample([Message("user", _need(rec, "prompt", origin)), Message("assistant", chosen)],
-                  _paths(rec.get("images"), root, origin), origin=origin,
-                  meta={"chosen": chosen, "rejected": rejected})
+    return Sample(
+        [Message("user", _need(rec, "prompt", origin)), Message("assistant", chosen)],
+        _paths(rec.get("images"), root, origin),
+        origin=origin,
+        meta={"chosen": chosen, "rejected": rejected},
+    )
 
 
 def rl_to_sample(rec: dict, root: pathlib.Path, origin: str) -> Sample:
@@ -66,15 +90,23 @@ def rl_to_sample(rec: dict, root: pathlib.Path, origin: str) -> Sample:
     answer = rec.get("answer")
     if answer is None:
         raise DataError(origin, "missing_field", "record has no 'answer' field")
-    return Sample([Message("user", _need(rec, "prompt", origin))], _paths(rec.get("images"), root, origin),
-                  origin=origin, meta={"answer": str(answer), "difficulty": rec.get("difficulty")})
+    return Sample(
+        [Message("user", _need(rec, "prompt", origin))],
+        _paths(rec.get("images"), root, origin),
+        origin=origin,
+        meta={"answer": str(answer), "difficulty": rec.get("difficulty")},
+    )
 
 
 class JsonlSource:
     """Random-access records of a .jsonl file (one JSON object per line) or a .json list."""
 
-    def __init__(self, path: str | os.PathLike, to_sample: Callable[[dict, pathlib.Path, str], Sample],
-                 image_root: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        to_sample: Callable[[dict, pathlib.Path, str], Sample],
+        image_root: str | os.PathLike | None = None,
+    ):
         self.path = pathlib.Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"dataset file not found: {self.path}")
@@ -93,7 +125,9 @@ class JsonlSource:
         except json.JSONDecodeError as e:
             raise DataError(f"{self.path}:{e.lineno}", "malformed_json", e.msg) from None
         if not isinstance(data, list):
-            raise DataError(str(self.path), "malformed_json", "a .json dataset must be a list of records")
+            raise DataError(
+                str(self.path), "malformed_json", "a .json dataset must be a list of records"
+            )
         self._records = data
 
     def _index_lines(self) -> None:
@@ -121,7 +155,9 @@ class JsonlSource:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DataError(origin, "malformed_json", str(e)) from None
         if not isinstance(rec, dict):
-            raise DataError(origin, "malformed_json", f"expected a JSON object, got {type(rec).__name__}")
+            raise DataError(
+                origin, "malformed_json", f"expected a JSON object, got {type(rec).__name__}"
+            )
         return self.to_sample(rec, self.root, origin)
 
     def __repr__(self) -> str:

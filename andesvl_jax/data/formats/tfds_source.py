@@ -23,10 +23,23 @@ def _text(v) -> str:
 class TfdsSource:
     """Random-access Samples from `tfds.data_source(name, split=..., data_dir=...)`."""
 
-    def __init__(self, name: str, split: str = "train", data_dir: str | None = None, image_key: str = "image",
-                 question_key: str = "question", answer_key: str = "answer"):
-        self.args = dict(name=name, split=split, data_dir=data_dir, image_key=image_key,
-                         question_key=question_key, answer_key=answer_key)
+    def __init__(
+        self,
+        name: str,
+        split: str = "train",
+        data_dir: str | None = None,
+        image_key: str = "image",
+        question_key: str = "question",
+        answer_key: str = "answer",
+    ):
+        self.args = dict(
+            name=name,
+            split=split,
+            data_dir=data_dir,
+            image_key=image_key,
+            question_key=question_key,
+            answer_key=answer_key,
+        )
         import tensorflow_datasets as tfds
 
         self._source = tfds.data_source(name, split=split, data_dir=data_dir)
@@ -39,14 +52,29 @@ class TfdsSource:
         origin = f"tfds:{a['name']}/{a['split']}#{index}"
         rec = self._source[index]
         if a["image_key"] not in rec or a["answer_key"] not in rec:
-            raise DataError(origin, "missing_field", f"needs {a['image_key']!r} and {a['answer_key']!r}; has {sorted(rec)}")
+            raise DataError(
+                origin,
+                "missing_field",
+                f"needs {a['image_key']!r} and {a['answer_key']!r}; has {sorted(rec)}",
+            )
         images = rec[a["image_key"]]
-        images = list(images) if isinstance(images, list) or (isinstance(images, np.ndarray) and images.ndim == 4) \
+        images = (
+            list(images)
+            if isinstance(images, list) or (isinstance(images, np.ndarray) and images.ndim == 4)
             else [images]
-        question = _text(rec[a["question_key"]]) if a["question_key"] in rec else "Describe the image."
+        )
+        question = (
+            _text(rec[a["question_key"]]) if a["question_key"] in rec else "Describe the image."
+        )
         tags = IMAGE_TAG * len(images)
-        return Sample([Message("user", f"{tags}\n{question}"), Message("assistant", _text(rec[a["answer_key"]]))],
-                      [np.asarray(im, np.uint8) for im in images], origin=origin)
+        return Sample(
+            [
+                Message("user", f"{tags}\n{question}"),
+                Message("assistant", _text(rec[a["answer_key"]])),
+            ],
+            [np.asarray(im, np.uint8) for im in images],
+            origin=origin,
+        )
 
     def __getstate__(self):
         return self.args

@@ -1,4 +1,4 @@
-"""The embedded synthetic corpus: a random-access source of `Sample`s, deterministic by (seed, split, index).
+"""The embedded synthetic corpus: random-access `Sample`s, deterministic by (seed, split, index).
 
 Mixtures (a registry) weight the task generators; the train and eval splits draw from disjoint
 seed streams. No files are read: every image is rendered on access.
@@ -13,20 +13,46 @@ from andesvl_jax.data.synthetic import tasks_gui, tasks_scene, tasks_text  # noq
 from andesvl_jax.data.synthetic.registry import TASKS, TaskContext
 
 SPLITS = {"train": 0, "eval": 1}
+DEFAULT_CONTEXT = TaskContext()
 
 MIXTURES: dict[str, dict[str, float]] = {
     # What the CPU demo trains on: short, learnable answers (counting, colour, reading digits).
     "demo": {"count": 1.0, "colour": 1.0, "ocr_digits": 1.0},
-    "align": {"caption": 2.0, "ocr_latin": 1.0, "ocr_cjk": 1.0, "ocr_digits": 1.0, "count": 1.0,
-              "colour": 1.0},
+    "align": {
+        "caption": 2.0,
+        "ocr_latin": 1.0,
+        "ocr_cjk": 1.0,
+        "ocr_digits": 1.0,
+        "count": 1.0,
+        "colour": 1.0,
+    },
     # joint and multitask mix in text-only data (as AndesVL's joint stage does). The text-only
     # weight is sized so that, at 112-448 px images and the embedded character vocabulary, the
     # stream carries about 2 text tokens per image patch: what 8192-token / 4096-patch rows hold.
-    "joint": {"interleaved": 2.0, "text_arith": 1.0, "caption": 1.0, "count": 1.0, "chart": 1.0,
-              "ocr_latin": 1.0, "text_document": 8.0},
-    "multitask": {"count": 1.0, "colour": 1.0, "spatial": 1.0, "chart": 1.0, "ocr_latin": 1.0,
-                  "ocr_cjk": 1.0, "gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0,
-                  "math": 1.0, "multi_image": 1.0, "hallucination": 1.0, "text_reading": 12.0},
+    "joint": {
+        "interleaved": 2.0,
+        "text_arith": 1.0,
+        "caption": 1.0,
+        "count": 1.0,
+        "chart": 1.0,
+        "ocr_latin": 1.0,
+        "text_document": 8.0,
+    },
+    "multitask": {
+        "count": 1.0,
+        "colour": 1.0,
+        "spatial": 1.0,
+        "chart": 1.0,
+        "ocr_latin": 1.0,
+        "ocr_cjk": 1.0,
+        "gui_grounding": 1.0,
+        "gui_referring": 1.0,
+        "gui_qa": 1.0,
+        "math": 1.0,
+        "multi_image": 1.0,
+        "hallucination": 1.0,
+        "text_reading": 16.0,
+    },
     "gui": {"gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0},
     "mpo": {"preference": 1.0},
     "grpo": {"math": 1.0},
@@ -40,8 +66,14 @@ class SyntheticSource:
     mixture: a MIXTURES name or an explicit {task: weight} dict.
     """
 
-    def __init__(self, mixture: str | dict[str, float] = "demo", size: int = 100_000, seed: int = 0,
-                 split: str = "train", ctx: TaskContext = TaskContext()):
+    def __init__(
+        self,
+        mixture: str | dict[str, float] = "demo",
+        size: int = 100_000,
+        seed: int = 0,
+        split: str = "train",
+        ctx: TaskContext = DEFAULT_CONTEXT,
+    ):
         weights = MIXTURES[mixture] if isinstance(mixture, str) else dict(mixture)
         unknown = sorted(set(weights) - set(TASKS))
         if unknown:
@@ -66,4 +98,7 @@ class SyntheticSource:
         return sample
 
     def __repr__(self) -> str:
-        return f"SyntheticSource(tasks={self.names}, size={self.size}, seed={self.seed}, split={self.split})"
+        return (
+            f"SyntheticSource(tasks={self.names}, size={self.size}, seed={self.seed}, "
+            f"split={self.split})"
+        )

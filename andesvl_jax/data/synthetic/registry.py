@@ -17,7 +17,10 @@ from andesvl_jax.data.sample import Message, Sample
 
 @dataclasses.dataclass(frozen=True)
 class TaskContext:
-    """Image side range (px) the generators draw at; small for the CPU demo, larger for benchmarks."""
+    """Image side range (px) the generators draw at.
+
+    Small for the CPU demo, larger for benchmarks.
+    """
 
     min_side: int = 56
     max_side: int = 112
@@ -36,6 +39,7 @@ def register_task(name: str) -> Callable[[TaskFn], TaskFn]:
             raise ValueError(f"synthetic task {name!r} registered twice")
         TASKS[name] = fn
         return fn
+
     return deco
 
 
@@ -43,5 +47,8 @@ def qa(image_or_images, question: str, answer: str, **meta) -> Sample:
     """One-turn VQA sample: the images first, then the question; short answer."""
     images = image_or_images if isinstance(image_or_images, list) else [image_or_images]
     tags = "".join("<image>" for _ in images)
-    return Sample([Message("user", f"{tags}\n{question}"), Message("assistant", answer)],
-                  images, meta={"answer": answer, **meta})
+    return Sample(
+        [Message("user", f"{tags}\n{question}"), Message("assistant", answer)],
+        images,
+        meta={"answer": answer, **meta},
+    )

@@ -11,8 +11,13 @@ from collections.abc import Callable
 from PIL import Image, ImageDraw, ImageFont
 
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 220), "yellow": (240, 210, 20),
-    "purple": (140, 40, 180), "orange": (250, 130, 10), "black": (10, 10, 10),
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 70, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 180),
+    "orange": (250, 130, 10),
+    "black": (10, 10, 10),
 }
 BACKGROUND = (245, 245, 240)
 
@@ -31,7 +36,9 @@ def _triangle(d: ImageDraw.ImageDraw, box, colour) -> None:
 
 
 SHAPES: dict[str, Callable[[ImageDraw.ImageDraw, tuple, tuple], None]] = {
-    "circle": _circle, "square": _square, "triangle": _triangle,
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
 }
 
 # Stroke glyphs in a unit box: one polyline per stroke. Enough CJK script for an OCR task.
@@ -39,20 +46,36 @@ CJK_GLYPHS: dict[str, list[list[tuple[float, float]]]] = {
     "一": [[(0.1, 0.5), (0.9, 0.5)]],
     "二": [[(0.2, 0.3), (0.8, 0.3)], [(0.1, 0.75), (0.9, 0.75)]],
     "三": [[(0.2, 0.2), (0.8, 0.2)], [(0.25, 0.5), (0.75, 0.5)], [(0.1, 0.82), (0.9, 0.82)]],
-    "四": [[(0.15, 0.2), (0.85, 0.2), (0.85, 0.85), (0.15, 0.85), (0.15, 0.2)],
-          [(0.42, 0.2), (0.35, 0.6)], [(0.6, 0.2), (0.6, 0.6), (0.75, 0.6)]],
-    "五": [[(0.15, 0.15), (0.85, 0.15)], [(0.45, 0.15), (0.35, 0.85)],
-          [(0.25, 0.5), (0.72, 0.5), (0.68, 0.85)], [(0.08, 0.85), (0.92, 0.85)]],
-    "六": [[(0.48, 0.06), (0.55, 0.2)], [(0.1, 0.35), (0.9, 0.35)], [(0.4, 0.5), (0.2, 0.85)],
-          [(0.6, 0.5), (0.8, 0.85)]],
+    "四": [
+        [(0.15, 0.2), (0.85, 0.2), (0.85, 0.85), (0.15, 0.85), (0.15, 0.2)],
+        [(0.42, 0.2), (0.35, 0.6)],
+        [(0.6, 0.2), (0.6, 0.6), (0.75, 0.6)],
+    ],
+    "五": [
+        [(0.15, 0.15), (0.85, 0.15)],
+        [(0.45, 0.15), (0.35, 0.85)],
+        [(0.25, 0.5), (0.72, 0.5), (0.68, 0.85)],
+        [(0.08, 0.85), (0.92, 0.85)],
+    ],
+    "六": [
+        [(0.48, 0.06), (0.55, 0.2)],
+        [(0.1, 0.35), (0.9, 0.35)],
+        [(0.4, 0.5), (0.2, 0.85)],
+        [(0.6, 0.5), (0.8, 0.85)],
+    ],
     "七": [[(0.1, 0.48), (0.9, 0.36)], [(0.4, 0.1), (0.4, 0.8), (0.9, 0.85)]],
     "八": [[(0.4, 0.2), (0.15, 0.85)], [(0.6, 0.2), (0.85, 0.85)]],
-    "九": [[(0.1, 0.35), (0.6, 0.35), (0.6, 0.8), (0.9, 0.8)], [(0.4, 0.1), (0.3, 0.6), (0.1, 0.85)]],
+    "九": [
+        [(0.1, 0.35), (0.6, 0.35), (0.6, 0.8), (0.9, 0.8)],
+        [(0.4, 0.1), (0.3, 0.6), (0.1, 0.85)],
+    ],
     "十": [[(0.1, 0.5), (0.9, 0.5)], [(0.5, 0.1), (0.5, 0.9)]],
 }
 
 
-def new_canvas(width: int, height: int, colour=BACKGROUND) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+def new_canvas(
+    width: int, height: int, colour=BACKGROUND
+) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     img = Image.new("RGB", (width, height), colour)
     return img, ImageDraw.Draw(img)
 
@@ -65,7 +88,9 @@ def draw_shape(d: ImageDraw.ImageDraw, shape: str, box, colour_name: str) -> Non
     SHAPES[shape](d, box, COLOURS[colour_name])
 
 
-def draw_text(d: ImageDraw.ImageDraw, xy, text: str, size: int, colour=(0, 0, 0)) -> tuple[int, int, int, int]:
+def draw_text(
+    d: ImageDraw.ImageDraw, xy, text: str, size: int, colour=(0, 0, 0)
+) -> tuple[int, int, int, int]:
     """Latin text at xy; returns its pixel bounding box."""
     f = font(size)
     d.text(xy, text, fill=colour, font=f)

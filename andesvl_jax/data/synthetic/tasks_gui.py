@@ -10,19 +10,32 @@ from andesvl_jax.data.chat import format_box, format_ref
 from andesvl_jax.data.synthetic.registry import qa, register_task
 from andesvl_jax.data.synthetic.render import draw_text, new_canvas
 
-BUTTONS = {"Send": "send the message", "Back": "go back", "Save": "save the file", "Share": "share it",
-           "Cancel": "cancel", "Search": "search", "Login": "log in", "Next": "go to the next page"}
+BUTTONS = {
+    "Send": "send the message",
+    "Back": "go back",
+    "Save": "save the file",
+    "Share": "share it",
+    "Cancel": "cancel",
+    "Search": "search",
+    "Login": "log in",
+    "Next": "go to the next page",
+}
 
 
 def render_screen(rng, ctx):
-    """A 9:16 screen: title bar, 3-4 labelled buttons, a toggle. Returns (image, [(label, kind, box)])."""
+    """A 9:16 screen: title bar, 3-4 labelled buttons, a toggle.
+
+    Returns (image, [(label, kind, box)]).
+    """
     w = ctx.side(rng)
     h = int(w * 16 / 9)
     img, d = new_canvas(w, h, (250, 250, 252))
     d.rectangle((0, 0, w, h // 10), fill=(40, 90, 200))
     fs = max(7, h // 28)
     draw_text(d, (4, h // 40), "Messages", fs, (255, 255, 255))
-    names = [str(n) for n in rng.choice(sorted(BUTTONS), size=int(rng.integers(3, 5)), replace=False)]
+    names = [
+        str(n) for n in rng.choice(sorted(BUTTONS), size=int(rng.integers(3, 5)), replace=False)
+    ]
     widgets = []
     slot_h = (h - h // 10) // (len(names) + 1)
     for i, name in enumerate(names):
@@ -48,16 +61,25 @@ def gui_grounding_task(rng, ctx):
     img, widgets = render_screen(rng, ctx)
     name, kind, box = _pick(rng, widgets)
     target = format_box(box, *img.size)
-    return qa(img, f"Locate {format_ref(f'the {name} {kind}')} in the screen.", target,
-              box=target, difficulty="easy")
+    return qa(
+        img,
+        f"Locate {format_ref(f'the {name} {kind}')} in the screen.",
+        target,
+        box=target,
+        difficulty="easy",
+    )
 
 
 @register_task("gui_referring")
 def gui_referring_task(rng, ctx):
     img, widgets = render_screen(rng, ctx)
     name, kind, box = _pick(rng, widgets)
-    return qa(img, f"What is the element at {format_box(box, *img.size)}?", f"the {name} {kind}",
-              difficulty="easy")
+    return qa(
+        img,
+        f"What is the element at {format_box(box, *img.size)}?",
+        f"the {name} {kind}",
+        difficulty="easy",
+    )
 
 
 @register_task("gui_qa")

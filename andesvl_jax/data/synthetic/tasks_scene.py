@@ -22,7 +22,10 @@ NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "
 
 
 def scene(rng: np.random.Generator, ctx: TaskContext, objects: list[tuple[str, str]]):
-    """Draw (shape, colour) objects in distinct grid cells. Returns (image, [(shape, colour, box)])."""
+    """Draw (shape, colour) objects in distinct grid cells.
+
+    Returns (image, [(shape, colour, box)]).
+    """
     w, h = ctx.side(rng), ctx.side(rng)
     img, d = new_canvas(w, h)
     placed = []
@@ -89,8 +92,13 @@ def hallucination_task(rng, ctx):
     else:  # an absent (shape, colour) combination
         absent = [(s, c) for s in SHAPE_NAMES for c in COLOUR_NAMES if (s, c) not in objs]
         s, c = absent[int(rng.integers(len(absent)))]
-    return qa(img, f"Is there a {c} {s} in the image? Answer yes or no.", "yes" if present else "no",
-              probe="present" if present else "absent", difficulty="easy")
+    return qa(
+        img,
+        f"Is there a {c} {s} in the image? Answer yes or no.",
+        "yes" if present else "no",
+        probe="present" if present else "absent",
+        difficulty="easy",
+    )
 
 
 @register_task("multi_image")
@@ -99,8 +107,13 @@ def multi_image_task(rng, ctx):
     n1, n2 = rng.choice(np.arange(1, 6), size=2, replace=False)
     imgs = [scene(rng, ctx, [(shape, str(rng.choice(COLOUR_NAMES)))] * int(n))[0] for n in (n1, n2)]
     ans = "first" if n1 > n2 else "second"
-    return qa(imgs, f"Which image has more {shape}s, the first or the second?", ans, counts=[int(n1), int(n2)],
-              difficulty="hard")
+    return qa(
+        imgs,
+        f"Which image has more {shape}s, the first or the second?",
+        ans,
+        counts=[int(n1), int(n2)],
+        difficulty="hard",
+    )
 
 
 @register_task("preference")
@@ -109,7 +122,10 @@ def preference_task(rng, ctx):
     s = count_task(rng, ctx)
     n = int(s.meta["answer"])
     wrong = int(rng.choice([k for k in range(1, 8) if k != n]))
-    s.meta.update(chosen=f"There are {NUMBER_WORDS[n]} ({n}).", rejected=f"There are {NUMBER_WORDS[wrong]} ({wrong}).")
+    s.meta.update(
+        chosen=f"There are {NUMBER_WORDS[n]} ({n}).",
+        rejected=f"There are {NUMBER_WORDS[wrong]} ({wrong}).",
+    )
     s.messages[-1] = Message("assistant", s.meta["chosen"])
     return s
 
@@ -120,8 +136,13 @@ def interleaved_task(rng, ctx):
     k = int(rng.integers(2, 4))
     text, images, counts = "A report on shapes.\n", [], []
     for i in range(k):
-        shape, colour, n = str(rng.choice(SHAPE_NAMES)), str(rng.choice(COLOUR_NAMES)), int(rng.integers(1, 5))
+        shape, colour, n = (
+            str(rng.choice(SHAPE_NAMES)),
+            str(rng.choice(COLOUR_NAMES)),
+            int(rng.integers(1, 5)),
+        )
         images.append(scene(rng, ctx, [(shape, colour)] * n)[0])
         counts.append(n)
-        text += f"Figure {i + 1}: <image>\nFigure {i + 1} shows {n} {colour} {shape}{'s' if n > 1 else ''}.\n"
+        plural = "s" if n > 1 else ""
+        text += f"Figure {i + 1}: <image>\nFigure {i + 1} shows {n} {colour} {shape}{plural}.\n"
     return Sample([Message("user", text)], images, kind="document", meta={"counts": counts})

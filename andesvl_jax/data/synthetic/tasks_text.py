@@ -1,4 +1,5 @@
-"""Text-rich tasks: OCR (digits, Latin words, CJK numerals), bar/line charts, rendered math problems."""
+"""Text-rich tasks: OCR (digits, Latin words, CJK numerals), bar/line charts, rendered math
+problems, and text-only tasks (arithmetic, documents, reading comprehension)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.data.synthetic.registry import qa, register_task
 from andesvl_jax.data.synthetic.render import CJK_GLYPHS, draw_cjk, draw_text, font, new_canvas
 
-WORDS = ("apple river stone cloud green paper light house music table water north seven chair "
-         "phone happy train bread smile tiger").split()
+WORDS = (
+    "apple river stone cloud green paper light house music table water north seven chair "
+    "phone happy train bread smile tiger"
+).split()
 CJK_CHARS = sorted(CJK_GLYPHS, key=lambda c: "一二三四五六七八九十".index(c))
 
 
@@ -27,14 +30,23 @@ def _fit_text_canvas(rng, ctx, text: str, aspect: float = 2.0):
 def ocr_digits_task(rng, ctx):
     n = int(rng.integers(1, 5))
     text = "".join(str(int(d)) for d in rng.integers(0, 10, size=n))
-    return qa(_fit_text_canvas(rng, ctx, text, 1.5), "What number is written?", text,
-              difficulty="easy" if n <= 2 else "hard")
+    return qa(
+        _fit_text_canvas(rng, ctx, text, 1.5),
+        "What number is written?",
+        text,
+        difficulty="easy" if n <= 2 else "hard",
+    )
 
 
 @register_task("ocr_latin")
 def ocr_latin_task(rng, ctx):
     text = " ".join(str(w) for w in rng.choice(WORDS, size=int(rng.integers(1, 3))))
-    return qa(_fit_text_canvas(rng, ctx, text, 3.0), "What text is shown in the image?", text, script="latin")
+    return qa(
+        _fit_text_canvas(rng, ctx, text, 3.0),
+        "What text is shown in the image?",
+        text,
+        script="latin",
+    )
 
 
 @register_task("ocr_cjk")
@@ -73,15 +85,24 @@ def chart_task(rng, ctx):
             d.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(200, 60, 60))
     if rng.integers(2):
         i = int(rng.integers(k))
-        q, a = f"In the {kind} chart, what is the value of {labels[i]}? The axis goes from 0 to 10.", str(values[i])
+        q, a = (
+            f"In the {kind} chart, what is the value of {labels[i]}? The axis goes from 0 to 10.",
+            str(values[i]),
+        )
     else:
-        q, a = f"Which label has the largest value in the {kind} chart?", labels[int(np.argmax(values))]
+        q, a = (
+            f"Which label has the largest value in the {kind} chart?",
+            labels[int(np.argmax(values))],
+        )
     return qa(img, q, a, chart=kind, values=values, difficulty="hard")
 
 
 @register_task("math")
 def math_task(rng, ctx):
-    """A word problem rendered in the image; checkable integer answer (GRPO) and a worked solution."""
+    """A word problem rendered in the image.
+
+    Checkable integer answer (GRPO) and a worked solution.
+    """
     hard = bool(rng.integers(2))
     a, b = (int(v) for v in rng.integers(2, 20 if hard else 10, size=2))
     op = str(rng.choice(["+", "-", "*"] if hard else ["+", "-"]))
@@ -96,14 +117,21 @@ def math_task(rng, ctx):
     img, d = new_canvas(max(2 * h, int(font(size).getlength(problem)) + 8), h, (255, 255, 255))
     draw_text(d, (4, h // 3), problem, size)
     reasoning = f"{start} {op} {b} = {result}" if op != "*" else f"{b} * {a} = {result}"
-    s = qa(img, "How many apples does Tom have now? Give the final number.", str(result),
-           difficulty="hard" if hard else "easy", solution=reasoning)
+    s = qa(
+        img,
+        "How many apples does Tom have now? Give the final number.",
+        str(result),
+        difficulty="hard" if hard else "easy",
+        solution=reasoning,
+    )
     s.messages[-1] = Message("assistant", str(result), reasoning=reasoning)
     return s
 
 
 def text_only(question: str, answer: str) -> Sample:
-    return Sample([Message("user", question), Message("assistant", answer)], [], meta={"answer": answer})
+    return Sample(
+        [Message("user", question), Message("assistant", answer)], [], meta={"answer": answer}
+    )
 
 
 @register_task("text_arith")
@@ -147,8 +175,9 @@ def text_document_task(rng, ctx):
         if len(para) == 4 or k == n:
             lines.append(" ".join(para))
             para = []
-    return Sample([Message("user", "\n".join(lines) + "\n")], [], kind="document",
-                  meta={"sentences": n})
+    return Sample(
+        [Message("user", "\n".join(lines) + "\n")], [], kind="document", meta={"sentences": n}
+    )
 
 
 @register_task("text_reading")
