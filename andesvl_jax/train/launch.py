@@ -9,6 +9,7 @@ environment variables) and every process runs the same command.
 from __future__ import annotations
 
 import json
+import sys
 
 
 def load_config(config_arg: str, overrides: list[str]):
@@ -17,10 +18,14 @@ def load_config(config_arg: str, overrides: list[str]):
 
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "experiment config", flag_values=values, lock_config=True)
+    argv = ["andesvl-jax", f"--config={config_arg}", *overrides]
+    saved, sys.argv = sys.argv, argv  # config_flags reads the `--config.x` overrides from sys.argv
     try:
-        values(["andesvl-jax", f"--config={config_arg}", *overrides])
-    except flags.Error as e:
+        values(argv)
+    except (flags.Error, AttributeError, KeyError) as e:
         raise SystemExit(f"andesvl-jax train: bad --config or override: {e}") from e
+    finally:
+        sys.argv = saved
     return values.config
 
 

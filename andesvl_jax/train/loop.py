@@ -57,8 +57,23 @@ def initial_params(config, model_cfg, mesh, rules):
     return graphdef, create()
 
 
-def training_data(config, model_cfg, data_stage: str, local_batch: int):
-    """The stage's packed-batch IterDataset for this process."""
+def initial_state(config, model_cfg, mesh, rules, stage):
+    """(graphdef, TrainState, optimizer, schedule) at step 0, every array in its sharding."""
+    graphdef, full = initial_params(config, model_cfg, mesh, rules)
+    graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
+    optimizer, schedule = make_optimizer(config.optim, config.steps, stage.trainable)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
+    opt_state = jax.jit(optimizer.init, out_shardings=optimizer_shardings(optimizer, params, replicated))(params)
+    state = TrainState(step=scalar(0), params=params, frozen=frozen, opt_state=opt_state,
+                       rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated), bad_steps=scalar(0),
+                       skipped_steps=scalar(0))
+    return graphdef, state, optimizer, schedule
+
+
+def training_data(config, model_cfg, data_stage: str, local_batch: int, process_index: int | None = None,
+                  process_count: int | None = None):
+    """The stage's packed-batch IterDataset for this process (default: jax's process index and count)."""
     d = config.data
     dcfg = DataConfig.for_model(model_cfg, stage=data_stage, batch_size=local_batch, seed=config.seed,
                                 max_tokens=d.max_tokens or None, max_patches=d.max_patches or None,
@@ -73,10 +88,22 @@ def training_data(config, model_cfg, data_stage: str, local_batch: int):
                                  ctx=TaskContext(d.min_side, d.max_side))
     else:
         source = open_dataset(d.format, d.path, image_root=d.image_root or None)
-    return make_dataset(source, dcfg, tokenizer)
+    return make_dataset(source, dcfg, tokenizer, process_index, process_count)
 
 
-def _global_batch(batch: TrainBatch, shardings: TrainBatch) -> TrainBatch:
+def optimizer_shardings(optimizer, params, replicated: NamedSharding):
+    """Each optimizer buffer takes the sharding of the parameter it mirrors; counters are replicated."""
+    by_path = {tuple(map(str, path)): leaf.sharding for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+    def pick(path, _):
+        keys = tuple(map(str, path))
+        return next((by_path[keys[i:]] for i in range(len(keys)) if keys[i:] in by_path), replicated)
+
+    return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(optimizer.init, params))
+
+
+def global_batch(batch: TrainBatch, shardings: TrainBatch) -> TrainBatch:
+    """This process's rows -> global arrays (each process passes its own local rows)."""
     return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings)
 
 
@@ -111,14 +138,7 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         raise ValueError(f"data.batch_size={config.data.batch_size} must divide by data*fsdp={dp} times "
                          f"optim.accum_steps={config.optim.accum_steps}")
 
-    graphdef, full = initial_params(config, model_cfg, mesh, rules)
-    graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
-    optimizer, schedule = make_optimizer(config.optim, config.steps, stage.trainable)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
-    state = TrainState(step=scalar(0), params=params, frozen=frozen, opt_state=jax.jit(optimizer.init)(params),
-                       rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated), bad_steps=scalar(0),
-                       skipped_steps=scalar(0))
+    graphdef, state, optimizer, schedule = initial_state(config, model_cfg, mesh, rules, stage)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
 
     local_batch = config.data.batch_size // jax.process_count()
@@ -146,7 +166,7 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
             fill = packing_efficiency(batch)
             text_tokens = float((batch.segment_ids > 0).sum()) * jax.process_count()
             patches = float((batch.images.segment_ids > 0).sum()) * jax.process_count()
-            state, metrics = step_fn(state, _global_batch(batch, batch_sh))
+            state, metrics = step_fn(state, global_batch(batch, batch_sh))
             step += 1
             tokens_since += text_tokens
             flops_since += train_flops(model_cfg, text_tokens, patches, seq_len, max_patches)

@@ -76,7 +76,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
         grad_norm = optax.global_norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A bad learning rate or optimizer state can poison the update even when the gradient is fine.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = TrainState(
             step=state.step + 1, params=keep(params, state.params), frozen=state.frozen,

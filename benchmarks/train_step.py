@@ -1,0 +1,162 @@
+"""Train-step throughput: our jitted Qwen3 step vs a PyTorch/transformers step of the same config, same run.
+
+    python benchmarks/train_step.py                 # tiny and Qwen3-0.6B, 512 tokens (CPU: ~10 min)
+    python benchmarks/train_step.py --sizes tiny    # seconds
+
+For each size: tokens/s and step time of (a) our `make_train_step` (forward, backward, AdamW) on the
+Qwen3 decoder, (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`, both fp32 with identical
+shapes, and the fraction of the machine's measured fp32 matmul FLOP/s each reaches (6 * params *
+tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pathlib
+import platform
+import time
+
+import numpy as np
+
+SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s of this machine (jax, the best of `repeats`)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_flops(text_cfg, tokens: int, seq: int) -> float:
+    t = text_cfg
+    layer = t.hidden_size * (2 * t.num_heads * t.head_dim + 2 * t.num_kv_heads * t.head_dim) \
+        + 3 * t.hidden_size * t.intermediate_size
+    params = t.num_layers * layer + t.hidden_size * t.vocab_size
+    return 6.0 * params * tokens + 12 * t.num_layers * t.num_heads * t.head_dim * seq * tokens
+
+
+def jax_step(text_cfg, batch: int, seq: int, steps: int) -> float:
+    """Seconds per step of our train step on the Qwen3 decoder (median of `steps`)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from andesvl_jax.models.qwen3 import Qwen3
+
+    model = Qwen3(text_cfg, rngs=nnx.Rngs(0), scan=True)
+    graphdef, params = nnx.split(model)
+    opt = optax.adamw(1e-4)
+    opt_state = opt.init(params)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, text_cfg.vocab_size, (batch, seq)), jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+    seg = jnp.ones((batch, seq), jnp.int32)
+
+    def loss_fn(p):
+        m = nnx.merge(graphdef, p)
+        hidden, _ = m(m.embed(ids), pos, seg)
+        logits = m.logits(hidden)[:, :-1]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, 1:, None], axis=-1))
+
+    @jax.jit
+    def step(p, s):
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    params, opt_state, loss = step(params, opt_state)
+    loss.block_until_ready()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        params, opt_state, loss = step(params, opt_state)
+        loss.block_until_ready()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def torch_step(text_cfg, batch: int, seq: int, steps: int) -> float:
+    """Seconds per step of transformers' Qwen3ForCausalLM + torch AdamW (median of `steps`)."""
+    import torch
+    import transformers
+
+    t = text_cfg
+    cfg = transformers.Qwen3Config(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
+                                   intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
+                                   num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
+                                   head_dim=t.head_dim, rope_theta=t.rope_theta, tie_word_embeddings=t.tie_embeddings,
+                                   max_position_embeddings=max(seq, 64))
+    cfg._attn_implementation = "sdpa"
+    model = transformers.Qwen3ForCausalLM(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, t.vocab_size, (batch, seq)))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+
+    step()
+    times = [_timed(step) for _ in range(steps)]
+    del model, opt
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,0.6b")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "train_step.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from andesvl_jax.config import get_preset
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    peak = matmul_peak_flops()
+    rows = []
+    for size in args.sizes.split(","):
+        text = get_preset(SIZES[size]).text
+        tokens = args.batch * args.seq
+        flops = step_flops(text, tokens, args.seq)
+        ours = jax_step(text, args.batch, args.seq, args.steps)
+        gc.collect()
+        theirs = torch_step(text, args.batch, args.seq, args.steps)
+        gc.collect()
+        rows.append({"size": size, "tokens_per_step": tokens, "jax_step_s": ours, "torch_step_s": theirs,
+                     "jax_tokens_per_s": tokens / ours, "torch_tokens_per_s": tokens / theirs,
+                     "speedup_vs_torch": theirs / ours, "jax_fraction_of_peak": flops / ours / peak,
+                     "torch_fraction_of_peak": flops / theirs / peak})
+    print(f"machine: {platform.processor() or platform.machine()}, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'size':6s} {'tok/step':>8s} {'jax s':>8s} {'torch s':>8s} {'jax tok/s':>10s} {'torch tok/s':>11s} "
+          f"{'speedup':>8s} {'jax %peak':>9s} {'torch %peak':>11s}")
+    for r in rows:
+        print(f"{r['size']:6s} {r['tokens_per_step']:8d} {r['jax_step_s']:8.3f} {r['torch_step_s']:8.3f} "
+              f"{r['jax_tokens_per_s']:10.0f} {r['torch_tokens_per_s']:11.0f} {r['speedup_vs_torch']:8.2f} "
+              f"{r['jax_fraction_of_peak']:9.1%} {r['torch_fraction_of_peak']:11.1%}")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"peak_fp32_matmul_flops": peak, "rows": rows, "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

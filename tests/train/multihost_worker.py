@@ -1,0 +1,52 @@
+"""One process of tests/train/test_multihost.py: 3 train steps on a (data=2, fsdp=2, tensor=2) mesh.
+
+usage: multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_JSON
+Every process packs the same global batches (the data pipeline is told it is the only process) and
+feeds only its own rows, so the global batch is identical whatever the number of processes.
+"""
+
+import json
+import sys
+
+OVERRIDES = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2", "--config.steps=3",
+             "--config.data.batch_size=8", "--config.data.max_tokens=128", "--config.data.max_patches=128",
+             "--config.data.image_max_size=84", "--config.data.max_side=84"]
+
+
+def main(process_id: int, num_processes: int, port: str, out: str) -> None:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if num_processes > 1:
+        jax.distributed.initialize(f"localhost:{port}", num_processes, process_id)
+
+    from andesvl_jax.train.launch import load_config
+    from andesvl_jax.train.loop import global_batch, initial_state, model_config, training_data
+    from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
+    from andesvl_jax.train.stages import get_stage
+    from andesvl_jax.train.trainer import batch_shardings, jit_train_step, make_train_step
+
+    config = load_config("experiments/tiny.py:stage=sft", OVERRIDES)
+    mesh = make_mesh(dict(config.mesh))
+    model_cfg = model_config(config)
+    graphdef, state, optimizer, schedule = initial_state(config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft"))
+    batches = iter(training_data(config, model_cfg, "demo", config.data.batch_size, process_index=0,
+                                 process_count=1))
+    rows = config.data.batch_size // num_processes
+    step_fn, losses = None, []
+    for _ in range(config.steps):
+        batch = next(batches)
+        if step_fn is None:
+            batch_sh = batch_shardings(batch, mesh)
+            step_fn = jit_train_step(make_train_step(graphdef, optimizer, schedule, mesh=mesh, rules=DEFAULT_RULES),
+                                     jax.tree.map(lambda x: x.sharding, state), batch_sh)
+        local = jax.tree.map(lambda x: x[process_id * rows:(process_id + 1) * rows], batch)
+        state, metrics = step_fn(state, global_batch(local, batch_sh))
+        losses.append(float(metrics["loss"]))
+    if process_id == 0:
+        with open(out, "w") as f:
+            json.dump({"losses": losses, "devices": jax.device_count(), "processes": jax.process_count()}, f)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
