@@ -15,13 +15,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/andesvl-jax demo
+	$(VENV)/bin/andesvl-jax demo --workdir runs/demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check andesvl_jax kernels export tests benchmarks experiments
+	$(VENV)/bin/ruff check andesvl_jax kernels tests benchmarks experiments
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache runs

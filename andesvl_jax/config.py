@@ -69,9 +69,13 @@ class VisionConfig:
 
     def validate(self) -> None:
         if self.flavour not in VISION_FLAVOURS:
-            raise ValueError(f"vision flavour {self.flavour!r} unknown; expected one of {sorted(VISION_FLAVOURS)}")
+            raise ValueError(
+                f"vision flavour {self.flavour!r} unknown; expected one of {sorted(VISION_FLAVOURS)}"
+            )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"vision hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"vision hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}"
+            )
         if self.use_rope2d and self.head_dim % 4:
             raise ValueError(f"2D-RoPE needs vision head_dim divisible by 4, got {self.head_dim}")
 
@@ -93,7 +97,9 @@ class TextConfig:
 
     def validate(self) -> None:
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} not divisible by num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"num_heads {self.num_heads} not divisible by num_kv_heads {self.num_kv_heads}"
+            )
         if self.head_dim % 2:
             raise ValueError(f"text head_dim must be even for RoPE, got {self.head_dim}")
 
@@ -149,7 +155,9 @@ class AndesVLConfig:
         self.vision.validate()
         self.text.validate()
         if self.shuffle_factor != 2:
-            raise ValueError("only 2x2 pixel shuffle is supported: patches are packed in 2x2-contiguous order")
+            raise ValueError(
+                "only 2x2 pixel shuffle is supported: patches are packed in 2x2-contiguous order"
+            )
         return self
 
     def replace(self, **kw) -> AndesVLConfig:
@@ -158,21 +166,43 @@ class AndesVLConfig:
 
 QWEN3 = {
     "0.6b": TextConfig(),
-    "1.7b": TextConfig(hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16, num_kv_heads=8),
-    "4b": TextConfig(hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8),
+    "1.7b": TextConfig(
+        hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16, num_kv_heads=8
+    ),
+    "4b": TextConfig(
+        hidden_size=2560, intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8
+    ),
 }
 SIGLIP2_BASE16 = VisionConfig(
-    flavour="siglip2", hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, patch_size=16,
-    pos_grid=16, norm_eps=1e-6, hidden_act="gelu",
+    flavour="siglip2",
+    hidden_size=768,
+    num_layers=12,
+    num_heads=12,
+    intermediate_size=3072,
+    patch_size=16,
+    pos_grid=16,
+    norm_eps=1e-6,
+    hidden_act="gelu",
 )
 AIMV2_LARGE14 = VisionConfig()
 
-TINY_TEXT = TextConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
-                       num_kv_heads=2, head_dim=16)
-TINY_VISION = VisionConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, pos_grid=4)
+TINY_TEXT = TextConfig(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+)
+TINY_VISION = VisionConfig(
+    hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, pos_grid=4
+)
 
 PRESETS: dict[str, AndesVLConfig] = {
-    "tiny": AndesVLConfig(vision=TINY_VISION, text=TINY_TEXT, tokens=SpecialTokens.shifted(-151163)),
+    "tiny": AndesVLConfig(
+        vision=TINY_VISION, text=TINY_TEXT, tokens=SpecialTokens.shifted(-151163)
+    ),
     "0.6b": AndesVLConfig(vision=SIGLIP2_BASE16, text=QWEN3["0.6b"]),
     "1b": AndesVLConfig(vision=AIMV2_LARGE14, text=QWEN3["0.6b"]),
     "2b": AndesVLConfig(vision=AIMV2_LARGE14, text=QWEN3["1.7b"]),

@@ -21,7 +21,11 @@ EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tiny
 
 STAGE_ORDER = ("align", "joint", "multitask", "sft")
 # Chance of a uniform guess over each task's answer set (see data/synthetic/tasks_scene.py).
-CHANCE = {"count": 1 / 6, "colour": 1 / len(COLOUR_NAMES), "ocr_digits": 1 / 10}  # ocr: a 1-digit guess
+CHANCE = {
+    "count": 1 / 6,
+    "colour": 1 / len(COLOUR_NAMES),
+    "ocr_digits": 1 / 10,
+}  # ocr: a 1-digit guess
 
 
 def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
@@ -38,7 +42,11 @@ def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
         summary["seconds"] = time.perf_counter() - start
         summaries.append(summary)
         previous = str(workdir / stage)
-        loss = "resumed, already finished" if summary["final_loss"] is None else f"{summary['final_loss']:.3f}"
+        loss = (
+            "resumed, already finished"
+            if summary["final_loss"] is None
+            else f"{summary['final_loss']:.3f}"
+        )
         print(f"[{stage}] {summary['steps']} steps, final loss {loss}, {summary['seconds']:.0f} s")
     return summaries
 
@@ -55,10 +63,19 @@ def evaluate(workdir: pathlib.Path, n: int) -> dict:
     config = load_config(f"{EXPERIMENT}:stage=sft", [])
     model = trained_model(config, workdir / STAGE_ORDER[-1])
     d = config.data
-    source = SyntheticSource(dict(d.mixture), size=n, seed=1234, split="eval", ctx=TaskContext(d.min_side, d.max_side))
-    spec = EncodeSpec(image=ImageSpec(flavour=model.cfg.vision.flavour, patch_size=model.cfg.vision.patch_size,
-                                      max_size=d.image_max_size),
-                      max_tokens=d.max_tokens, max_patches=d.max_patches, loss_mask="answer_only")
+    source = SyntheticSource(
+        dict(d.mixture), size=n, seed=1234, split="eval", ctx=TaskContext(d.min_side, d.max_side)
+    )
+    spec = EncodeSpec(
+        image=ImageSpec(
+            flavour=model.cfg.vision.flavour,
+            patch_size=model.cfg.vision.patch_size,
+            max_size=d.image_max_size,
+        ),
+        max_tokens=d.max_tokens,
+        max_patches=d.max_patches,
+        loss_mask="answer_only",
+    )
     return evaluate_exact_match(model, TextTokenizer.default(), [source[i] for i in range(n)], spec)
 
 
@@ -69,26 +86,47 @@ def run(args) -> int:
     results = evaluate(workdir, args.eval_samples)
     elapsed = time.perf_counter() - start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"\nHeld-out synthetic evaluation (exact match, {sum(results['counts'].values())} questions)")
+    print(
+        f"\nHeld-out synthetic evaluation (exact match, {sum(results['counts'].values())} questions)"
+    )
     print(f"{'task':12s} {'n':>5s} {'accuracy':>9s} {'chance':>7s}")
     for task, acc in results["per_task"].items():
-        print(f"{task:12s} {results['counts'][task]:5d} {acc:9.1%} {CHANCE.get(task, float('nan')):7.1%}")
+        print(
+            f"{task:12s} {results['counts'][task]:5d} {acc:9.1%} {CHANCE.get(task, float('nan')):7.1%}"
+        )
     print(f"{'all':12s} {sum(results['counts'].values()):5d} {results['accuracy']:9.1%}")
     print(f"\ntotal {elapsed / 60:.1f} min, peak memory {peak_gib:.2f} GiB")
-    print(f"\n{'preset':8s} {'vision':>12s} {'projector':>12s} {'llm':>14s} {'total':>14s} {'published':>10s}")
+    print(
+        f"\n{'preset':8s} {'vision':>12s} {'projector':>12s} {'llm':>14s} {'total':>14s} {'published':>10s}"
+    )
     for name in PRESETS:
         c = count_params(PRESETS[name])
         pub = f"{PUBLISHED_PARAMS[name] / 1e9:.3f} B" if name in PUBLISHED_PARAMS else "-"
-        print(f"{name:8s} {c['vision']:12,d} {c['projector']:12,d} {c['llm']:14,d} {c['total']:14,d} {pub:>10s}")
-    (workdir / "demo_results.json").write_text(json.dumps(
-        {"stages": summaries, "eval": results, "minutes": elapsed / 60, "peak_memory_gib": peak_gib},
-        indent=2, default=str))
+        print(
+            f"{name:8s} {c['vision']:12,d} {c['projector']:12,d} {c['llm']:14,d} {c['total']:14,d} {pub:>10s}"
+        )
+    (workdir / "demo_results.json").write_text(
+        json.dumps(
+            {
+                "stages": summaries,
+                "eval": results,
+                "minutes": elapsed / 60,
+                "peak_memory_gib": peak_gib,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="train the tiny model through every stage on synthetic data, evaluate")
+    p = subparsers.add_parser(
+        "demo", help="train the tiny model through every stage on synthetic data, evaluate"
+    )
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
+    p.add_argument(
+        "--steps-scale", type=float, default=1.0, help="multiply every stage's step count"
+    )
     p.add_argument("--eval-samples", type=int, default=300)
     p.set_defaults(func=run)

@@ -15,6 +15,8 @@ def count_params(cfg: AndesVLConfig) -> dict[str, int]:
     from andesvl_jax.models.andesvl import AndesVL
 
     state = nnx.state(nnx.eval_shape(lambda: AndesVL(cfg, rngs=nnx.Rngs(0))), nnx.Param)
-    counts = {name: sum(math.prod(x.shape) for x in jax.tree.leaves(sub)) for name, sub in state.items()}
+    counts = {
+        name: sum(math.prod(x.shape) for x in jax.tree.leaves(sub)) for name, sub in state.items()
+    }
     counts["total"] = sum(counts.values())
     return counts

@@ -43,8 +43,10 @@ def _timed(fn) -> float:
 
 def step_flops(text_cfg, tokens: int, seq: int) -> float:
     t = text_cfg
-    layer = t.hidden_size * (2 * t.num_heads * t.head_dim + 2 * t.num_kv_heads * t.head_dim) \
+    layer = (
+        t.hidden_size * (2 * t.num_heads * t.head_dim + 2 * t.num_kv_heads * t.head_dim)
         + 3 * t.hidden_size * t.intermediate_size
+    )
     params = t.num_layers * layer + t.hidden_size * t.vocab_size
     return 6.0 * params * tokens + 12 * t.num_layers * t.num_heads * t.head_dim * seq * tokens
 
@@ -62,7 +64,9 @@ def jax_step(text_cfg, batch: int, seq: int, steps: int) -> float:
     graphdef, params = nnx.split(model)
     opt = optax.adamw(1e-4)
     opt_state = opt.init(params)
-    ids = jnp.asarray(np.random.default_rng(0).integers(0, text_cfg.vocab_size, (batch, seq)), jnp.int32)
+    ids = jnp.asarray(
+        np.random.default_rng(0).integers(0, text_cfg.vocab_size, (batch, seq)), jnp.int32
+    )
     pos = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
     seg = jnp.ones((batch, seq), jnp.int32)
 
@@ -96,11 +100,18 @@ def torch_step(text_cfg, batch: int, seq: int, steps: int) -> float:
     import transformers
 
     t = text_cfg
-    cfg = transformers.Qwen3Config(vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-                                   intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
-                                   num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
-                                   head_dim=t.head_dim, rope_theta=t.rope_theta, tie_word_embeddings=t.tie_embeddings,
-                                   max_position_embeddings=max(seq, 64))
+    cfg = transformers.Qwen3Config(
+        vocab_size=t.vocab_size,
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads,
+        num_key_value_heads=t.num_kv_heads,
+        head_dim=t.head_dim,
+        rope_theta=t.rope_theta,
+        tie_word_embeddings=t.tie_embeddings,
+        max_position_embeddings=max(seq, 64),
+    )
     cfg._attn_implementation = "sdpa"
     model = transformers.Qwen3ForCausalLM(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -114,7 +125,6 @@ def torch_step(text_cfg, batch: int, seq: int, steps: int) -> float:
 
     step()
     times = [_timed(step) for _ in range(steps)]
-    del model, opt
     return float(np.median(times))
 
 
@@ -124,7 +134,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "train_step.json"))
+    parser.add_argument(
+        "--out", default=str(pathlib.Path(__file__).parent / "results" / "train_step.json")
+    )
     args = parser.parse_args()
 
     import torch
@@ -142,20 +154,37 @@ def main() -> None:
         gc.collect()
         theirs = torch_step(text, args.batch, args.seq, args.steps)
         gc.collect()
-        rows.append({"size": size, "tokens_per_step": tokens, "jax_step_s": ours, "torch_step_s": theirs,
-                     "jax_tokens_per_s": tokens / ours, "torch_tokens_per_s": tokens / theirs,
-                     "speedup_vs_torch": theirs / ours, "jax_fraction_of_peak": flops / ours / peak,
-                     "torch_fraction_of_peak": flops / theirs / peak})
-    print(f"machine: {platform.processor() or platform.machine()}, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'size':6s} {'tok/step':>8s} {'jax s':>8s} {'torch s':>8s} {'jax tok/s':>10s} {'torch tok/s':>11s} "
-          f"{'speedup':>8s} {'jax %peak':>9s} {'torch %peak':>11s}")
+        rows.append(
+            {
+                "size": size,
+                "tokens_per_step": tokens,
+                "jax_step_s": ours,
+                "torch_step_s": theirs,
+                "jax_tokens_per_s": tokens / ours,
+                "torch_tokens_per_s": tokens / theirs,
+                "speedup_vs_torch": theirs / ours,
+                "jax_fraction_of_peak": flops / ours / peak,
+                "torch_fraction_of_peak": flops / theirs / peak,
+            }
+        )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"{'size':6s} {'tok/step':>8s} {'jax s':>8s} {'torch s':>8s} {'jax tok/s':>10s} {'torch tok/s':>11s} "
+        f"{'speedup':>8s} {'jax %peak':>9s} {'torch %peak':>11s}"
+    )
     for r in rows:
-        print(f"{r['size']:6s} {r['tokens_per_step']:8d} {r['jax_step_s']:8.3f} {r['torch_step_s']:8.3f} "
-              f"{r['jax_tokens_per_s']:10.0f} {r['torch_tokens_per_s']:11.0f} {r['speedup_vs_torch']:8.2f} "
-              f"{r['jax_fraction_of_peak']:9.1%} {r['torch_fraction_of_peak']:11.1%}")
+        print(
+            f"{r['size']:6s} {r['tokens_per_step']:8d} {r['jax_step_s']:8.3f} {r['torch_step_s']:8.3f} "
+            f"{r['jax_tokens_per_s']:10.0f} {r['torch_tokens_per_s']:11.0f} {r['speedup_vs_torch']:8.2f} "
+            f"{r['jax_fraction_of_peak']:9.1%} {r['torch_fraction_of_peak']:11.1%}"
+        )
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"peak_fp32_matmul_flops": peak, "rows": rows, "args": vars(args)}, indent=2))
+    out.write_text(
+        json.dumps({"peak_fp32_matmul_flops": peak, "rows": rows, "args": vars(args)}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,12 @@ def get_config(arg: str = "size=1b,stage=sft"):
     c.stage = stage
     c.steps = steps
     c.model.preset = size
-    c.model.overrides = {"dtype": "bfloat16", "param_dtype": "float32", "remat": "full", "scan_layers": True}
+    c.model.overrides = {
+        "dtype": "bfloat16",
+        "param_dtype": "float32",
+        "remat": "full",
+        "scan_layers": True,
+    }
     c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
     c.data.format = "llava"
     c.data.batch_size = batch
@@ -45,7 +50,11 @@ def get_config(arg: str = "size=1b,stage=sft"):
     c.optim.lr = lr
     c.optim.warmup_steps = int(0.03 * steps)
     c.optim.weight_decay = 0.05
-    c.optim.lr_multipliers = {"vision": 1.0, "projector": 1.0, "llm": 1.0 if stage != "joint" else 0.5}
+    c.optim.lr_multipliers = {
+        "vision": 1.0,
+        "projector": 1.0,
+        "llm": 1.0 if stage != "joint" else 0.5,
+    }
     c.log_every = 50
     c.save_every = 1000
     c.peak_flops = 989e12  # H100 SXM dense bf16; set to your device's peak for the MFU column

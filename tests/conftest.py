@@ -22,5 +22,7 @@ FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 def fixtures_dir() -> pathlib.Path:
     """The official tiny AndesVL checkpoints (../shared/fixtures)."""
     if not FIXTURES.is_dir():
-        pytest.fail(f"official fixtures not found at {FIXTURES} (the repository expects ../shared beside it)")
+        pytest.fail(
+            f"official fixtures not found at {FIXTURES} (the repository expects ../shared beside it)"
+        )
     return FIXTURES

@@ -32,7 +32,9 @@ class Rule:
 class KeyMap:
     module: str  # which module the checkpoint fills: 'andesvl' | 'llm' | 'vision'
     rules: tuple[Rule, ...]
-    ignored: tuple[str, ...] = ()  # fnmatch patterns of tensors that exist but are not used (reported)
+    ignored: tuple[
+        str, ...
+    ] = ()  # fnmatch patterns of tensors that exist but are not used (reported)
 
     def is_ignored(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.ignored)
@@ -126,14 +128,29 @@ def official_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rul
     """Official AndesVL AIMv2 tower (`vision_encoder.preprocessor/trunk`)."""
     block, mine = f"{theirs}trunk.blocks.{{i}}.", f"{ours}layers.{{i}}."
     return [
-        _rule(f"{theirs}preprocessor.patchifier.proj.weight", f"{ours}patch_embed.kernel", _conv_to_kernel,
-              lambda k: (k.T.reshape(k.shape[1], cfg.vision.num_channels, cfg.vision.patch_size,
-                                     cfg.vision.patch_size),)),
+        _rule(
+            f"{theirs}preprocessor.patchifier.proj.weight",
+            f"{ours}patch_embed.kernel",
+            _conv_to_kernel,
+            lambda k: (
+                k.T.reshape(
+                    k.shape[1],
+                    cfg.vision.num_channels,
+                    cfg.vision.patch_size,
+                    cfg.vision.patch_size,
+                ),
+            ),
+        ),
         _rule(f"{theirs}preprocessor.patchifier.proj.bias", f"{ours}patch_embed.bias"),
         *_norm(f"{theirs}preprocessor.patchifier.norm", f"{ours}patch_norm", False, None),
         _rule(f"{theirs}preprocessor.pos_embed", f"{ours}pos_embed", _squeeze, _unsqueeze),
-        _rule(f"{block}attn.qkv.weight", (f"{mine}attn.q.kernel", f"{mine}attn.k.kernel", f"{mine}attn.v.kernel"),
-              _split_qkv, _merge_qkv, "vision"),
+        _rule(
+            f"{block}attn.qkv.weight",
+            (f"{mine}attn.q.kernel", f"{mine}attn.k.kernel", f"{mine}attn.v.kernel"),
+            _split_qkv,
+            _merge_qkv,
+            "vision",
+        ),
         *_linear(f"{block}attn.proj", f"{mine}attn.o", False, "vision"),
         *_linear(f"{block}mlp.fc1", f"{mine}mlp.gate", False, "vision"),
         *_linear(f"{block}mlp.fc3", f"{mine}mlp.up", False, "vision"),
@@ -147,12 +164,14 @@ def official_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rul
 def _siglip2_encoder_rules(theirs: str, ours: str) -> list[Rule]:
     """SigLIP2 encoder layers + post norm: the same names in HF and the official (vLLM) tower."""
     layer, mine = f"{theirs}encoder.layers.{{i}}.", f"{ours}layers.{{i}}."
-    rules = [*_norm(f"{layer}layer_norm1", f"{mine}norm1", True, "vision"),
-             *_norm(f"{layer}layer_norm2", f"{mine}norm2", True, "vision"),
-             *_linear(f"{layer}self_attn.out_proj", f"{mine}attn.o", True, "vision"),
-             *_linear(f"{layer}mlp.fc1", f"{mine}mlp.fc1", True, "vision"),
-             *_linear(f"{layer}mlp.fc2", f"{mine}mlp.fc2", True, "vision"),
-             *_norm(f"{theirs}post_layernorm", f"{ours}post_norm", True, None)]
+    rules = [
+        *_norm(f"{layer}layer_norm1", f"{mine}norm1", True, "vision"),
+        *_norm(f"{layer}layer_norm2", f"{mine}norm2", True, "vision"),
+        *_linear(f"{layer}self_attn.out_proj", f"{mine}attn.o", True, "vision"),
+        *_linear(f"{layer}mlp.fc1", f"{mine}mlp.fc1", True, "vision"),
+        *_linear(f"{layer}mlp.fc2", f"{mine}mlp.fc2", True, "vision"),
+        *_norm(f"{theirs}post_layernorm", f"{ours}post_norm", True, None),
+    ]
     for name in "qkv":
         rules += _linear(f"{layer}self_attn.{name}_proj", f"{mine}attn.{name}", True, "vision")
     return rules
@@ -160,31 +179,49 @@ def _siglip2_encoder_rules(theirs: str, ours: str) -> list[Rule]:
 
 def official_siglip2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rule]:
     """Official AndesVL-0.6B SigLIP2 tower (vLLM module names, patch vectors already (c, y, x))."""
-    return [*_linear(f"{theirs}embeddings.proj", f"{ours}patch_embed", True, None),
-            _rule(f"{theirs}embeddings.pos_embed.weight", f"{ours}pos_embed"),
-            *_siglip2_encoder_rules(theirs, ours)]
+    return [
+        *_linear(f"{theirs}embeddings.proj", f"{ours}patch_embed", True, None),
+        _rule(f"{theirs}embeddings.pos_embed.weight", f"{ours}pos_embed"),
+        *_siglip2_encoder_rules(theirs, ours),
+    ]
 
 
 def hf_siglip2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rule]:
     load, save = _patch_permutation(cfg.vision.num_channels, cfg.vision.patch_size)
-    return [_rule(f"{theirs}embeddings.patch_embedding.weight", f"{ours}patch_embed.kernel", load, save),
-            _rule(f"{theirs}embeddings.patch_embedding.bias", f"{ours}patch_embed.bias"),
-            _rule(f"{theirs}embeddings.position_embedding.weight", f"{ours}pos_embed"),
-            *_siglip2_encoder_rules(theirs, ours)]
+    return [
+        _rule(
+            f"{theirs}embeddings.patch_embedding.weight", f"{ours}patch_embed.kernel", load, save
+        ),
+        _rule(f"{theirs}embeddings.patch_embedding.bias", f"{ours}patch_embed.bias"),
+        _rule(f"{theirs}embeddings.position_embedding.weight", f"{ours}pos_embed"),
+        *_siglip2_encoder_rules(theirs, ours),
+    ]
 
 
 def hf_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rule]:
     layer, mine = f"{theirs}encoder.layers.{{i}}.", f"{ours}layers.{{i}}."
-    rules = [_rule(f"{theirs}embeddings.patch_embed.weight", f"{ours}patch_embed.kernel", _conv_to_kernel,
-                   lambda k: (k.T.reshape(k.shape[1], cfg.vision.num_channels, cfg.vision.patch_size,
-                                          cfg.vision.patch_size),)),
-             _rule(f"{theirs}embeddings.patch_embed.bias", f"{ours}patch_embed.bias"),
-             *_norm(f"{theirs}embeddings.rms_norm", f"{ours}patch_norm", False, None),
-             _rule(f"{theirs}embeddings.position_embedding.weight", f"{ours}pos_embed"),
-             *_norm(f"{layer}rms_norm1", f"{mine}norm1", False, "vision"),
-             *_norm(f"{layer}rms_norm2", f"{mine}norm2", False, "vision"),
-             *_linear(f"{layer}attention.out_proj", f"{mine}attn.o", False, "vision"),
-             *_norm(f"{theirs}rms_norm", f"{ours}post_norm", False, None)]
+    rules = [
+        _rule(
+            f"{theirs}embeddings.patch_embed.weight",
+            f"{ours}patch_embed.kernel",
+            _conv_to_kernel,
+            lambda k: (
+                k.T.reshape(
+                    k.shape[1],
+                    cfg.vision.num_channels,
+                    cfg.vision.patch_size,
+                    cfg.vision.patch_size,
+                ),
+            ),
+        ),
+        _rule(f"{theirs}embeddings.patch_embed.bias", f"{ours}patch_embed.bias"),
+        *_norm(f"{theirs}embeddings.rms_norm", f"{ours}patch_norm", False, None),
+        _rule(f"{theirs}embeddings.position_embedding.weight", f"{ours}pos_embed"),
+        *_norm(f"{layer}rms_norm1", f"{mine}norm1", False, "vision"),
+        *_norm(f"{layer}rms_norm2", f"{mine}norm2", False, "vision"),
+        *_linear(f"{layer}attention.out_proj", f"{mine}attn.o", False, "vision"),
+        *_norm(f"{theirs}rms_norm", f"{ours}post_norm", False, None),
+    ]
     for name in "qkv":
         rules += _linear(f"{layer}attention.{name}_proj", f"{mine}attn.{name}", False, "vision")
     for name in ("gate", "up", "down"):
@@ -193,14 +230,23 @@ def hf_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rule]:
 
 
 def projector_rules(cfg: AndesVLConfig) -> list[Rule]:
-    return [*_linear("mlp.0", "projector.mlp.fc1", True, None), *_linear("mlp.2", "projector.mlp.fc2", True, None)]
+    return [
+        *_linear("mlp.0", "projector.mlp.fc1", True, None),
+        *_linear("mlp.2", "projector.mlp.fc2", True, None),
+    ]
 
 
 def _andesvl(vision_rules) -> Callable[[AndesVLConfig, tuple[str, ...]], KeyMap]:
     def build(cfg: AndesVLConfig, keys: tuple[str, ...] = ()) -> KeyMap:
-        return KeyMap("andesvl", tuple(vision_rules(cfg, "vision_encoder.", "vision.") + projector_rules(cfg)
-                                       + qwen3_rules(cfg, "language_model.", "llm.")),
-                      ignored=("language_model.lm_head.weight",) if cfg.text.tie_embeddings else ())
+        return KeyMap(
+            "andesvl",
+            tuple(
+                vision_rules(cfg, "vision_encoder.", "vision.")
+                + projector_rules(cfg)
+                + qwen3_rules(cfg, "language_model.", "llm.")
+            ),
+            ignored=("language_model.lm_head.weight",) if cfg.text.tie_embeddings else (),
+        )
 
     return build
 
@@ -213,13 +259,26 @@ def _vision_prefix(keys: tuple[str, ...]) -> str:
 # model_type -> (config, the checkpoint's tensor names) -> KeyMap
 KEYMAPS: dict[str, Callable[[AndesVLConfig, tuple[str, ...]], KeyMap]] = {
     "andesvl-aimv2-qwen3": _andesvl(lambda c, t, o: official_aimv2_rules(c, t, o)),
-    "andesvl-siglip2-qwen3": _andesvl(lambda c, t, o: official_siglip2_rules(c, t + "vision_model.", o)),
-    "qwen3": lambda c, keys: KeyMap("llm", tuple(qwen3_rules(c, "", "")),
-                                    ignored=("lm_head.weight",) if c.text.tie_embeddings else ()),
+    "andesvl-siglip2-qwen3": _andesvl(
+        lambda c, t, o: official_siglip2_rules(c, t + "vision_model.", o)
+    ),
+    "qwen3": lambda c, keys: KeyMap(
+        "llm",
+        tuple(qwen3_rules(c, "", "")),
+        ignored=("lm_head.weight",) if c.text.tie_embeddings else (),
+    ),
     "siglip2_vision_model": lambda c, keys: KeyMap(
-        "vision", tuple(hf_siglip2_rules(c, _vision_prefix(keys), "")), ignored=("head.*", "vision_model.head.*")),
+        "vision",
+        tuple(hf_siglip2_rules(c, _vision_prefix(keys), "")),
+        ignored=("head.*", "vision_model.head.*"),
+    ),
     # A full SigLIP2 (image + text towers): only the vision tower is used.
-    "siglip2": lambda c, keys: KeyMap("vision", tuple(hf_siglip2_rules(c, "vision_model.", "")),
-                                      ignored=("vision_model.head.*", "text_model.*", "logit_scale", "logit_bias")),
-    "aimv2_vision_model": lambda c, keys: KeyMap("vision", tuple(hf_aimv2_rules(c, "", "")), ignored=("head.*",)),
+    "siglip2": lambda c, keys: KeyMap(
+        "vision",
+        tuple(hf_siglip2_rules(c, "vision_model.", "")),
+        ignored=("vision_model.head.*", "text_model.*", "logit_scale", "logit_bias"),
+    ),
+    "aimv2_vision_model": lambda c, keys: KeyMap(
+        "vision", tuple(hf_aimv2_rules(c, "", "")), ignored=("head.*",)
+    ),
 }

@@ -75,8 +75,13 @@ def _abstract(module: str, cfg: AndesVLConfig):
     return nnx.split(nnx.eval_shape(lambda: MODULES[module](cfg, nnx.Rngs(0))))
 
 
-def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = None, mesh: Mesh | None = None,
-                    rules: LogicalRules = DEFAULT_RULES):
+def load_checkpoint(
+    directory: str | pathlib.Path,
+    *,
+    overrides: dict | None = None,
+    mesh: Mesh | None = None,
+    rules: LogicalRules = DEFAULT_RULES,
+):
     """(module, LoadReport) from a local checkpoint directory (config.json + *.safetensors).
 
     overrides: AndesVLConfig fields to change (execution options such as scan_layers, param_dtype, or
@@ -94,23 +99,35 @@ def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = N
     wanted = {key for p in placed for key in p.theirs}
     missing = sorted(wanted - set(reader.keys()))
     if missing:
-        raise CheckpointError(f"{directory}: missing tensors for model_type {model_type!r}: {missing[:8]}"
-                              + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+        raise CheckpointError(
+            f"{directory}: missing tensors for model_type {model_type!r}: {missing[:8]}"
+            + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        )
     extra = [k for k in reader.keys() if k not in wanted and not keymap.is_ignored(k)]
     if extra:
-        raise CheckpointError(f"{directory}: unexpected tensors for model_type {model_type!r} "
-                              f"(config and weights disagree?): {extra[:8]}")
+        raise CheckpointError(
+            f"{directory}: unexpected tensors for model_type {model_type!r} "
+            f"(config and weights disagree?): {extra[:8]}"
+        )
 
     sources: dict[str, dict[int | None, tuple[_Placed, int]]] = {}
     for p in placed:
         arrays = p.rule.load(*(reader.read(k) for k in p.theirs))
         for j, (path, arr) in enumerate(zip(p.ours, arrays, strict=True)):
             if path not in targets:
-                raise CheckpointError(f"key map error: {p.theirs} -> {path!r}, which the model does not have")
-            want = targets[path].get_value().shape[1:] if p.layer is not None else targets[path].get_value().shape
+                raise CheckpointError(
+                    f"key map error: {p.theirs} -> {path!r}, which the model does not have"
+                )
+            want = (
+                targets[path].get_value().shape[1:]
+                if p.layer is not None
+                else targets[path].get_value().shape
+            )
             if tuple(arr.shape) != tuple(want):
-                raise CheckpointError(f"{directory}: tensor {p.theirs[0]} {reader.shape(p.theirs[0])} gives "
-                                      f"{path} of shape {tuple(arr.shape)}, but the config expects {tuple(want)}")
+                raise CheckpointError(
+                    f"{directory}: tensor {p.theirs[0]} {reader.shape(p.theirs[0])} gives "
+                    f"{path} of shape {tuple(arr.shape)}, but the config expects {tuple(want)}"
+                )
             sources.setdefault(path, {})[p.layer] = (p, j)
     uncovered = sorted(set(targets) - set(sources))
     if uncovered:
@@ -126,18 +143,24 @@ def load_checkpoint(directory: str | pathlib.Path, *, overrides: dict | None = N
         shape, dtype = var.get_value().shape, var.get_value().dtype
         stacked = None not in sources[path]
 
-        def read(index, path=path, stacked=stacked, dtype=dtype):
+        def read(index, path=path, stacked=stacked, dtype=dtype, shape=shape):
             if stacked:
                 layers = range(shape[0])[index[0]]
-                return np.stack([np.asarray(produce(path, i)[index[1:]]) for i in layers]).astype(dtype)
+                return np.stack([np.asarray(produce(path, i)[index[1:]]) for i in layers]).astype(
+                    dtype
+                )
             return np.asarray(produce(path, None)[index]).astype(dtype)
 
         if path in shardings:
             values[path] = jax.make_array_from_callback(shape, shardings[path], read)
         else:
             values[path] = jnp.asarray(read((slice(None),) * len(shape)))
-    state = nnx.from_flat_state([(tuple(_split_path(k)), abstract_var.replace(values[k]))
-                                 for k, abstract_var in targets.items()])
+    state = nnx.from_flat_state(
+        [
+            (tuple(_split_path(k)), abstract_var.replace(values[k]))
+            for k, abstract_var in targets.items()
+        ]
+    )
     used = len(wanted)
     ignored = tuple(k for k in reader.keys() if k not in wanted)
     return nnx.merge(graphdef, state), LoadReport(model_type, cfg, used, ignored)
@@ -153,7 +176,10 @@ def export_official(model: AndesVL, directory: str | pathlib.Path) -> None:
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_type = f"andesvl-{cfg.vision.flavour}-qwen3"
-    flat = {k: np.asarray(jax.device_get(v.get_value())) for k, v in _flat(nnx.state(model, nnx.Param)).items()}
+    flat = {
+        k: np.asarray(jax.device_get(v.get_value()))
+        for k, v in _flat(nnx.state(model, nnx.Param)).items()
+    }
     tensors = {}
     for p in _expand(KEYMAPS[model_type](cfg, ()), cfg):
         ours = [flat[o] if p.layer is None else flat[o][p.layer] for o in p.ours]

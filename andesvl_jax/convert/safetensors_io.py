@@ -15,10 +15,18 @@ import ml_dtypes
 import numpy as np
 
 DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
 }
 NAMES = {v: k for k, v in DTYPES.items()}
 INDEX_NAME = "model.safetensors.index.json"
@@ -36,7 +44,9 @@ def _read_header(path: pathlib.Path) -> tuple[dict, int]:
         (n,) = struct.unpack("<Q", raw)
         header_bytes = f.read(n)
     if len(header_bytes) != n:
-        raise CheckpointError(f"{path}: truncated safetensors header ({len(header_bytes)} of {n} bytes)")
+        raise CheckpointError(
+            f"{path}: truncated safetensors header ({len(header_bytes)} of {n} bytes)"
+        )
     try:
         header = json.loads(header_bytes)
     except json.JSONDecodeError as e:
@@ -68,10 +78,14 @@ class SafetensorsReader:
             size = path.stat().st_size
             for key, entry in header.items():
                 if entry["dtype"] not in DTYPES:
-                    raise CheckpointError(f"{path}: tensor {key} has unsupported dtype {entry['dtype']}")
+                    raise CheckpointError(
+                        f"{path}: tensor {key} has unsupported dtype {entry['dtype']}"
+                    )
                 end = offset + entry["data_offsets"][1]
                 if end > size:
-                    raise CheckpointError(f"{path}: tensor {key} ends at byte {end} but the file has {size}")
+                    raise CheckpointError(
+                        f"{path}: tensor {key} ends at byte {end} but the file has {size}"
+                    )
                 self._entries[key] = (path, entry, offset)
 
     def keys(self) -> list[str]:
@@ -99,8 +113,9 @@ class SafetensorsReader:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset + start, shape=shape)
 
 
-def write_safetensors(path: str | pathlib.Path, tensors: dict[str, np.ndarray],
-                      metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | pathlib.Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> None:
     """Write one safetensors file (keys sorted, data 8-byte aligned as the reference writer does)."""
     header: dict[str, dict] = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
@@ -108,10 +123,15 @@ def write_safetensors(path: str | pathlib.Path, tensors: dict[str, np.ndarray],
     for key in sorted(tensors):
         arr = np.ascontiguousarray(tensors[key])
         if arr.dtype not in NAMES:
-            raise CheckpointError(f"cannot write tensor {key}: dtype {arr.dtype} has no safetensors name")
+            raise CheckpointError(
+                f"cannot write tensor {key}: dtype {arr.dtype} has no safetensors name"
+            )
         arrays[key] = arr
-        header[key] = {"dtype": NAMES[arr.dtype], "shape": list(arr.shape),
-                       "data_offsets": [offset, offset + arr.nbytes]}
+        header[key] = {
+            "dtype": NAMES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)

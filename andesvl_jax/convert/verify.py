@@ -24,7 +24,9 @@ def _images(model, inputs):
     n = sum(k.startswith("pixel_values_") for k in inputs)
     if n == 0:
         return None
-    return pack_images([[inputs[f"pixel_values_{i}"] for i in range(n)]], model.cfg.vision.patch_size)
+    return pack_images(
+        [[inputs[f"pixel_values_{i}"] for i in range(n)]], model.cfg.vision.patch_size
+    )
 
 
 def _flags(inputs):
@@ -34,7 +36,9 @@ def _flags(inputs):
 def _generated(model, inputs, expected_shape):
     from andesvl_jax.infer.greedy import greedy_generate
 
-    return greedy_generate(model, inputs["input_ids"], _images(model, inputs), _flags(inputs), expected_shape[-1])
+    return greedy_generate(
+        model, inputs["input_ids"], _images(model, inputs), _flags(inputs), expected_shape[-1]
+    )
 
 
 # expected-array name -> fn(model, inputs, expected shape) -> array (batch dim as in the fixtures)
@@ -43,13 +47,17 @@ OUTPUTS: dict[str, Callable] = {
     "vision_tower_out": lambda m, x, s: m.vision(_images(m, x))[0],
     "image_embeds": lambda m, x, s: m.encode_images(_images(m, x))[0][0],
     "inputs_embeds": lambda m, x, s: m.embed(jnp.asarray(x["input_ids"]), _images(m, x), _flags(x)),
-    "logits": lambda m, x, s: m(jnp.asarray(x["input_ids"]), _images(m, x), image_flags=_flags(x))[0],
+    "logits": lambda m, x, s: m(jnp.asarray(x["input_ids"]), _images(m, x), image_flags=_flags(x))[
+        0
+    ],
     "generated_ids": lambda m, x, s: _generated(m, x, s),
 }
 
 # prefix -> change to the loaded config (see the SigLIP2 fixture README: the GELU caveat)
 VARIANTS: dict[str, Callable] = {
-    "alt_gelu_tanh_": lambda cfg: {"vision": dataclasses.replace(cfg.vision, hidden_act="gelu_tanh")},
+    "alt_gelu_tanh_": lambda cfg: {
+        "vision": dataclasses.replace(cfg.vision, hidden_act="gelu_tanh")
+    },
 }
 
 
@@ -67,9 +75,19 @@ class Check:
 def compare(name: str, ours, ref: np.ndarray) -> Check:
     ours = np.asarray(ours)
     if ours.shape != ref.shape:
-        return Check(name, ref.shape, float("nan"), float("nan"), 0.0, False, f"shape {ours.shape} != {ref.shape}")
+        return Check(
+            name,
+            ref.shape,
+            float("nan"),
+            float("nan"),
+            0.0,
+            False,
+            f"shape {ours.shape} != {ref.shape}",
+        )
     if np.issubdtype(ref.dtype, np.integer):
-        diff = float(np.max(np.abs(ours.astype(np.int64) - ref.astype(np.int64)))) if ref.size else 0.0
+        diff = (
+            float(np.max(np.abs(ours.astype(np.int64) - ref.astype(np.int64)))) if ref.size else 0.0
+        )
         return Check(name, ref.shape, diff, diff, 0.0, diff == 0.0)
     diff = float(np.max(np.abs(ours.astype(np.float64) - ref))) if ref.size else 0.0
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
@@ -77,7 +95,9 @@ def compare(name: str, ours, ref: np.ndarray) -> Check:
     return Check(name, ref.shape, diff, diff / max(scale, 1e-30), tol, diff <= tol)
 
 
-def verify(checkpoint: str, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> list[Check]:
+def verify(
+    checkpoint: str, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> list[Check]:
     """Every expected array checked against this implementation."""
     from andesvl_jax.convert.loader import load_checkpoint
 
@@ -86,10 +106,19 @@ def verify(checkpoint: str, inputs: dict[str, np.ndarray], expected: dict[str, n
         checks = []
         for full_name in sorted(expected):
             prefix = next((p for p in VARIANTS if full_name.startswith(p)), "")
-            name = full_name[len(prefix):]
+            name = full_name[len(prefix) :]
             if name not in OUTPUTS:
-                checks.append(Check(full_name, expected[full_name].shape, float("nan"), float("nan"), 0.0, False,
-                                    f"no producer for {name!r}; known: {sorted(OUTPUTS)}"))
+                checks.append(
+                    Check(
+                        full_name,
+                        expected[full_name].shape,
+                        float("nan"),
+                        float("nan"),
+                        0.0,
+                        False,
+                        f"no producer for {name!r}; known: {sorted(OUTPUTS)}",
+                    )
+                )
                 continue
             if prefix not in models:
                 base = models[""].cfg
@@ -102,8 +131,10 @@ def verify(checkpoint: str, inputs: dict[str, np.ndarray], expected: dict[str, n
 def format_table(checks: list[Check]) -> str:
     lines = [f"{'array':40s} {'shape':>16s} {'max_abs':>11s} {'max_rel':>11s} {'tol':>9s}  result"]
     for c in checks:
-        lines.append(f"{c.name:40s} {str(c.shape):>16s} {c.max_abs:11.3e} {c.max_rel:11.3e} {c.tolerance:9.1e}  "
-                     f"{'ok' if c.ok else 'FAIL'} {c.note}".rstrip())
+        lines.append(
+            f"{c.name:40s} {str(c.shape):>16s} {c.max_abs:11.3e} {c.max_rel:11.3e} {c.tolerance:9.1e}  "
+            f"{'ok' if c.ok else 'FAIL'} {c.note}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -120,8 +151,12 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("verify-import", help="check an imported AndesVL checkpoint against reference outputs")
+    p = subparsers.add_parser(
+        "verify-import", help="check an imported AndesVL checkpoint against reference outputs"
+    )
     p.add_argument("checkpoint", help="directory with config.json and *.safetensors")
-    p.add_argument("--inputs", required=True, help="inputs.npz (pixel_values_i, input_ids, image_flags)")
+    p.add_argument(
+        "--inputs", required=True, help="inputs.npz (pixel_values_i, input_ids, image_flags)"
+    )
     p.add_argument("--expected", required=True, help="expected.npz (reference outputs)")
     p.set_defaults(func=run)

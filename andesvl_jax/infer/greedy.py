@@ -23,7 +23,9 @@ def _generate(graphdef, state, input_ids, prompt_lengths, images, image_flags, m
     b, t = input_ids.shape
     segment_ids = (jnp.arange(t)[None, :] < prompt_lengths[:, None]).astype(jnp.int32)
     cache = model.init_cache(b, t + max_new_tokens)
-    logits, cache = model(input_ids, images, image_flags=image_flags, segment_ids=segment_ids, cache=cache)
+    logits, cache = model(
+        input_ids, images, image_flags=image_flags, segment_ids=segment_ids, cache=cache
+    )
     last = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
     first = jnp.argmax(last, axis=-1).astype(jnp.int32)
 
@@ -37,12 +39,25 @@ def _generate(graphdef, state, input_ids, prompt_lengths, images, image_flags, m
     return tokens.T
 
 
-def greedy_generate(model: AndesVL, input_ids, images=None, image_flags=None, max_new_tokens: int = 16,
-                    prompt_lengths=None) -> jax.Array:
+def greedy_generate(
+    model: AndesVL,
+    input_ids,
+    images=None,
+    image_flags=None,
+    max_new_tokens: int = 16,
+    prompt_lengths=None,
+) -> jax.Array:
     """input_ids [b, t] (right-padded when prompt_lengths [b] is given) -> next greedy ids [b, n]."""
     input_ids = jnp.asarray(input_ids)
     if prompt_lengths is None:
         prompt_lengths = jnp.full((input_ids.shape[0],), input_ids.shape[1], jnp.int32)
     graphdef, state = nnx.split(model)
-    return _generate(graphdef, state, input_ids, jnp.asarray(prompt_lengths, jnp.int32), images, image_flags,
-                     max_new_tokens)
+    return _generate(
+        graphdef,
+        state,
+        input_ids,
+        jnp.asarray(prompt_lengths, jnp.int32),
+        images,
+        image_flags,
+        max_new_tokens,
+    )

@@ -17,8 +17,12 @@ from andesvl_jax.models.qwen3 import KVCache, Qwen3
 from andesvl_jax.models.vit import VisionEncoder
 
 
-def merge_image_tokens(text_embeds: jax.Array, is_placeholder: jax.Array, image_tokens: jax.Array,
-                       image_valid: jax.Array) -> jax.Array:
+def merge_image_tokens(
+    text_embeds: jax.Array,
+    is_placeholder: jax.Array,
+    image_tokens: jax.Array,
+    image_valid: jax.Array,
+) -> jax.Array:
     """text_embeds [b, t, d]; is_placeholder [b, t]; image_tokens [b, m, d]; image_valid [b, m] -> [b, t, d]."""
     # Stable sort puts the valid image tokens first, in order; the k-th placeholder takes the k-th.
     order = jnp.argsort(~image_valid, axis=1, stable=True)
@@ -30,8 +34,13 @@ def merge_image_tokens(text_embeds: jax.Array, is_placeholder: jax.Array, image_
 
 def run_options(cfg: AndesVLConfig) -> dict:
     """The execution options every tower takes (scan, remat, attention impl, dtypes)."""
-    return dict(scan=cfg.scan_layers, remat=cfg.remat, attention_impl=cfg.attention_impl,
-                param_dtype=jnp.dtype(cfg.param_dtype), dtype=jnp.dtype(cfg.dtype))
+    return dict(
+        scan=cfg.scan_layers,
+        remat=cfg.remat,
+        attention_impl=cfg.attention_impl,
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        dtype=jnp.dtype(cfg.dtype),
+    )
 
 
 class AndesVL(nnx.Module):
@@ -40,7 +49,9 @@ class AndesVL(nnx.Module):
         run = run_options(cfg)
         self.cfg = cfg
         self.vision = VisionEncoder(cfg.vision, rngs=rngs, **run)
-        self.projector = Projector(cfg, rngs=rngs, param_dtype=run["param_dtype"], dtype=run["dtype"])
+        self.projector = Projector(
+            cfg, rngs=rngs, param_dtype=run["param_dtype"], dtype=run["dtype"]
+        )
         self.llm = Qwen3(cfg.text, rngs=rngs, **run)
 
     def encode_images(self, images) -> tuple[jax.Array, jax.Array]:
@@ -48,7 +59,9 @@ class AndesVL(nnx.Module):
         tokens, segments = self.projector(self.vision(images), images.segment_ids)
         return tokens, segments != 0
 
-    def embed(self, input_ids: jax.Array, images=None, image_flags: jax.Array | None = None) -> jax.Array:
+    def embed(
+        self, input_ids: jax.Array, images=None, image_flags: jax.Array | None = None
+    ) -> jax.Array:
         """Token embeddings with image tokens merged in. input_ids [b, t] -> [b, t, d].
 
         image_flags [b, t]: which positions take image tokens (default: input_ids == image_pad id).
@@ -57,13 +70,24 @@ class AndesVL(nnx.Module):
         if images is None:
             return embeds
         tokens, valid = self.encode_images(images)
-        flags = input_ids == self.cfg.tokens.image_pad if image_flags is None else image_flags.astype(bool)
+        flags = (
+            input_ids == self.cfg.tokens.image_pad
+            if image_flags is None
+            else image_flags.astype(bool)
+        )
         return merge_image_tokens(embeds, flags, tokens, valid)
 
-    def __call__(self, input_ids: jax.Array, images=None, *, image_flags: jax.Array | None = None,
-                 positions: jax.Array | None = None,
-                 segment_ids: jax.Array | None = None, cache: KVCache | None = None,
-                 return_hidden: bool = False):
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        images=None,
+        *,
+        image_flags: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+    ):
         """input_ids [b, t] (+ PackedImages) -> (logits [b, t, vocab] float32, cache).
 
         Without `segment_ids` every token is one sample per row; without `positions` they count from
@@ -75,7 +99,9 @@ class AndesVL(nnx.Module):
         if positions is None:
             start = jnp.zeros((b,), jnp.int32) if cache is None else cache.lengths
             positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-        hidden, cache = self.llm(self.embed(input_ids, images, image_flags), positions, segment_ids, cache)
+        hidden, cache = self.llm(
+            self.embed(input_ids, images, image_flags), positions, segment_ids, cache
+        )
         return (hidden if return_hidden else self.llm.logits(hidden)), cache
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:

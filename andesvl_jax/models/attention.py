@@ -78,11 +78,15 @@ def xla_attention(
     weights = jnp.where(allowed, jnp.exp(logits - row_max), 0.0)
     denom = jnp.sum(weights, axis=-1, keepdims=True)
     weights = weights / jnp.where(denom == 0.0, 1.0, denom)
-    out = jnp.einsum("bkgts,bskd->btkgd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+        "bkgts,bskd->btkgd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla", **kwargs) -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla", **kwargs
+) -> jax.Array:
     """Dispatch to a registered implementation (see `xla_attention` for the arguments)."""
     if impl not in ATTENTION_IMPLS and impl in ("pallas", "auto"):
         import andesvl_jax.kernels  # noqa: F401  (registers the Pallas implementations)

@@ -20,10 +20,23 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype) -> jax.Ar
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias). kernel: [in, out] with logical axes `axes`."""
 
-    def __init__(self, din: int, dout: int, *, axes: Axes, bias: bool = False, rngs: nnx.Rngs,
-                 param_dtype=jnp.float32, dtype=jnp.float32):
-        self.kernel = nnx.Param(_normal(rngs, (din, dout), din**-0.5, param_dtype), logical_axes=axes)
-        self.bias = nnx.Param(jnp.zeros((dout,), param_dtype), logical_axes=(axes[1],)) if bias else None
+    def __init__(
+        self,
+        din: int,
+        dout: int,
+        *,
+        axes: Axes,
+        bias: bool = False,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+        dtype=jnp.float32,
+    ):
+        self.kernel = nnx.Param(
+            _normal(rngs, (din, dout), din**-0.5, param_dtype), logical_axes=axes
+        )
+        self.bias = (
+            nnx.Param(jnp.zeros((dout,), param_dtype), logical_axes=(axes[1],)) if bias else None
+        )
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -36,8 +49,15 @@ class Linear(nnx.Module):
 class RMSNorm(nnx.Module):
     """x * rsqrt(mean(x^2) + eps) * scale, computed in float32."""
 
-    def __init__(self, dim: int, *, eps: float, axis_name: str | None, param_dtype=jnp.float32,
-                 dtype=jnp.float32):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        eps: float,
+        axis_name: str | None,
+        param_dtype=jnp.float32,
+        dtype=jnp.float32,
+    ):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(axis_name,))
         self.eps = eps
         self.dtype = dtype
@@ -51,8 +71,15 @@ class RMSNorm(nnx.Module):
 class LayerNorm(nnx.Module):
     """(x - mean) / sqrt(var + eps) * scale + bias, computed in float32."""
 
-    def __init__(self, dim: int, *, eps: float, axis_name: str | None, param_dtype=jnp.float32,
-                 dtype=jnp.float32):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        eps: float,
+        axis_name: str | None,
+        param_dtype=jnp.float32,
+        dtype=jnp.float32,
+    ):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(axis_name,))
         self.bias = nnx.Param(jnp.zeros((dim,), param_dtype), logical_axes=(axis_name,))
         self.eps = eps
@@ -63,7 +90,9 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(self.dtype)
+        return (
+            y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        ).astype(self.dtype)
 
 
 NORMS = {"rms": RMSNorm, "layer": LayerNorm}
@@ -72,8 +101,12 @@ NORMS = {"rms": RMSNorm, "layer": LayerNorm}
 class Embed(nnx.Module):
     """Token embedding table [vocab, embed]; `attend` is the tied output projection."""
 
-    def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32):
-        self.embedding = nnx.Param(_normal(rngs, (vocab, dim), 0.02, param_dtype), logical_axes=("vocab", "embed"))
+    def __init__(
+        self, vocab: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32, dtype=jnp.float32
+    ):
+        self.embedding = nnx.Param(
+            _normal(rngs, (vocab, dim), 0.02, param_dtype), logical_axes=("vocab", "embed")
+        )
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:

@@ -66,14 +66,21 @@ def bilinear_antialias_weights(coord: jax.Array, out_size: jax.Array, g: int) ->
 
 
 def resized_position_embedding(
-    table: jax.Array, rows: jax.Array, cols: jax.Array, grid_h: jax.Array, grid_w: jax.Array, method: str
+    table: jax.Array,
+    rows: jax.Array,
+    cols: jax.Array,
+    grid_h: jax.Array,
+    grid_w: jax.Array,
+    method: str,
 ) -> jax.Array:
     """table: [G*G, d] (row-major y*G + x); rows, cols, grid_h, grid_w: [b, n] -> [b, n, d].
 
     Padding patches (grid size 0) get zeros.
     """
     if method not in INTERPOLATIONS:
-        raise ValueError(f"unknown position interpolation {method!r}; expected one of {sorted(INTERPOLATIONS)}")
+        raise ValueError(
+            f"unknown position interpolation {method!r}; expected one of {sorted(INTERPOLATIONS)}"
+        )
     g = round(table.shape[0] ** 0.5)
     if g * g != table.shape[0]:
         raise ValueError(f"position table has {table.shape[0]} rows, not a square grid")

@@ -10,7 +10,9 @@ from andesvl_jax.config import AndesVLConfig
 from andesvl_jax.models.mlp import GeluMLP
 
 
-def pixel_shuffle(features: jax.Array, segment_ids: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
+def pixel_shuffle(
+    features: jax.Array, segment_ids: jax.Array, group: int
+) -> tuple[jax.Array, jax.Array]:
     """Concatenate each run of `group` consecutive patches (a 2x2 block in packed order).
 
     features: [b, N, d]; segment_ids: [b, N] -> ([b, N/group, group*d], token segment ids [b, N/group]).
@@ -18,7 +20,9 @@ def pixel_shuffle(features: jax.Array, segment_ids: jax.Array, group: int) -> tu
     """
     b, n, d = features.shape
     if n % group:
-        raise ValueError(f"packed patch buffer of {n} is not a multiple of the shuffle group {group}")
+        raise ValueError(
+            f"packed patch buffer of {n} is not a multiple of the shuffle group {group}"
+        )
     return features.reshape(b, n // group, group * d), segment_ids[:, ::group]
 
 
@@ -27,8 +31,17 @@ class Projector(nnx.Module):
 
     def __init__(self, cfg: AndesVLConfig, *, rngs: nnx.Rngs, **dtypes):
         width = cfg.projector_in
-        self.mlp = GeluMLP(width, width, out_dim=cfg.text.hidden_size, in_axis="proj_in", mlp_axis="proj_hidden",
-                           out_axis="embed", act="gelu", rngs=rngs, **dtypes)
+        self.mlp = GeluMLP(
+            width,
+            width,
+            out_dim=cfg.text.hidden_size,
+            in_axis="proj_in",
+            mlp_axis="proj_hidden",
+            out_axis="embed",
+            act="gelu",
+            rngs=rngs,
+            **dtypes,
+        )
         self.group = cfg.tokens_per_patch_group
 
     def __call__(self, features: jax.Array, segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:

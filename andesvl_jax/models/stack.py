@@ -20,7 +20,9 @@ REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
 }
 
 
-def make_layers(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs, scan: bool):
+def make_layers(
+    make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs, scan: bool
+):
     """Build `num_layers` layers; stacked along a leading 'layers' axis when `scan`."""
     if not scan:
         return nnx.List([make_layer(rngs) for _ in range(num_layers)])
@@ -45,7 +47,9 @@ def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool
     layer state (each step merges one layer), so it composes with any enclosing jit/grad/scan.
     """
     if remat != "none" and remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; expected 'none' or one of {sorted(REMAT_POLICIES)}")
+        raise ValueError(
+            f"unknown remat policy {remat!r}; expected 'none' or one of {sorted(REMAT_POLICIES)}"
+        )
 
     def checkpointed(fn):
         return fn if remat == "none" else jax.checkpoint(fn, policy=REMAT_POLICIES[remat])
@@ -63,7 +67,9 @@ def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool
     for i, layer in enumerate(layers):
         graphdef, weights = nnx.split(layer)
         xs = None if per_layer is None else jax.tree.map(lambda a, i=i: a[i], per_layer)
-        carry, out = checkpointed(lambda c, w, x, g=graphdef: body(nnx.merge(g, w), c, x))(carry, weights, xs)
+        carry, out = checkpointed(lambda c, w, x, g=graphdef: body(nnx.merge(g, w), c, x))(
+            carry, weights, xs
+        )
         outs.append(out)
     stacked = None if per_layer is None else jax.tree.map(lambda *a: jax.numpy.stack(a), *outs)
     return carry, stacked

@@ -55,11 +55,22 @@ class VisionBlock(nnx.Module):
         self.norm2 = _norm(cfg, dtypes)
         mlp_kw = dict(act=cfg.hidden_act, rngs=rngs, **dtypes)
         if cfg.mlp == "swiglu":
-            self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, embed_axis="vit_embed", mlp_axis="vit_mlp",
-                              bias=cfg.bias, **mlp_kw)
+            self.mlp = SwiGLU(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                embed_axis="vit_embed",
+                mlp_axis="vit_mlp",
+                bias=cfg.bias,
+                **mlp_kw,
+            )
         else:
-            self.mlp = GeluMLP(cfg.hidden_size, cfg.intermediate_size, in_axis="vit_embed", mlp_axis="vit_mlp",
-                               **mlp_kw)
+            self.mlp = GeluMLP(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                in_axis="vit_embed",
+                mlp_axis="vit_mlp",
+                **mlp_kw,
+            )
 
     def __call__(self, x, segment_ids, angles, impl: str):
         x = x + self.attn(self.norm1(x), segment_ids, angles, impl)
@@ -70,17 +81,40 @@ class VisionBlock(nnx.Module):
 class VisionEncoder(nnx.Module):
     """Packed images -> per-patch features [b, N, d] (before pixel shuffle)."""
 
-    def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, scan: bool = True, remat: str = "none",
-                 attention_impl: str = "xla", param_dtype=jnp.float32, dtype=jnp.float32):
+    def __init__(
+        self,
+        cfg: VisionConfig,
+        *,
+        rngs: nnx.Rngs,
+        scan: bool = True,
+        remat: str = "none",
+        attention_impl: str = "xla",
+        param_dtype=jnp.float32,
+        dtype=jnp.float32,
+    ):
         dtypes = dict(param_dtype=param_dtype, dtype=dtype)
         self.cfg = cfg
         # The official AIMv2 patch embed is a conv with bias; SigLIP2's a linear with bias.
-        self.patch_embed = Linear(cfg.patch_dim, cfg.hidden_size, axes=("patch", "vit_embed"), bias=True,
-                                  rngs=rngs, **dtypes)
+        self.patch_embed = Linear(
+            cfg.patch_dim,
+            cfg.hidden_size,
+            axes=("patch", "vit_embed"),
+            bias=True,
+            rngs=rngs,
+            **dtypes,
+        )
         self.patch_norm = _norm(cfg, dtypes) if cfg.patch_norm else None
-        self.pos_embed = (nnx.Param(_normal(rngs, (cfg.pos_grid**2, cfg.hidden_size), 0.02, param_dtype),
-                                    logical_axes=("pos_table", "vit_embed")) if cfg.use_abs_pos else None)
-        self.layers = make_layers(lambda r: VisionBlock(cfg, rngs=r, **dtypes), cfg.num_layers, rngs, scan)
+        self.pos_embed = (
+            nnx.Param(
+                _normal(rngs, (cfg.pos_grid**2, cfg.hidden_size), 0.02, param_dtype),
+                logical_axes=("pos_table", "vit_embed"),
+            )
+            if cfg.use_abs_pos
+            else None
+        )
+        self.layers = make_layers(
+            lambda r: VisionBlock(cfg, rngs=r, **dtypes), cfg.num_layers, rngs, scan
+        )
         self.post_norm = _norm(cfg, dtypes)
         self.scan, self.remat, self.attention_impl, self.dtype = scan, remat, attention_impl, dtype
 
@@ -90,8 +124,14 @@ class VisionEncoder(nnx.Module):
         if self.patch_norm is not None:
             x = self.patch_norm(x)
         if self.pos_embed is not None:
-            pos = resized_position_embedding(self.pos_embed[...], images.rows, images.cols, images.grid_h,
-                                             images.grid_w, self.cfg.pos_interpolation)
+            pos = resized_position_embedding(
+                self.pos_embed[...],
+                images.rows,
+                images.cols,
+                images.grid_h,
+                images.grid_w,
+                self.cfg.pos_interpolation,
+            )
             x = x + pos.astype(x.dtype)
         return constrain(x, ACT)
 
@@ -99,8 +139,11 @@ class VisionEncoder(nnx.Module):
         """images: PackedImages with [b, N] fields -> [b, N, d]."""
         cfg = self.cfg
         x = self.embed(images)
-        angles = (vision_angles(images.rows, images.cols, cfg.head_dim, cfg.rope_theta)
-                  if cfg.use_rope2d else None)
+        angles = (
+            vision_angles(images.rows, images.cols, cfg.head_dim, cfg.rope_theta)
+            if cfg.use_rope2d
+            else None
+        )
         segment_ids = jnp.asarray(images.segment_ids)
         impl = self.attention_impl
 

@@ -13,21 +13,49 @@ def base_config() -> ml_collections.ConfigDict:
     c.stage = "sft"
     c.steps = 100
     c.seed = 0
-    c.model = ml_collections.ConfigDict({"preset": "tiny", "overrides": ml_collections.ConfigDict()})
+    c.model = ml_collections.ConfigDict(
+        {"preset": "tiny", "overrides": ml_collections.ConfigDict()}
+    )
     c.init = ml_collections.ConfigDict({"from_pretrained": "", "from_stage_workdir": ""})
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.rules = ()  # empty = train.sharding.DEFAULT_RULES; else ((logical, mesh axis or None), ...)
-    c.data = ml_collections.ConfigDict({
-        "format": "synthetic", "path": "", "image_root": "", "tokenizer": "", "stage": "",
-        "mixture": ml_collections.ConfigDict(), "size": 100_000, "min_side": 56, "max_side": 112,
-        "batch_size": 8, "max_tokens": 0, "max_patches": 0, "image_max_size": 0, "on_error": "raise",
-        "worker_count": 0,
-    })
-    c.optim = ml_collections.ConfigDict({
-        "lr": 1e-3, "schedule": "cosine", "warmup_steps": 10, "end_lr_factor": 0.1, "b1": 0.9, "b2": 0.95,
-        "eps": 1e-8, "weight_decay": 0.05, "clip_norm": 1.0, "accum_steps": 1, "z_loss": 0.0,
-        "lr_multipliers": ml_collections.ConfigDict({"vision": 1.0, "projector": 1.0, "llm": 1.0}),
-    })
+    c.data = ml_collections.ConfigDict(
+        {
+            "format": "synthetic",
+            "path": "",
+            "image_root": "",
+            "tokenizer": "",
+            "stage": "",
+            "mixture": ml_collections.ConfigDict(),
+            "size": 100_000,
+            "min_side": 56,
+            "max_side": 112,
+            "batch_size": 8,
+            "max_tokens": 0,
+            "max_patches": 0,
+            "image_max_size": 0,
+            "on_error": "raise",
+            "worker_count": 0,
+        }
+    )
+    c.optim = ml_collections.ConfigDict(
+        {
+            "lr": 1e-3,
+            "schedule": "cosine",
+            "warmup_steps": 10,
+            "end_lr_factor": 0.1,
+            "b1": 0.9,
+            "b2": 0.95,
+            "eps": 1e-8,
+            "weight_decay": 0.05,
+            "clip_norm": 1.0,
+            "accum_steps": 1,
+            "z_loss": 0.0,
+            "lr_multipliers": ml_collections.ConfigDict(
+                {"vision": 1.0, "projector": 1.0, "llm": 1.0}
+            ),
+        }
+    )
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3
@@ -45,8 +73,11 @@ def _unknown(config, schema, prefix="") -> list[str]:
         name = f"{prefix}{key}"
         if key not in schema:
             out.append(name)
-        elif isinstance(schema[key], ml_collections.ConfigDict) and len(schema[key]) and \
-                isinstance(config[key], ml_collections.ConfigDict):
+        elif (
+            isinstance(schema[key], ml_collections.ConfigDict)
+            and len(schema[key])
+            and isinstance(config[key], ml_collections.ConfigDict)
+        ):
             out += _unknown(config[key], schema[key], name + ".")
     return out
 
@@ -57,13 +88,19 @@ def validate_config(config) -> None:
 
     unknown = _unknown(config, base_config())
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; see andesvl_jax/train/config_checks.py base_config()")
+        raise ValueError(
+            f"unknown config keys {unknown}; see andesvl_jax/train/config_checks.py base_config()"
+        )
     if config.stage not in STAGES:
         raise ValueError(f"config.stage={config.stage!r} unknown; expected one of {sorted(STAGES)}")
     if config.model.preset not in PRESETS:
-        raise ValueError(f"config.model.preset={config.model.preset!r} unknown; expected one of {sorted(PRESETS)}")
+        raise ValueError(
+            f"config.model.preset={config.model.preset!r} unknown; expected one of {sorted(PRESETS)}"
+        )
     if config.init.from_pretrained and config.init.from_stage_workdir:
-        raise ValueError("set at most one of config.init.from_pretrained and config.init.from_stage_workdir")
+        raise ValueError(
+            "set at most one of config.init.from_pretrained and config.init.from_stage_workdir"
+        )
     for key in ("steps", "log_every", "save_every", "keep_checkpoints", "max_bad_steps"):
         if config[key] <= 0:
             raise ValueError(f"config.{key} must be positive, got {config[key]}")

@@ -17,7 +17,9 @@ def load_config(config_arg: str, overrides: list[str]):
     from ml_collections import config_flags
 
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config", flag_values=values, lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment config", flag_values=values, lock_config=True
+    )
     argv = ["andesvl-jax", f"--config={config_arg}", *overrides]
     saved, sys.argv = sys.argv, argv  # config_flags reads the `--config.x` overrides from sys.argv
     try:
@@ -33,8 +35,11 @@ def maybe_initialize_distributed(args) -> None:
     import jax
 
     if args.coordinator or args.num_processes:
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id)
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
 
 
 def run(args) -> int:

@@ -46,14 +46,22 @@ def initial_params(config, model_cfg, mesh, rules):
     if config.init.from_pretrained:
         from andesvl_jax.convert.loader import load_checkpoint
 
-        execution = {k: getattr(model_cfg, k) for k in ("scan_layers", "remat", "param_dtype", "dtype",
-                                                         "attention_impl")}
-        model, _ = load_checkpoint(config.init.from_pretrained, overrides=execution, mesh=mesh, rules=rules)
+        execution = {
+            k: getattr(model_cfg, k)
+            for k in ("scan_layers", "remat", "param_dtype", "dtype", "attention_impl")
+        }
+        model, _ = load_checkpoint(
+            config.init.from_pretrained, overrides=execution, mesh=mesh, rules=rules
+        )
         return graphdef, nnx.state(model)
     if config.init.from_stage_workdir:
-        like = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings)
+        like = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings
+        )
         return graphdef, restore_model_params(config.init.from_stage_workdir, like)
-    create = jax.jit(lambda: nnx.state(AndesVL(model_cfg, rngs=nnx.Rngs(config.seed))), out_shardings=shardings)
+    create = jax.jit(
+        lambda: nnx.state(AndesVL(model_cfg, rngs=nnx.Rngs(config.seed))), out_shardings=shardings
+    )
     return graphdef, create()
 
 
@@ -64,28 +72,54 @@ def initial_state(config, model_cfg, mesh, rules, stage):
     optimizer, schedule = make_optimizer(config.optim, config.steps, stage.trainable)
     replicated = NamedSharding(mesh, PartitionSpec())
     scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
-    opt_state = jax.jit(optimizer.init, out_shardings=optimizer_shardings(optimizer, params, replicated))(params)
-    state = TrainState(step=scalar(0), params=params, frozen=frozen, opt_state=opt_state,
-                       rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated), bad_steps=scalar(0),
-                       skipped_steps=scalar(0))
+    opt_state = jax.jit(
+        optimizer.init, out_shardings=optimizer_shardings(optimizer, params, replicated)
+    )(params)
+    state = TrainState(
+        step=scalar(0),
+        params=params,
+        frozen=frozen,
+        opt_state=opt_state,
+        rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated),
+        bad_steps=scalar(0),
+        skipped_steps=scalar(0),
+    )
     return graphdef, state, optimizer, schedule
 
 
-def training_data(config, model_cfg, data_stage: str, local_batch: int, process_index: int | None = None,
-                  process_count: int | None = None):
+def training_data(
+    config,
+    model_cfg,
+    data_stage: str,
+    local_batch: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
     """The stage's packed-batch IterDataset for this process (default: jax's process index and count)."""
     d = config.data
-    dcfg = DataConfig.for_model(model_cfg, stage=data_stage, batch_size=local_batch, seed=config.seed,
-                                max_tokens=d.max_tokens or None, max_patches=d.max_patches or None,
-                                image_max_size=d.image_max_size or None, on_error=d.on_error,
-                                worker_count=d.worker_count)
+    dcfg = DataConfig.for_model(
+        model_cfg,
+        stage=data_stage,
+        batch_size=local_batch,
+        seed=config.seed,
+        max_tokens=d.max_tokens or None,
+        max_patches=d.max_patches or None,
+        image_max_size=d.image_max_size or None,
+        on_error=d.on_error,
+        worker_count=d.worker_count,
+    )
     tokenizer = TextTokenizer.from_file(d.tokenizer) if d.tokenizer else TextTokenizer.default()
     if d.format == "synthetic":
         from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 
         mixture = dict(d.mixture) if d.mixture else dcfg.defaults.mixture
-        source = SyntheticSource(mixture, size=d.size, seed=config.seed, split="train",
-                                 ctx=TaskContext(d.min_side, d.max_side))
+        source = SyntheticSource(
+            mixture,
+            size=d.size,
+            seed=config.seed,
+            split="train",
+            ctx=TaskContext(d.min_side, d.max_side),
+        )
     else:
         source = open_dataset(d.format, d.path, image_root=d.image_root or None)
     return make_dataset(source, dcfg, tokenizer, process_index, process_count)
@@ -93,18 +127,25 @@ def training_data(config, model_cfg, data_stage: str, local_batch: int, process_
 
 def optimizer_shardings(optimizer, params, replicated: NamedSharding):
     """Each optimizer buffer takes the sharding of the parameter it mirrors; counters are replicated."""
-    by_path = {tuple(map(str, path)): leaf.sharding for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    by_path = {
+        tuple(map(str, path)): leaf.sharding
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
 
     def pick(path, _):
         keys = tuple(map(str, path))
-        return next((by_path[keys[i:]] for i in range(len(keys)) if keys[i:] in by_path), replicated)
+        return next(
+            (by_path[keys[i:]] for i in range(len(keys)) if keys[i:] in by_path), replicated
+        )
 
     return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(optimizer.init, params))
 
 
 def global_batch(batch: TrainBatch, shardings: TrainBatch) -> TrainBatch:
     """This process's rows -> global arrays (each process passes its own local rows)."""
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings)
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings
+    )
 
 
 class _Terminate:
@@ -135,8 +176,10 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
     model_cfg = model_config(config)
     dp = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.data.batch_size % (dp * config.optim.accum_steps):
-        raise ValueError(f"data.batch_size={config.data.batch_size} must divide by data*fsdp={dp} times "
-                         f"optim.accum_steps={config.optim.accum_steps}")
+        raise ValueError(
+            f"data.batch_size={config.data.batch_size} must divide by data*fsdp={dp} times "
+            f"optim.accum_steps={config.optim.accum_steps}"
+        )
 
     graphdef, state, optimizer, schedule = initial_state(config, model_cfg, mesh, rules, stage)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
@@ -144,7 +187,9 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
     local_batch = config.data.batch_size // jax.process_count()
     dataset = training_data(config, model_cfg, config.data.stage or stage.data_stage, local_batch)
     iterator = iter(dataset)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, async_save=config.async_checkpoints)
+    ckpt = Checkpointer(
+        workdir / "checkpoints", keep=config.keep_checkpoints, async_save=config.async_checkpoints
+    )
     start = ckpt.latest_step() or 0
     if start:
         state, data_state = ckpt.restore(start, state)
@@ -152,13 +197,34 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
 
     first = next(iterator)
     batch_sh = batch_shardings(first, mesh)
-    step_fn = jit_train_step(make_train_step(graphdef, optimizer, schedule, accum_steps=config.optim.accum_steps,
-                                             z_loss=config.optim.z_loss, mesh=mesh, rules=rules), state_sh, batch_sh)
-    writer = MetricsWriter(workdir, tensorboard=config.tensorboard, process_index=jax.process_index())
-    progress = Progress(start, config.steps, f"{config.stage}", enabled=config.progress and jax.process_index() == 0)
+    step_fn = jit_train_step(
+        make_train_step(
+            graphdef,
+            optimizer,
+            schedule,
+            accum_steps=config.optim.accum_steps,
+            z_loss=config.optim.z_loss,
+            mesh=mesh,
+            rules=rules,
+        ),
+        state_sh,
+        batch_sh,
+    )
+    writer = MetricsWriter(
+        workdir, tensorboard=config.tensorboard, process_index=jax.process_index()
+    )
+    progress = Progress(
+        start, config.steps, f"{config.stage}", enabled=config.progress and jax.process_index() == 0
+    )
     terminate = _Terminate()
     peak = config.peak_flops or 0.0
-    losses, stop_reason, t_last, tokens_since, flops_since = [], "completed", time.perf_counter(), 0.0, 0.0
+    losses, stop_reason, t_last, tokens_since, flops_since = (
+        [],
+        "completed",
+        time.perf_counter(),
+        0.0,
+        0.0,
+    )
     seq_len, max_patches = first.input_ids.shape[1], first.images.patches.shape[1]
     batch, step = first, start
     try:
@@ -172,14 +238,20 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
             flops_since += train_flops(model_cfg, text_tokens, patches, seq_len, max_patches)
             if int(state.bad_steps) >= config.max_bad_steps:
                 stop_reason = f"{config.max_bad_steps} non-finite steps in a row"
-                raise NonFiniteError(f"step {step}: {stop_reason}; last good checkpoint kept at step "
-                                     f"{ckpt.latest_step()}")
+                raise NonFiniteError(
+                    f"step {step}: {stop_reason}; last good checkpoint kept at step "
+                    f"{ckpt.latest_step()}"
+                )
             if step % config.log_every == 0 or step == config.steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 elapsed = time.perf_counter() - t_last
-                m.update(tokens_per_s=tokens_since / elapsed, step_time_s=elapsed / config.log_every,
-                         token_fill=fill["token_fill"], patch_fill=fill["patch_fill"],
-                         skipped_steps=int(state.skipped_steps))
+                m.update(
+                    tokens_per_s=tokens_since / elapsed,
+                    step_time_s=elapsed / config.log_every,
+                    token_fill=fill["token_fill"],
+                    patch_fill=fill["patch_fill"],
+                    skipped_steps=int(state.skipped_steps),
+                )
                 if peak:
                     m["mfu"] = flops_since / elapsed / peak
                 losses.append((step, m["loss"]))
@@ -199,9 +271,14 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         progress.close()
         ckpt.close()
         writer.close()
-    summary = {"stage": config.stage, "steps": step, "stop_reason": stop_reason,
-               "final_loss": losses[-1][1] if losses else None, "skipped_steps": int(state.skipped_steps),
-               "data": pipeline_stats(iterator.get_state())}
+    summary = {
+        "stage": config.stage,
+        "steps": step,
+        "stop_reason": stop_reason,
+        "final_loss": losses[-1][1] if losses else None,
+        "skipped_steps": int(state.skipped_steps),
+        "data": pipeline_stats(iterator.get_state()),
+    }
     writer.enabled and writer.write(step, {"summary": summary})
     return summary
 
@@ -211,8 +288,10 @@ def trained_model(config, workdir: str | pathlib.Path) -> AndesVL:
     model_cfg = model_config(config)
     abstract = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
     graphdef, abs_state = nnx.split(abstract)
-    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(
-        jax.devices()[0])), abs_state)
+    like = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        ),
+        abs_state,
+    )
     return nnx.merge(graphdef, restore_model_params(workdir, like))
-
-

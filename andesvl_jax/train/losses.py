@@ -7,15 +7,18 @@ import jax
 import jax.numpy as jnp
 
 
-def next_token_loss(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array,
-                    z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+def next_token_loss(
+    logits: jax.Array, targets: jax.Array, loss_mask: jax.Array, z_loss: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Masked cross-entropy. logits [b, t, v] float32; targets [b, t]; loss_mask [b, t] float.
 
     Returns (sum over masked tokens of CE + z_loss * logsumexp^2, metrics with token counts).
     """
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[
+        ..., 0
+    ]
     ce = lse - target_logit
     mask = loss_mask.astype(jnp.float32)
     total = jnp.sum((ce + z_loss * jnp.square(lse)) * mask)

@@ -12,12 +12,19 @@ NO_DECAY_LEAVES = ("scale", "bias", "pos_embed")
 
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "cosine": lambda lr, warmup, steps, end: optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup, 1), max(steps, warmup + 1), lr * end),
+        0.0, lr, max(warmup, 1), max(steps, warmup + 1), lr * end
+    ),
     "linear": lambda lr, warmup, steps, end: optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, max(warmup, 1)),
-         optax.linear_schedule(lr, lr * end, max(steps - warmup, 1))], [max(warmup, 1)]),
+        [
+            optax.linear_schedule(0.0, lr, max(warmup, 1)),
+            optax.linear_schedule(lr, lr * end, max(steps - warmup, 1)),
+        ],
+        [max(warmup, 1)],
+    ),
     "constant": lambda lr, warmup, steps, end: optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [max(warmup, 1)]),
+        [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)],
+        [max(warmup, 1)],
+    ),
 }
 
 
@@ -27,8 +34,12 @@ def _path_names(path) -> list[str]:
 
 def decay_mask(params):
     """True for weights that take weight decay (kernels and embeddings)."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[-1] not in NO_DECAY_LEAVES
-                                            and "pos_embed" not in _path_names(p), params)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: (
+            _path_names(p)[-1] not in NO_DECAY_LEAVES and "pos_embed" not in _path_names(p)
+        ),
+        params,
+    )
 
 
 def module_labels(params):
@@ -38,19 +49,31 @@ def module_labels(params):
 
 def learning_rate_schedule(cfg, steps: int) -> optax.Schedule:
     if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"optim.schedule {cfg.schedule!r} unknown; expected one of {sorted(SCHEDULES)}")
+        raise ValueError(
+            f"optim.schedule {cfg.schedule!r} unknown; expected one of {sorted(SCHEDULES)}"
+        )
     return SCHEDULES[cfg.schedule](cfg.lr, cfg.warmup_steps, steps, cfg.end_lr_factor)
 
 
-def make_optimizer(cfg, steps: int, modules: tuple[str, ...]) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    cfg, steps: int, modules: tuple[str, ...]
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """cfg: the `optim` ConfigDict. Returns (optimizer over the trainable params, base LR schedule)."""
     schedule = learning_rate_schedule(cfg, steps)
     multipliers = dict(cfg.lr_multipliers)
 
     def adamw(scale: float):
-        return optax.adamw(lambda s: schedule(s) * scale, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay, mask=decay_mask)
+        return optax.adamw(
+            lambda s: schedule(s) * scale,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        )
 
-    per_module = optax.multi_transform({m: adamw(multipliers.get(m, 1.0)) for m in modules}, module_labels)
+    per_module = optax.multi_transform(
+        {m: adamw(multipliers.get(m, 1.0)) for m in modules}, module_labels
+    )
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     return optax.chain(*chain, per_module), schedule

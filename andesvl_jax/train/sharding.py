@@ -50,15 +50,21 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
         raise ValueError(f"unknown mesh axes {unknown}; expected a subset of {MESH_AXES}")
     sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes, strict=True))}")
+        raise ValueError(
+            f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes, strict=True))}"
+        )
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices do not divide into the fixed mesh axes (product {known})")
+            raise ValueError(
+                f"{len(devices)} devices do not divide into the fixed mesh axes (product {known})"
+            )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, "
-                         f"{len(devices)} available")
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, "
+            f"{len(devices)} available"
+        )
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -100,7 +106,8 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: LogicalRules = DEFAULT_
 
 
 _CONTEXT: contextvars.ContextVar[tuple[Mesh, LogicalRules] | None] = contextvars.ContextVar(
-    "andesvl_sharding", default=None)
+    "andesvl_sharding", default=None
+)
 
 
 @contextlib.contextmanager

@@ -19,16 +19,36 @@ class Stage:
     description: str
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("align", ("vision", "projector"), "align_896",
-          "vision-language alignment up to 896 px: LLM frozen, ViT + projector train"),
-    Stage("align_hr", ("vision", "projector"), "align_1792",
-          "alignment continued up to 1792 px (16384 patches), LLM still frozen"),
-    Stage("joint", ALL, "joint",
-          "joint pre-training: everything trains at a low LR, loss on all text, interleaved + text-only mix"),
-    Stage("multitask", ALL, "multitask", "multi-task pre-training: answer-only loss, 16384 patches, 32768 tokens"),
-    Stage("sft", ALL, "sft", "supervised fine-tuning: answer-only loss"),
-]}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage(
+            "align",
+            ("vision", "projector"),
+            "align_896",
+            "vision-language alignment up to 896 px: LLM frozen, ViT + projector train",
+        ),
+        Stage(
+            "align_hr",
+            ("vision", "projector"),
+            "align_1792",
+            "alignment continued up to 1792 px (16384 patches), LLM still frozen",
+        ),
+        Stage(
+            "joint",
+            ALL,
+            "joint",
+            "joint pre-training: everything trains at a low LR, loss on all text, interleaved + text-only mix",
+        ),
+        Stage(
+            "multitask",
+            ALL,
+            "multitask",
+            "multi-task pre-training: answer-only loss, 16384 patches, 32768 tokens",
+        ),
+        Stage("sft", ALL, "sft", "supervised fine-tuning: answer-only loss"),
+    ]
+}
 
 
 def get_stage(name: str) -> Stage:

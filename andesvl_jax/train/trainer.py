@@ -47,14 +47,23 @@ def _split_micro(batch: TrainBatch, accum: int) -> TrainBatch:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule, *, accum_steps: int = 1,
-                    z_loss: float = 0.0, mesh: Mesh | None = None, rules: LogicalRules | None = None
-                    ) -> Callable[[TrainState, TrainBatch], tuple[TrainState, dict]]:
+def make_train_step(
+    graphdef,
+    optimizer: optax.GradientTransformation,
+    schedule,
+    *,
+    accum_steps: int = 1,
+    z_loss: float = 0.0,
+    mesh: Mesh | None = None,
+    rules: LogicalRules | None = None,
+) -> Callable[[TrainState, TrainBatch], tuple[TrainState, dict]]:
     """The pure step function (jit it with `jit_train_step`)."""
 
     def loss_fn(params, frozen, batch: TrainBatch):
         model = nnx.merge(graphdef, params, frozen)
-        logits, _ = model(batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids)
+        logits, _ = model(
+            batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+        )
         return next_token_loss(logits, batch.targets, batch.loss_mask, z_loss)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -64,7 +73,12 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
             # The weights ride in the carry: NNX modules must be rebuilt at the scan's trace level.
             grads, stats, params, frozen = carry
             g, s = grad_fn(params, frozen, mb)
-            return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s), params, frozen), None
+            return (
+                jax.tree.map(jnp.add, grads, g),
+                jax.tree.map(jnp.add, stats, s),
+                params,
+                frozen,
+            ), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         stats0 = jax.tree.map(jnp.float32, {"ce_sum": 0.0, "tokens": 0.0, "correct": 0.0})
@@ -77,15 +91,27 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A bad learning rate or optimizer state can poison the update even when the gradient is fine.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+        finite = (
+            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+        )
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = TrainState(
-            step=state.step + 1, params=keep(params, state.params), frozen=state.frozen,
-            opt_state=keep(opt_state, state.opt_state), rng=jax.random.fold_in(state.rng, state.step),
+            step=state.step + 1,
+            params=keep(params, state.params),
+            frozen=state.frozen,
+            opt_state=keep(opt_state, state.opt_state),
+            rng=jax.random.fold_in(state.rng, state.step),
             bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
-            skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
-        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "tokens": stats["tokens"],
-                   "token_accuracy": stats["correct"] / tokens, "finite": finite}
+            skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": schedule(state.step),
+            "tokens": stats["tokens"],
+            "token_accuracy": stats["correct"] / tokens,
+            "finite": finite,
+        }
         return new_state, metrics
 
     if mesh is None:
@@ -100,8 +126,12 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
 
 def jit_train_step(step_fn, state_shardings, batch_sharding):
     """jax.jit with explicit in/out shardings; the old state is donated."""
-    return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, None),
-                   donate_argnums=(0,))
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=(0,),
+    )
 
 
 def state_shardings_of(state: TrainState):

@@ -63,13 +63,16 @@ def test_config_that_does_not_match_the_weights(ckpt):
         load_checkpoint(write(d, tensors, config))
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("model_type", "llava", r"unknown model_type 'llava'"),
-    ("text_config.attention_bias", True, r"'attention_bias' must be false"),
-    ("text_config.rope_scaling", {"type": "yarn"}, r"'rope_scaling' is not supported"),
-    ("vision_config.hidden_stride", 3, r"'hidden_stride' must be 2"),
-    ("text_config.hidden_size", None, r"hidden_size"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("model_type", "llava", r"unknown model_type 'llava'"),
+        ("text_config.attention_bias", True, r"'attention_bias' must be false"),
+        ("text_config.rope_scaling", {"type": "yarn"}, r"'rope_scaling' is not supported"),
+        ("vision_config.hidden_stride", 3, r"'hidden_stride' must be 2"),
+        ("text_config.hidden_size", None, r"hidden_size"),
+    ],
+)
 def test_unsupported_config(ckpt, field, value, match):
     d, tensors, config = ckpt
     node = config

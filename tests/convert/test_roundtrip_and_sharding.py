@@ -47,7 +47,10 @@ def test_sharded_index_checkpoint(fixtures_dir, tmp_path):
     src = fixtures_dir / "andesvl_aimv2_tiny"
     reader = SafetensorsReader(src)
     keys = reader.keys()
-    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    halves = {
+        "model-00001-of-00002.safetensors": keys[::2],
+        "model-00002-of-00002.safetensors": keys[1::2],
+    }
     for fname, part in halves.items():
         write_safetensors(tmp_path / fname, {k: np.asarray(reader.read(k)) for k in part})
     weight_map = {k: f for f, part in halves.items() for k in part}
@@ -55,7 +58,9 @@ def test_sharded_index_checkpoint(fixtures_dir, tmp_path):
     shutil.copy(src / "config.json", tmp_path / "config.json")
     a, _ = load_checkpoint(src)
     b, _ = load_checkpoint(tmp_path)
-    np.testing.assert_array_equal(a.llm.embed.embedding.get_value(), b.llm.embed.embedding.get_value())
+    np.testing.assert_array_equal(
+        a.llm.embed.embedding.get_value(), b.llm.embed.embedding.get_value()
+    )
 
 
 def test_loads_straight_into_shardings(fixtures_dir):
@@ -69,7 +74,9 @@ def test_loads_straight_into_shardings(fixtures_dir):
     assert q.addressable_shards[0].data.shape == (2, 32, 32)
     emb = sharded.llm.embed.embedding.get_value()  # [vocab, embed]: (tensor, fsdp)
     assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
-    np.testing.assert_array_equal(np.asarray(q), np.asarray(plain.llm.layers.attn.q.kernel.get_value()))
+    np.testing.assert_array_equal(
+        np.asarray(q), np.asarray(plain.llm.layers.attn.q.kernel.get_value())
+    )
     inputs = np.load(src / "inputs.npz")
     from andesvl_jax.data.patches import pack_images
 
@@ -77,7 +84,9 @@ def test_loads_straight_into_shardings(fixtures_dir):
     with jax.default_matmul_precision("highest"):
         a = sharded(inputs["input_ids"], packed, image_flags=inputs["image_flags"])[0]
         b = plain(inputs["input_ids"], packed, image_flags=inputs["image_flags"])[0]
-    np.testing.assert_allclose(a, b, atol=1e-4 * max(1.0, float(np.abs(b).max())))  # reduction order differs
+    np.testing.assert_allclose(
+        a, b, atol=1e-4 * max(1.0, float(np.abs(b).max()))
+    )  # reduction order differs
 
 
 def test_mesh_errors_are_clear():

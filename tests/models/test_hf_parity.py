@@ -25,8 +25,11 @@ def randomise(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if "norm" in name else
-                        0.05 * torch.randn(p.shape, generator=g))
+                p.copy_(
+                    1.0 + 0.1 * torch.randn(p.shape, generator=g)
+                    if "norm" in name
+                    else 0.05 * torch.randn(p.shape, generator=g)
+                )
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * 1.5 / max(p.shape[-1], 1) ** 0.5)
     return model
@@ -45,9 +48,18 @@ def raster(features, images, row):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_qwen3_logits_match_transformers(tmp_path, tie):
-    cfg = transformers.Qwen3Config(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=1e4,
-                                   tie_word_embeddings=tie, max_position_embeddings=64)
+    cfg = transformers.Qwen3Config(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_theta=1e4,
+        tie_word_embeddings=tie,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     ref = randomise(transformers.Qwen3ForCausalLM(cfg), 0).eval()
     ref.config._attn_implementation = "eager"
@@ -65,15 +77,24 @@ def test_qwen3_logits_match_transformers(tmp_path, tie):
 
 def test_siglip2_vision_matches_transformers(tmp_path):
     """HF Siglip2 (no RoPE, bilinear anti-aliased position resize, padded batch) vs our packed NaViT."""
-    cfg = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                           num_attention_heads=4, num_patches=16, patch_size=8)
+    cfg = transformers.Siglip2VisionConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_patches=16,
+        patch_size=8,
+    )
     torch.manual_seed(0)
     ref = randomise(transformers.Siglip2VisionModel(cfg), 1).eval()
     ref.config._attn_implementation = "eager"
     ref.save_pretrained(tmp_path)
     rng = np.random.default_rng(1)
     # grids 2x6 (shrinks rows: anti-aliasing matters) and 6x4 (grows both)
-    imgs = [rng.standard_normal((3, 16, 48)).astype(np.float32), rng.standard_normal((3, 48, 32)).astype(np.float32)]
+    imgs = [
+        rng.standard_normal((3, 16, 48)).astype(np.float32),
+        rng.standard_normal((3, 48, 32)).astype(np.float32),
+    ]
     p, max_patches = 8, 24
     pixel = np.zeros((2, max_patches, 3 * p * p), np.float32)
     mask = np.zeros((2, max_patches), np.int64)
@@ -84,8 +105,11 @@ def test_siglip2_vision_matches_transformers(tmp_path):
         mask[b, : h * w] = 1
         shapes.append((h, w))
     with torch.no_grad():
-        out = ref(pixel_values=torch.from_numpy(pixel), pixel_attention_mask=torch.from_numpy(mask),
-                  spatial_shapes=torch.tensor(shapes)).last_hidden_state.numpy()
+        out = ref(
+            pixel_values=torch.from_numpy(pixel),
+            pixel_attention_mask=torch.from_numpy(mask),
+            spatial_shapes=torch.tensor(shapes),
+        ).last_hidden_state.numpy()
     vision, report = load_checkpoint(tmp_path)
     assert report.ignored and all(".head." in "." + k for k in report.ignored)
     packed = pack_images([imgs], p)  # both images in ONE packed row
@@ -95,8 +119,15 @@ def test_siglip2_vision_matches_transformers(tmp_path):
 
 
 def test_aimv2_vision_matches_transformers(tmp_path):
-    cfg = transformers.Aimv2VisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                         num_attention_heads=4, image_size=56, patch_size=14, use_head=False)
+    cfg = transformers.Aimv2VisionConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+        use_head=False,
+    )
     torch.manual_seed(0)
     ref = randomise(transformers.Aimv2VisionModel(cfg), 2).eval()
     ref.config._attn_implementation = "eager"

@@ -28,7 +28,10 @@ def vision(**changes):
 def test_rope2d_off_equals_zero_rotation():
     """2D-RoPE off computes exactly RoPE on with every patch at angle zero (and nothing else changes)."""
     packed = pack_images([[image(56, 84, 0)]], 14)
-    on, off = vision(use_rope2d=True, use_abs_pos=False), vision(use_rope2d=False, use_abs_pos=False)
+    on, off = (
+        vision(use_rope2d=True, use_abs_pos=False),
+        vision(use_rope2d=False, use_abs_pos=False),
+    )
     nnx.update(off, nnx.state(on))
     at_origin = packed._replace(rows=np.zeros_like(packed.rows), cols=np.zeros_like(packed.cols))
     np.testing.assert_allclose(on(at_origin), off(packed), atol=1e-6)
@@ -44,7 +47,7 @@ def test_images_packed_together_equal_images_encoded_alone():
     for img in imgs:
         alone = enc(pack_images([[img]], 14))
         n = alone.shape[1]
-        np.testing.assert_allclose(together[0, start:start + n], alone[0], atol=1e-5)
+        np.testing.assert_allclose(together[0, start : start + n], alone[0], atol=1e-5)
         start += n
 
 
@@ -80,7 +83,9 @@ def test_text_only_batch_and_placeholder_merge():
     ids = jnp.asarray([[65, pad, pad, 66], [pad, 67, pad, 68]])
     embeds = model.embed(ids, packed)
     tokens, _ = model.encode_images(packed)
-    np.testing.assert_allclose(embeds[0, 1:3], tokens[0, :2], atol=1e-6)  # row 0 takes its own images
+    np.testing.assert_allclose(
+        embeds[0, 1:3], tokens[0, :2], atol=1e-6
+    )  # row 0 takes its own images
     np.testing.assert_allclose(embeds[1, [0, 2]], tokens[1, :2], atol=1e-6)
     np.testing.assert_allclose(embeds[1, 1], model.llm.embed(jnp.asarray(67)), atol=1e-6)
 
@@ -104,7 +109,9 @@ def test_kv_cache_decode_matches_full_recompute(scan):
     chunk, cache = model(ids[:, 7:9], cache=cache)  # chunked prefill
     step1, cache = model(ids[:, 9:10], cache=cache)  # single-token decode steps
     step2, cache = model(ids[:, 10:11], cache=cache)
-    np.testing.assert_allclose(jnp.concatenate([prefix, chunk, step1, step2], axis=1), full, atol=2e-5)
+    np.testing.assert_allclose(
+        jnp.concatenate([prefix, chunk, step1, step2], axis=1), full, atol=2e-5
+    )
     assert cache.lengths.tolist() == [11, 11]
 
 
@@ -126,8 +133,11 @@ def test_cache_respects_per_sequence_lengths():
 def test_packed_text_segments_are_independent():
     model = AndesVL(CFG, rngs=nnx.Rngs(3))
     a, b = [65, 66, 67], [80, 81]
-    packed_logits, _ = model(jnp.asarray([a + b]), segment_ids=jnp.asarray([[1, 1, 1, 2, 2]]),
-                             positions=jnp.asarray([[0, 1, 2, 0, 1]]))
+    packed_logits, _ = model(
+        jnp.asarray([a + b]),
+        segment_ids=jnp.asarray([[1, 1, 1, 2, 2]]),
+        positions=jnp.asarray([[0, 1, 2, 0, 1]]),
+    )
     np.testing.assert_allclose(packed_logits[0, 3:], model(jnp.asarray([b]))[0][0], atol=2e-5)
 
 
@@ -144,9 +154,13 @@ def test_scan_remat_and_loop_compute_the_same_function():
     for remat in ("none", "full", "dots"):
         model = AndesVL(CFG.replace(scan_layers=True, remat=remat), rngs=nnx.Rngs(4))
         # same weights: stack the per-layer parameters of the loop model
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[flat_state["llm"]["layers"][i] for i in range(2)])
+        stacked = jax.tree.map(
+            lambda *xs: jnp.stack(xs), *[flat_state["llm"]["layers"][i] for i in range(2)]
+        )
         nnx.update(model.llm.layers, stacked)
-        vstacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[flat_state["vision"]["layers"][i] for i in range(2)])
+        vstacked = jax.tree.map(
+            lambda *xs: jnp.stack(xs), *[flat_state["vision"]["layers"][i] for i in range(2)]
+        )
         nnx.update(model.vision.layers, vstacked)
         for name in ("projector",):
             nnx.update(getattr(model, name), flat_state[name])
@@ -157,8 +171,11 @@ def test_scan_remat_and_loop_compute_the_same_function():
         model.vision.pos_embed.set_value(ref.vision.pos_embed.get_value())
         value, grads = nnx.value_and_grad(loss)(model)
         np.testing.assert_allclose(value, ref_loss, rtol=1e-5)
-        np.testing.assert_allclose(grads.llm.embed.embedding.get_value(),
-                                   ref_grads.llm.embed.embedding.get_value(), atol=1e-6)
+        np.testing.assert_allclose(
+            grads.llm.embed.embedding.get_value(),
+            ref_grads.llm.embed.embedding.get_value(),
+            atol=1e-6,
+        )
 
 
 def test_bf16_compute_runs_and_stays_close():

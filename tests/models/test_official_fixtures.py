@@ -24,15 +24,29 @@ def test_every_reference_array_matches(fixtures_dir, name):
 @pytest.mark.parametrize("name", FLAVOURS)
 def test_verify_import_cli_exit_status(fixtures_dir, name, tmp_path, capsys):
     d = fixtures_dir / name
-    assert main(["verify-import", str(d), "--inputs", str(d / "inputs.npz"),
-                 "--expected", str(d / "expected.npz")]) == 0
+    assert (
+        main(
+            [
+                "verify-import",
+                str(d),
+                "--inputs",
+                str(d / "inputs.npz"),
+                "--expected",
+                str(d / "expected.npz"),
+            ]
+        )
+        == 0
+    )
     assert "0 failed" in capsys.readouterr().out
     # A perturbed reference must make the command fail.
     expected = dict(np.load(d / "expected.npz"))
     expected["logits"] = expected["logits"] + 0.01
     bad = tmp_path / "expected_bad.npz"
     np.savez(bad, **expected)
-    assert main(["verify-import", str(d), "--inputs", str(d / "inputs.npz"), "--expected", str(bad)]) == 1
+    assert (
+        main(["verify-import", str(d), "--inputs", str(d / "inputs.npz"), "--expected", str(bad)])
+        == 1
+    )
     assert "FAIL" in capsys.readouterr().out
 
 
@@ -44,4 +58,7 @@ def test_siglip2_activation_is_a_config_field(fixtures_dir):
     model, _ = load_checkpoint(d)
     assert model.cfg.vision.hidden_act == "gelu"
     expected = np.load(d / "expected.npz")
-    assert np.abs(expected["vision_tower_out"] - expected["alt_gelu_tanh_vision_tower_out"]).max() > 1e-4
+    assert (
+        np.abs(expected["vision_tower_out"] - expected["alt_gelu_tanh_vision_tower_out"]).max()
+        > 1e-4
+    )

@@ -8,9 +8,17 @@ feeds only its own rows, so the global batch is identical whatever the number of
 import json
 import sys
 
-OVERRIDES = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2", "--config.steps=3",
-             "--config.data.batch_size=8", "--config.data.max_tokens=128", "--config.data.max_patches=128",
-             "--config.data.image_max_size=84", "--config.data.max_side=84"]
+OVERRIDES = [
+    "--config.mesh.data=2",
+    "--config.mesh.fsdp=2",
+    "--config.mesh.tensor=2",
+    "--config.steps=3",
+    "--config.data.batch_size=8",
+    "--config.data.max_tokens=128",
+    "--config.data.max_patches=128",
+    "--config.data.image_max_size=84",
+    "--config.data.max_side=84",
+]
 
 
 def main(process_id: int, num_processes: int, port: str, out: str) -> None:
@@ -29,23 +37,34 @@ def main(process_id: int, num_processes: int, port: str, out: str) -> None:
     config = load_config("experiments/tiny.py:stage=sft", OVERRIDES)
     mesh = make_mesh(dict(config.mesh))
     model_cfg = model_config(config)
-    graphdef, state, optimizer, schedule = initial_state(config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft"))
-    batches = iter(training_data(config, model_cfg, "demo", config.data.batch_size, process_index=0,
-                                 process_count=1))
+    graphdef, state, optimizer, schedule = initial_state(
+        config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft")
+    )
+    batches = iter(
+        training_data(
+            config, model_cfg, "demo", config.data.batch_size, process_index=0, process_count=1
+        )
+    )
     rows = config.data.batch_size // num_processes
     step_fn, losses = None, []
     for _ in range(config.steps):
         batch = next(batches)
         if step_fn is None:
             batch_sh = batch_shardings(batch, mesh)
-            step_fn = jit_train_step(make_train_step(graphdef, optimizer, schedule, mesh=mesh, rules=DEFAULT_RULES),
-                                     jax.tree.map(lambda x: x.sharding, state), batch_sh)
-        local = jax.tree.map(lambda x: x[process_id * rows:(process_id + 1) * rows], batch)
+            step_fn = jit_train_step(
+                make_train_step(graphdef, optimizer, schedule, mesh=mesh, rules=DEFAULT_RULES),
+                jax.tree.map(lambda x: x.sharding, state),
+                batch_sh,
+            )
+        local = jax.tree.map(lambda x: x[process_id * rows : (process_id + 1) * rows], batch)
         state, metrics = step_fn(state, global_batch(local, batch_sh))
         losses.append(float(metrics["loss"]))
     if process_id == 0:
         with open(out, "w") as f:
-            json.dump({"losses": losses, "devices": jax.device_count(), "processes": jax.process_count()}, f)
+            json.dump(
+                {"losses": losses, "devices": jax.device_count(), "processes": jax.process_count()},
+                f,
+            )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,18 @@ import pytest
 from andesvl_jax.train.launch import load_config
 from andesvl_jax.train.loop import train
 
-OVERRIDES = ["--config.steps=8", "--config.save_every=2", "--config.log_every=1", "--config.data.batch_size=8",
-             "--config.data.max_tokens=128", "--config.data.max_patches=128", "--config.data.image_max_size=84",
-             "--config.data.max_side=84", "--config.progress=False", "--config.tensorboard=False"]
+OVERRIDES = [
+    "--config.steps=8",
+    "--config.save_every=2",
+    "--config.log_every=1",
+    "--config.data.batch_size=8",
+    "--config.data.max_tokens=128",
+    "--config.data.max_patches=128",
+    "--config.data.image_max_size=84",
+    "--config.data.max_side=84",
+    "--config.progress=False",
+    "--config.tensorboard=False",
+]
 CONFIG = "experiments/tiny.py:stage=sft"
 
 
@@ -31,8 +40,22 @@ def logged(workdir):
 
 def start(workdir):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    return subprocess.Popen([sys.executable, "-m", "andesvl_jax", "train", "--config", CONFIG, "--workdir",
-                             str(workdir), *OVERRIDES], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "andesvl_jax",
+            "train",
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(workdir),
+            *OVERRIDES,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for_step(proc, workdir, step, timeout=300):
@@ -55,7 +78,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(logged(killed)) < 8
-    summary = train(load_config(CONFIG, OVERRIDES), killed)  # resumes from the last finished checkpoint
+    summary = train(
+        load_config(CONFIG, OVERRIDES), killed
+    )  # resumes from the last finished checkpoint
     assert summary["stop_reason"] == "completed"
     assert logged(killed) == logged(reference)  # exact float equality, every step
 

@@ -36,24 +36,37 @@ def test_parameters_are_sharded_as_the_rules_say(make_config):
     mesh = make_mesh(dict(config.mesh))
     _, state = initial_params(config, model_config(config), mesh, DEFAULT_RULES)
     P = jax.sharding.PartitionSpec
-    assert state["llm"]["layers"]["attn"]["q"]["kernel"].get_value().sharding.spec == P(None, "fsdp", "tensor")
-    assert state["llm"]["layers"]["mlp"]["down"]["kernel"].get_value().sharding.spec == P(None, "tensor", "fsdp")
+    assert state["llm"]["layers"]["attn"]["q"]["kernel"].get_value().sharding.spec == P(
+        None, "fsdp", "tensor"
+    )
+    assert state["llm"]["layers"]["mlp"]["down"]["kernel"].get_value().sharding.spec == P(
+        None, "tensor", "fsdp"
+    )
     assert state["llm"]["embed"]["embedding"].get_value().sharding.spec == P("tensor", "fsdp")
-    assert state["vision"]["layers"]["attn"]["q"]["kernel"].get_value().sharding.spec == P(None, "fsdp", "tensor")
+    assert state["vision"]["layers"]["attn"]["q"]["kernel"].get_value().sharding.spec == P(
+        None, "fsdp", "tensor"
+    )
     shard = state["llm"]["layers"]["mlp"]["gate"]["kernel"].get_value().addressable_shards[0].data
     assert shard.shape == (2, 32, 64)  # [layers, 64/fsdp, 128/tensor]
 
 
 def test_align_stage_leaves_the_llm_untouched(make_config, tmp_path):
     config = make_config(stage="align")
-    before = nnx.state(nnx.merge(*initial_params(config, model_config(config), make_mesh({"data": -1}),
-                                                  DEFAULT_RULES)))
+    before = nnx.state(
+        nnx.merge(
+            *initial_params(config, model_config(config), make_mesh({"data": -1}), DEFAULT_RULES)
+        )
+    )
     train(config, tmp_path)
     after = nnx.state(trained_model(config, tmp_path))
     for x, y in zip(jax.tree.leaves(before["llm"]), jax.tree.leaves(after["llm"]), strict=True):
         np.testing.assert_array_equal(x, y)
-    changed = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before["vision"]),
-                                                        jax.tree.leaves(after["vision"]), strict=True)]
+    changed = [
+        not np.array_equal(x, y)
+        for x, y in zip(
+            jax.tree.leaves(before["vision"]), jax.tree.leaves(after["vision"]), strict=True
+        )
+    ]
     assert all(changed)
 
 
@@ -66,7 +79,9 @@ def test_non_finite_steps_are_skipped_and_stop_the_run(make_config, tmp_path):
         train(config, tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(x["finite"] == 0.0 for x in lines)
-    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").glob("[0-9]*"))
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").glob("[0-9]*")
+    )
 
 
 def test_config_errors_before_compiling(make_config, tmp_path):
@@ -99,6 +114,7 @@ def test_loss_ignores_masked_tokens():
 
 
 def test_gradient_accumulation_equals_one_big_batch(make_config, tmp_path):
-    train(make_config(), tmp_path / "one")
-    train(make_config(**{"optim.accum_steps": 4}), tmp_path / "accum")
+    two = jax.devices()[:2]
+    train(make_config(**{"mesh.data": 2}), tmp_path / "one", devices=two)
+    train(make_config(**{"mesh.data": 2, "optim.accum_steps": 4}), tmp_path / "accum", devices=two)
     np.testing.assert_allclose(losses(tmp_path / "one"), losses(tmp_path / "accum"), rtol=1e-5)
