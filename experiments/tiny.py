@@ -11,7 +11,7 @@ minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
 
 from andesvl_jax.train.config_checks import base_config
 
-STAGE_STEPS = {"align": 300, "align_hr": 100, "joint": 200, "multitask": 300, "sft": 300}
+STAGE_STEPS = {"align": 100, "align_hr": 100, "joint": 200, "multitask": 300, "sft": 400}
 STAGE_LR = {"align": 2e-3, "align_hr": 1e-3, "joint": 1e-3, "multitask": 1e-3, "sft": 5e-4}
 
 

@@ -56,7 +56,10 @@ def initial_params(config, model_cfg, mesh, rules):
         return graphdef, nnx.state(model)
     if config.init.from_stage_workdir:
         like = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings
+            lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+            abs_state,
+            shardings,
+            is_leaf=lambda x: isinstance(x, nnx.Variable),
         )
         return graphdef, restore_model_params(config.init.from_stage_workdir, like)
     create = jax.jit(
