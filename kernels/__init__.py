@@ -36,63 +36,14 @@ from andesvl_jax.kernels.sparse_format import (
 
 from andesvl_jax.models.attention import ATTENTION_IMPLS, register_attention
 
-
-@register_attention("pallas")
-def pallas_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    *,
-    q_segment_ids: jax.Array,
-    kv_segment_ids: jax.Array,
-    q_positions: jax.Array | None = None,
-    kv_positions: jax.Array | None = None,
-    causal: bool = False,
-    mask: jax.Array | None = None,
-    scale: float | None = None,
-) -> jax.Array:
-    """`xla_attention`'s contract, computed by the Pallas flash kernel (`packed_attention`)."""
-    return packed_attention(
-        q,
-        k,
-        v,
-        q_segment_ids=q_segment_ids,
-        kv_segment_ids=kv_segment_ids,
-        q_positions=q_positions,
-        kv_positions=kv_positions,
-        causal=causal,
-        mask=mask,
-        scale=scale,
-    )
+# The Pallas flash kernel takes `xla_attention`'s arguments (plus tile sizes with defaults).
+register_attention("pallas")(packed_attention)
 
 
 @register_attention("auto")
-def auto_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    *,
-    q_segment_ids: jax.Array,
-    kv_segment_ids: jax.Array,
-    q_positions: jax.Array | None = None,
-    kv_positions: jax.Array | None = None,
-    causal: bool = False,
-    mask: jax.Array | None = None,
-    scale: float | None = None,
-) -> jax.Array:
+def auto_attention(q: jax.Array, k: jax.Array, v: jax.Array, **kwargs) -> jax.Array:
     """Pallas on GPU, the XLA reference on CPU and (until the kernel meets Mosaic's tiling) TPU."""
-    return ATTENTION_IMPLS[resolve_impl("auto", "attention")](
-        q,
-        k,
-        v,
-        q_segment_ids=q_segment_ids,
-        kv_segment_ids=kv_segment_ids,
-        q_positions=q_positions,
-        kv_positions=kv_positions,
-        causal=causal,
-        mask=mask,
-        scale=scale,
-    )
+    return ATTENTION_IMPLS[resolve_impl("auto", "attention")](q, k, v, **kwargs)
 
 
 __all__ = [
@@ -109,7 +60,6 @@ __all__ = [
     "pack_sparse",
     "pack_weight",
     "packed_attention",
-    "pallas_attention",
     "quantize_activations",
     "quantize_weight",
     "quantized_matmul",

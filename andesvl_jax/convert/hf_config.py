@@ -101,6 +101,18 @@ def parse_qwen3(d: dict, where: str = "text_config") -> TextConfig:
     )
 
 
+def _tower_shape(d: dict) -> dict:
+    """The ViT size fields every vision config spells the same way."""
+    return dict(
+        hidden_size=int(d["hidden_size"]),
+        num_layers=int(d["num_hidden_layers"]),
+        num_heads=int(d["num_attention_heads"]),
+        intermediate_size=int(d["intermediate_size"]),
+        patch_size=int(d["patch_size"]),
+        num_channels=int(d.get("num_channels", 3)),
+    )
+
+
 def parse_official_aimv2(d: dict, where: str = "vision_config") -> VisionConfig:
     _require(not d.get("qkv_bias", False), where, "qkv_bias", "must be false for AIMv2")
     _require(not d.get("use_bias", False), where, "use_bias", "must be false for AIMv2")
@@ -121,12 +133,7 @@ def parse_official_aimv2(d: dict, where: str = "vision_config") -> VisionConfig:
     )
     return VisionConfig(
         flavour="aimv2",
-        hidden_size=int(d["hidden_size"]),
-        num_layers=int(d["num_hidden_layers"]),
-        num_heads=int(d["num_attention_heads"]),
-        intermediate_size=int(d["intermediate_size"]),
-        patch_size=int(d["patch_size"]),
-        num_channels=int(d.get("num_channels", 3)),
+        **_tower_shape(d),
         pos_grid=int(d["image_size"]) // int(d["patch_size"]),
         norm_eps=float(d.get("rms_norm_eps", 1e-5)),
         hidden_act="silu",
@@ -147,12 +154,7 @@ def parse_official_siglip2(d: dict, where: str = "vision_config") -> VisionConfi
     _activation(d.get("hidden_act", "gelu_pytorch_tanh"), where, "hidden_act")
     return VisionConfig(
         flavour="siglip2",
-        hidden_size=int(d["hidden_size"]),
-        num_layers=int(d["num_hidden_layers"]),
-        num_heads=int(d["num_attention_heads"]),
-        intermediate_size=int(d["intermediate_size"]),
-        patch_size=int(d["patch_size"]),
-        num_channels=int(d.get("num_channels", 3)),
+        **_tower_shape(d),
         pos_grid=_pos_grid(int(d["num_patches"]), where),
         norm_eps=float(d.get("layer_norm_eps", 1e-6)),
         hidden_act="gelu",
@@ -165,12 +167,7 @@ def parse_hf_siglip2(d: dict, where: str = "config") -> VisionConfig:
     """HF Siglip2VisionModel: no RoPE, bilinear anti-aliased position resize, config's activation."""
     return VisionConfig(
         flavour="siglip2",
-        hidden_size=int(d["hidden_size"]),
-        num_layers=int(d["num_hidden_layers"]),
-        num_heads=int(d["num_attention_heads"]),
-        intermediate_size=int(d["intermediate_size"]),
-        patch_size=int(d["patch_size"]),
-        num_channels=int(d.get("num_channels", 3)),
+        **_tower_shape(d),
         pos_grid=_pos_grid(int(d["num_patches"]), where),
         norm_eps=float(d.get("layer_norm_eps", 1e-6)),
         hidden_act=_activation(d.get("hidden_act", "gelu_pytorch_tanh"), where, "hidden_act"),
@@ -188,12 +185,7 @@ def parse_hf_aimv2(d: dict, where: str = "config") -> VisionConfig:
     )
     return VisionConfig(
         flavour="aimv2",
-        hidden_size=int(d["hidden_size"]),
-        num_layers=int(d["num_hidden_layers"]),
-        num_heads=int(d["num_attention_heads"]),
-        intermediate_size=int(d["intermediate_size"]),
-        patch_size=int(d["patch_size"]),
-        num_channels=int(d.get("num_channels", 3)),
+        **_tower_shape(d),
         pos_grid=int(d["image_size"]) // int(d["patch_size"]),
         norm_eps=float(d.get("rms_norm_eps", 1e-5)),
         hidden_act=_activation(d.get("hidden_act", "silu"), where, "hidden_act"),

@@ -70,6 +70,12 @@ def _conv_to_kernel(w):
     return (w.reshape(w.shape[0], -1).T,)
 
 
+def _conv_transforms(cfg: AndesVLConfig) -> tuple[Transform, Transform]:
+    """Conv2d patch embedding <-> our (c*p*p, d) kernel, both directions."""
+    shape = (cfg.vision.num_channels, cfg.vision.patch_size, cfg.vision.patch_size)
+    return _conv_to_kernel, lambda k: (k.T.reshape(k.shape[1], *shape),)
+
+
 def _patch_permutation(channels: int, patch: int) -> tuple[Transform, Transform]:
     """HF SigLIP2 flattens patches as (y, x, c); ours are (c, y, x)."""
 
@@ -131,15 +137,7 @@ def official_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rul
         _rule(
             f"{theirs}preprocessor.patchifier.proj.weight",
             f"{ours}patch_embed.kernel",
-            _conv_to_kernel,
-            lambda k: (
-                k.T.reshape(
-                    k.shape[1],
-                    cfg.vision.num_channels,
-                    cfg.vision.patch_size,
-                    cfg.vision.patch_size,
-                ),
-            ),
+            *_conv_transforms(cfg),
         ),
         _rule(f"{theirs}preprocessor.patchifier.proj.bias", f"{ours}patch_embed.bias"),
         *_norm(f"{theirs}preprocessor.patchifier.norm", f"{ours}patch_norm", False, None),
@@ -204,15 +202,7 @@ def hf_aimv2_rules(cfg: AndesVLConfig, theirs: str, ours: str) -> list[Rule]:
         _rule(
             f"{theirs}embeddings.patch_embed.weight",
             f"{ours}patch_embed.kernel",
-            _conv_to_kernel,
-            lambda k: (
-                k.T.reshape(
-                    k.shape[1],
-                    cfg.vision.num_channels,
-                    cfg.vision.patch_size,
-                    cfg.vision.patch_size,
-                ),
-            ),
+            *_conv_transforms(cfg),
         ),
         _rule(f"{theirs}embeddings.patch_embed.bias", f"{ours}patch_embed.bias"),
         *_norm(f"{theirs}embeddings.rms_norm", f"{ours}patch_norm", False, None),

@@ -21,6 +21,7 @@ OVERRIDES = [
     "--config.data.max_patches=128",
     "--config.data.image_max_size=84",
     "--config.data.max_side=84",
+    "--config.data.worker_count=0",
     "--config.progress=False",
     "--config.tensorboard=False",
 ]
