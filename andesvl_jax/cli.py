@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "andesvl_jax.demo",
     "andesvl_jax.train.launch",
     "andesvl_jax.data.inspect_cli",
+    "andesvl_jax.infer.chat_cli",
 ]
 
 

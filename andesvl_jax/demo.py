@@ -52,31 +52,27 @@ def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
 
 
 def evaluate(workdir: pathlib.Path, n: int) -> dict:
-    from andesvl_jax.data.encode import EncodeSpec
-    from andesvl_jax.data.preprocess import ImageSpec
     from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
-    from andesvl_jax.data.tokenizer import TextTokenizer
     from andesvl_jax.eval.exact_match import evaluate_exact_match
-    from andesvl_jax.train.launch import load_config
-    from andesvl_jax.train.loop import trained_model
+    from andesvl_jax.infer.engine import Engine
+    from andesvl_jax.infer.load import load_model
+    from andesvl_jax.train.loop import load_run_config
 
-    config = load_config(f"{EXPERIMENT}:stage=sft", [])
-    model = trained_model(config, workdir / STAGE_ORDER[-1])
-    d = config.data
+    final = workdir / STAGE_ORDER[-1]
+    d = load_run_config(final).data
+    model, tokenizer = load_model(final)
+    engine = Engine(
+        model,
+        tokenizer,
+        image_max_size=d.image_max_size,
+        max_prompt_tokens=d.max_tokens,
+        max_patches=d.max_patches,
+        batch_size=50,
+    )
     source = SyntheticSource(
         dict(d.mixture), size=n, seed=1234, split="eval", ctx=TaskContext(d.min_side, d.max_side)
     )
-    spec = EncodeSpec(
-        image=ImageSpec(
-            flavour=model.cfg.vision.flavour,
-            patch_size=model.cfg.vision.patch_size,
-            max_size=d.image_max_size,
-        ),
-        max_tokens=d.max_tokens,
-        max_patches=d.max_patches,
-        loss_mask="answer_only",
-    )
-    return evaluate_exact_match(model, TextTokenizer.default(), [source[i] for i in range(n)], spec)
+    return evaluate_exact_match(engine, [source[i] for i in range(n)])
 
 
 def run(args) -> int:

@@ -34,7 +34,7 @@ def _flags(inputs):
 
 
 def _generated(model, inputs, expected_shape):
-    from andesvl_jax.infer.greedy import greedy_generate
+    from andesvl_jax.infer.generate import greedy_generate
 
     return greedy_generate(
         model, inputs["input_ids"], _images(model, inputs), _flags(inputs), expected_shape[-1]

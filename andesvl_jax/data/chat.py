@@ -59,6 +59,9 @@ def format_ref(text: str) -> str:
     return f"<|object_ref_start|>{text}<|object_ref_end|>"
 
 
+THINK_OPENERS = {None: "", True: "<think>", False: "<think>\n\n</think>\n\n"}
+
+
 class ChatTemplate:
     """Builds token pieces for messages.
 
@@ -122,7 +125,9 @@ class ChatTemplate:
         return pieces
 
     def generation_prompt(self) -> str:
-        return "<|im_start|>assistant\n" + ("<think>" if self.thinking else "")
+        """Opens the assistant turn. A Thinking model opens `<think>` to reason, or writes the empty
+        think block `assistant_text` trains for no-thinking answers; Instruct opens nothing."""
+        return "<|im_start|>assistant\n" + THINK_OPENERS[self.thinking]
 
     def document_pieces(self, text: str) -> list[Piece]:
         """An interleaved document: plain text and images, no template."""

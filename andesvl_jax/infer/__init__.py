@@ -1,1 +1,1 @@
-"""Inference: decoding with the KV cache."""
+"""Inference: the generation engine (prefill + decode in one jit, sampling, thinking modes, chat)."""

@@ -7,12 +7,14 @@ with logging, periodic async checkpoints, SIGTERM save, and the non-finite guard
 
 from __future__ import annotations
 
+import json
 import pathlib
 import signal
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -28,6 +30,16 @@ from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.stages import get_stage, is_trainable
 from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
+
+RUN_CONFIG = "config.json"
+
+
+def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """The config a training run in `workdir` was launched with."""
+    path = pathlib.Path(workdir) / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a training workdir (no {RUN_CONFIG})")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 class NonFiniteError(RuntimeError):
@@ -173,6 +185,8 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
     validate_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # what `load_run_config` (chat, eval) rebuilds the model from
+        (workdir / RUN_CONFIG).write_text(config.to_json_best_effort(indent=2))
     mesh = make_mesh(dict(config.mesh), devices)
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     stage = get_stage(config.stage)

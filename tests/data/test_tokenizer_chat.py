@@ -99,6 +99,9 @@ def test_thinking_variants(tok):
     assert nothink == "<think>\n\n</think>\n\n3"
     assert ChatTemplate(tok, thinking=None).assistant_text(s.messages[-1]) == "3"
     assert ChatTemplate(tok, thinking=True).generation_prompt().endswith("<think>")
+    # no-thinking generation continues exactly where the trained no-thinking answer would
+    prompt = ChatTemplate(tok, thinking=False).generation_prompt()
+    assert prompt == "<|im_start|>assistant\n" + nothink.removesuffix("3")
     ex = SampleEncoder(tok, EncodeSpec(thinking=True))(s)
     assert _trained_text(tok, ex) == think + "<|im_end|>"
 

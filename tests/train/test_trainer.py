@@ -124,7 +124,9 @@ def test_a_stage_starts_from_the_previous_stage(make_config, tmp_path):
     align = make_config(stage="align", steps=2)
     train(align, tmp_path / "align")
     aligned = nnx.state(trained_model(align, tmp_path / "align"))
-    joint = make_config(stage="joint", steps=1, **{"init.from_stage_workdir": str(tmp_path / "align")})
+    joint = make_config(
+        stage="joint", steps=1, **{"init.from_stage_workdir": str(tmp_path / "align")}
+    )
     _, start = initial_params(joint, model_config(joint), make_mesh({"data": -1}), DEFAULT_RULES)
     for x, y in zip(jax.tree.leaves(aligned), jax.tree.leaves(start), strict=True):
         np.testing.assert_array_equal(x, y)

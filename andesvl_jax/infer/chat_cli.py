@@ -1,0 +1,56 @@
+"""`andesvl-jax chat --checkpoint DIR [--image x.png ...] [--thinking] "question"`.
+
+Streams the answer to stdout as it is generated. --thinking / --no-thinking pick the mode of a
+Thinking model (default: Instruct, no think block); sampling defaults follow the mode (DESIGN §5)
+unless --temperature / --top-k / --top-p / --presence-penalty are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+
+def run(args) -> int:
+    from andesvl_jax.infer.engine import Engine, mode_sampling
+    from andesvl_jax.infer.load import load_model
+
+    model, tok = load_model(args.checkpoint)
+    engine = Engine(model, tok, image_max_size=args.image_max_size)
+    sampling = mode_sampling(args.thinking)
+    chosen = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "presence_penalty")}
+    sampling = dataclasses.replace(
+        sampling, seed=args.seed, **{k: v for k, v in chosen.items() if v is not None}
+    )
+    reply = engine.chat(
+        args.question,
+        args.image,
+        thinking=args.thinking,
+        sampling=sampling,
+        max_new_tokens=args.max_new_tokens,
+        on_text=lambda piece: print(piece, end="", flush=True),
+    )
+    print()
+    if reply.reasoning is not None:
+        print(f"[answer] {reply.answer}")
+    if reply.finish_reason == "length":
+        print(f"[stopped after --max-new-tokens={args.max_new_tokens}]", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="ask a checkpoint a question about images")
+    p.add_argument("--checkpoint", required=True, help="training workdir or safetensors directory")
+    p.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--thinking", dest="thinking", action="store_true", default=None)
+    mode.add_argument("--no-thinking", dest="thinking", action="store_false")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--image-max-size", type=int, default=733)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--presence-penalty", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("question")
+    p.set_defaults(func=run)

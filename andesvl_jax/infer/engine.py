@@ -1,0 +1,211 @@
+"""Chat-level generation: samples or messages in, completions out.
+
+`Engine` encodes prompts with the AndesVL chat template (images preprocessed exactly as in training,
+thinking or no-thinking per request), batches them, runs `generate.generate` (one compiled prefill +
+decode loop), and splits each completion into reasoning and answer. With a mesh, parameters are
+placed by the training sharding rules and activations follow the same logical constraints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from andesvl_jax.data.encode import EncodeSpec, Example, SampleEncoder
+from andesvl_jax.data.patches import pack_images
+from andesvl_jax.data.preprocess import ImageSpec
+from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
+from andesvl_jax.data.tokenizer import TextTokenizer
+from andesvl_jax.infer.generate import bucket, generate
+from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
+from andesvl_jax.infer.thinking import THINK_OPEN, strip_thinking
+from andesvl_jax.train.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
+
+
+@dataclasses.dataclass
+class Completion:
+    """text: the response as decoded (a thinking response starts with `<think>`, as the model
+    sees it); reasoning / answer: text split at `</think>`; finish_reason: 'stop' or 'length'."""
+
+    text: str
+    answer: str
+    reasoning: str | None
+    token_ids: list[int]
+    finish_reason: str
+
+
+def mode_sampling(thinking: bool | None) -> SamplingParams:
+    """AndesVL's default sampling for a request's mode (DESIGN.md §5)."""
+    return MODE_DEFAULTS["thinking" if thinking else "instruct"]
+
+
+def _per_request(value, n: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name}: {len(value)} values for {n} requests")
+        return list(value)
+    return [value] * n
+
+
+class Engine:
+    def __init__(
+        self,
+        model,
+        tokenizer: TextTokenizer,
+        *,
+        image_max_size: int = 733,
+        max_prompt_tokens: int = 8192,
+        max_patches: int = 16384,
+        prefill_chunk: int = 256,
+        batch_size: int = 8,
+        mesh: jax.sharding.Mesh | None = None,
+        rules=DEFAULT_RULES,
+    ):
+        cfg = model.cfg
+        self.model, self.tok, self.cfg = model, tokenizer, cfg
+        self.prefill_chunk, self.batch_size, self.mesh, self.rules = (
+            prefill_chunk,
+            batch_size,
+            mesh,
+            rules,
+        )
+        if mesh is not None:
+            graphdef, state = nnx.split(model)
+            self.model = nnx.merge(
+                graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
+            )
+        self.spec = EncodeSpec(
+            image=ImageSpec(
+                flavour=cfg.vision.flavour,
+                patch_size=cfg.vision.patch_size,
+                max_size=image_max_size,
+            ),
+            max_tokens=max_prompt_tokens,
+            max_patches=max_patches,
+            loss_mask="none",
+            pixel_shuffle=cfg.pixel_shuffle,
+            add_generation_prompt=True,
+        )
+        st = tokenizer.special_tokens
+        self.stop_tokens, self.pad_id = (st.im_end, st.pad), st.pad
+        self._encoders: dict[bool | None, SampleEncoder] = {}
+
+    def encoder(self, thinking: bool | None) -> SampleEncoder:
+        if thinking not in self._encoders:
+            self._encoders[thinking] = SampleEncoder(
+                self.tok, dataclasses.replace(self.spec, thinking=thinking)
+            )
+        return self._encoders[thinking]
+
+    def encode(self, sample: Sample, thinking: bool | None) -> Example:
+        """The prompt of `sample` (everything before its final answer) + the generation prompt."""
+        return self.encoder(thinking)(dataclasses.replace(sample, messages=sample.prompt))
+
+    def generate(
+        self,
+        samples: Sequence[Sample],
+        *,
+        thinking: bool | None | Sequence[bool | None] = None,
+        sampling: SamplingParams | Sequence[SamplingParams] | None = None,
+        max_new_tokens: int = 256,
+        stream: Callable | None = None,
+    ) -> list[Completion]:
+        """Completions for samples, in order, `batch_size` prompts per compiled call.
+
+        thinking / sampling: one value for all or one per sample; sampling None = the mode default.
+        stream: called with (step, tokens [b], done [b]) after every decode step of each batch.
+        """
+        n = len(samples)
+        modes = _per_request(thinking, n, "thinking")
+        params = [
+            p if p is not None else mode_sampling(m)
+            for p, m in zip(_per_request(sampling, n, "sampling"), modes, strict=True)
+        ]
+        out: list[Completion] = []
+        for start in range(0, n, self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            examples = [self.encode(s, m) for s, m in zip(samples[rows], modes[rows], strict=True)]
+            out += self._run(examples, modes[rows], params[rows], max_new_tokens, stream)
+        return out
+
+    def _run(self, examples, modes, params, max_new_tokens, stream) -> list[Completion]:
+        lengths = np.array([e.num_tokens for e in examples], np.int32)
+        ids = np.full((len(examples), int(lengths.max())), self.pad_id, np.int32)
+        for row, e in enumerate(examples):
+            ids[row, : e.num_tokens] = e.ids
+        most = max(e.num_patches for e in examples)
+        images = None
+        if most:
+            images = pack_images(
+                [[im.pixel_values for im in e.images] for e in examples],
+                self.cfg.vision.patch_size,
+                max_patches=bucket(most, 64),
+            )
+        call = lambda: generate(  # noqa: E731
+            self.model,
+            ids,
+            lengths,
+            images,
+            SamplingBatch.of(params),
+            max_new_tokens=max_new_tokens,
+            stop_tokens=self.stop_tokens,
+            pad_id=self.pad_id,
+            prefill_chunk=self.prefill_chunk,
+            stream=stream,
+        )
+        if self.mesh is None:
+            result = call()
+        else:
+            with use_mesh_rules(self.mesh, self.rules):
+                result = call()
+        return [
+            self._completion(result.tokens[r, : result.num_tokens[r]], bool(result.stopped[r]), m)
+            for r, m in enumerate(modes)
+        ]
+
+    def _completion(self, ids: np.ndarray, stopped: bool, thinking: bool | None) -> Completion:
+        ids = ids.tolist()
+        body = ids[:-1] if stopped else ids  # the stop token ends the turn; it is not text
+        text = self.tok.decode(body, skip_special_tokens=False)
+        if thinking:  # the prompt opened the think block; the response continues inside it
+            text = THINK_OPEN + text
+        reasoning, answer = strip_thinking(text)
+        return Completion(text, answer, reasoning, ids, "stop" if stopped else "length")
+
+    def chat(
+        self,
+        messages: Sequence[Message] | str,
+        images: Sequence = (),
+        *,
+        thinking: bool | None = None,
+        sampling: SamplingParams | None = None,
+        max_new_tokens: int = 512,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """One conversation (or one question) with its images -> the assistant's completion.
+
+        A plain question gets one `<image>` tag per image in front of it. on_text receives the
+        decoded text of each new token as it is generated.
+        """
+        if isinstance(messages, str):
+            tags = "" if IMAGE_TAG in messages else f"{IMAGE_TAG}\n" * len(images)
+            messages = [Message("user", tags + messages)]
+        sample = Sample(list(messages), list(images), origin="chat")
+        stream = None
+        if on_text is not None:
+
+            def stream(step, tokens, done):
+                if not done[0] and int(tokens[0]) not in self.stop_tokens:
+                    on_text(self.tok.decode([int(tokens[0])]))
+
+        return self.generate(
+            [sample],
+            thinking=thinking,
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            stream=stream,
+        )[0]
