@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "andesvl_jax.train.launch",
     "andesvl_jax.data.inspect_cli",
     "andesvl_jax.infer.chat_cli",
+    "andesvl_jax.eval.cli",
 ]
 
 

@@ -4,15 +4,24 @@
     andesvl-jax train --config experiments/tiny.py:stage=joint --workdir runs/tiny/joint \
         --config.init.from_stage_workdir=runs/tiny/align
 
-Stages: align, align_hr, joint, multitask, sft (andesvl_jax/train/stages.py). Each trains the tiny
+Post-training from the demo's SFT checkpoint (docs/post_training.md):
+
+    andesvl-jax train --config experiments/tiny.py:stage=mpo --workdir runs/tiny/mpo \
+        --config.init.from_stage_workdir=runs/demo/sft
+    andesvl-jax train --config experiments/tiny.py:stage=grpo --workdir runs/tiny/grpo \
+        --config.init.from_stage_workdir=runs/demo/sft
+
+Stages: align, align_hr, joint, multitask, sft, mpo, grpo (andesvl_jax/train/stages.py). Each trains the tiny
 preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit questions) in about a
 minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
 """
 
 from andesvl_jax.train.config_checks import base_config
 
-STAGE_STEPS = {"align": 50, "align_hr": 100, "joint": 150, "multitask": 300, "sft": 800}
-STAGE_LR = {"align": 2e-3, "align_hr": 1e-3, "joint": 1e-3, "multitask": 1e-3, "sft": 1e-3}
+STAGE_STEPS = {"align": 50, "align_hr": 100, "joint": 150, "multitask": 300, "sft": 1000}
+STAGE_STEPS.update(mpo=100, grpo=60)
+STAGE_LR = {"align": 2e-3, "align_hr": 1e-3, "joint": 1e-3, "multitask": 2e-3, "sft": 2e-3}
+STAGE_LR.update(mpo=2e-4, grpo=2e-4)
 
 
 def get_config(arg: str = "stage=sft"):
@@ -35,4 +44,15 @@ def get_config(arg: str = "stage=sft"):
     c.optim.weight_decay = 0.0
     c.log_every = 10
     c.save_every = 100
+    if stage == "mpo":  # counting questions with a right (chosen) and a wrong (rejected) answer
+        c.data.stage = "mpo"
+        c.data.mixture = {"preference": 1.0}
+        c.data.batch_size, c.data.max_tokens, c.data.max_patches = 32, 128, 64  # 16 pairs
+        c.data.worker_count = 0
+    if stage == "grpo":  # counting rewarded by exact answer; 8 prompts x 8 samples per round
+        c.data.mixture = {"count": 1.0}
+        c.data.max_tokens, c.data.max_patches = 128, 64
+        c.grpo.update(prompts_per_rollout=8, group_size=8, updates_per_rollout=2)
+        c.grpo.update(max_new_tokens=6, temperature=1.0, thinking_fraction=0.0)
+        c.save_every = 20
     return c

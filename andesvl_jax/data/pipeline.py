@@ -27,6 +27,7 @@ from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
 from andesvl_jax.data.errors import SkipStats, apply_policy
 from andesvl_jax.data.interleave import move_images_first
 from andesvl_jax.data.pack_dataset import PackedBatchDataset, PackSpec
+from andesvl_jax.data.preference import EncodePair, PairBatchDataset
 from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.tokenizer import TextTokenizer
 
@@ -42,6 +43,7 @@ class StageDefaults:
     mixture: str  # the synthetic mixture used when no dataset is given
     interleave_prob: float = 0.0
     text_fill: bool = False  # top rows' token budgets up with text-only samples (PackSpec)
+    pairs: bool = False  # preference pairs, two rows each (data/preference.py), not packed
 
 
 STAGES: dict[str, StageDefaults] = {
@@ -52,7 +54,7 @@ STAGES: dict[str, StageDefaults] = {
     ),
     "multitask": StageDefaults("answer_only", 1792, 16384, 32768, "multitask", text_fill=True),
     "sft": StageDefaults("answer_only", 1792, 16384, 8192, "multitask", text_fill=True),
-    "mpo": StageDefaults("answer_only", 1792, 16384, 8192, "mpo"),
+    "mpo": StageDefaults("answer_only", 1792, 16384, 8192, "mpo", pairs=True),
     "grpo": StageDefaults("none", 1792, 16384, 8192, "grpo"),
     "demo": StageDefaults("answer_only", 112, 256, 256, "demo"),
 }
@@ -140,6 +142,16 @@ class LoadAndEncode:
         return apply_policy(self.on_error, self._load_encode, int(index), rng)
 
 
+def _indices(source, cfg: DataConfig, process_index, process_count) -> grain.MapDataset:
+    """This process's slice of the source, shuffled."""
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    ds = grain.MapDataset.range(len(source))[pi::pc]
+    if len(ds) == 0:
+        raise ValueError(f"process {pi} of {pc} gets no samples from a source of {len(source)}")
+    return ds.shuffle(seed=cfg.seed) if cfg.shuffle else ds
+
+
 def example_dataset(
     source,
     cfg: DataConfig,
@@ -151,16 +163,9 @@ def example_dataset(
 
     Sharded, shuffled and encoded.
     """
-    pi = jax.process_index() if process_index is None else process_index
-    pc = jax.process_count() if process_count is None else process_count
-    ds = grain.MapDataset.range(len(source))[pi::pc]
-    if len(ds) == 0:
-        raise ValueError(f"process {pi} of {pc} gets no samples from a source of {len(source)}")
-    if cfg.shuffle:
-        ds = ds.shuffle(seed=cfg.seed)
     encoder = SampleEncoder(tokenizer, cfg.encode_spec())
     fn = LoadAndEncode(source, encoder, cfg.on_error, cfg.resolved("interleave_prob"))
-    return ds.random_map(fn, seed=cfg.seed + 1)
+    return _indices(source, cfg, process_index, process_count).random_map(fn, seed=cfg.seed + 1)
 
 
 def make_dataset(
@@ -172,18 +177,34 @@ def make_dataset(
 ) -> grain.IterDataset:
     """The stage's packed-batch IterDataset (iterate it for TrainBatch; iterators checkpoint)."""
     tokenizer = tokenizer or TextTokenizer.default()
-    examples = example_dataset(source, cfg, tokenizer, process_index, process_count)
-    spec = PackSpec(
-        cfg.batch_size,
-        cfg.resolved("max_tokens"),
-        cfg.resolved("max_patches"),
-        cfg.patch_size,
-        tokenizer.special_tokens,
-        max_misses=cfg.max_misses,
-        text_fill=cfg.resolved("text_fill"),
-        text_lookahead=cfg.text_lookahead,
-    )
-    ds = PackedBatchDataset(examples, spec, cfg.num_epochs)
+    if cfg.defaults.pairs:
+        if cfg.batch_size % 2:
+            raise ValueError(f"a preference batch holds pairs: batch_size {cfg.batch_size} is odd")
+        encoder = SampleEncoder(tokenizer, cfg.encode_spec())
+        pairs = _indices(source, cfg, process_index, process_count).map(
+            EncodePair(source, encoder, cfg.on_error)
+        )
+        ds = PairBatchDataset(
+            pairs,
+            cfg.batch_size // 2,
+            cfg.resolved("max_tokens"),
+            cfg.resolved("max_patches"),
+            tokenizer.special_tokens,
+            cfg.patch_size,
+        )
+    else:
+        examples = example_dataset(source, cfg, tokenizer, process_index, process_count)
+        spec = PackSpec(
+            cfg.batch_size,
+            cfg.resolved("max_tokens"),
+            cfg.resolved("max_patches"),
+            cfg.patch_size,
+            tokenizer.special_tokens,
+            max_misses=cfg.max_misses,
+            text_fill=cfg.resolved("text_fill"),
+            text_lookahead=cfg.text_lookahead,
+        )
+        ds = PackedBatchDataset(examples, spec, cfg.num_epochs)
     if cfg.worker_count > 0:
         _ensure_absl_flags_parsed()
         ds = ds.mp_prefetch(

@@ -29,12 +29,10 @@ def load_model(path: str | pathlib.Path, overrides: dict | None = None):
     """(AndesVL module, TextTokenizer) from a training workdir or a safetensors directory."""
     path = pathlib.Path(path)
     if (path / "checkpoints").is_dir() and (path / RUN_CONFIG).is_file():
-        from andesvl_jax.train.loop import load_run_config, trained_model
+        from andesvl_jax.train.loop import load_run_config, run_tokenizer, trained_model
 
         config = load_run_config(path)
-        tok = config.data.tokenizer
-        model = trained_model(config, path)
-        return model, TextTokenizer.from_file(tok) if tok else TextTokenizer.default()
+        return trained_model(config, path), run_tokenizer(config)
     if any(path.glob("*.safetensors")):
         from andesvl_jax.convert.loader import load_checkpoint
 

@@ -56,6 +56,29 @@ def base_config() -> ml_collections.ConfigDict:
             ),
         }
     )
+    # MPO (stage mpo), InternVL's defaults: DESIGN.md section 6
+    c.mpo = ml_collections.ConfigDict(
+        {"dpo_weight": 0.8, "bco_weight": 0.2, "sft_weight": 1.0, "beta": 0.1}
+    )
+    # GRPO (stage grpo): loss (GRPOConfig) and rollouts (train/grpo_loop.py)
+    c.grpo = ml_collections.ConfigDict(
+        {
+            "epsilon": 0.2,
+            "epsilon_high": 0.0,  # 0 = epsilon (symmetric)
+            "beta": 0.04,
+            "group_size": 8,
+            "aggregation": "token",
+            "prompts_per_rollout": 8,
+            "updates_per_rollout": 2,
+            "max_new_tokens": 64,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "rewards": ml_collections.ConfigDict(),  # name -> weight (train/rewards.py); empty = exact_answer
+            "thinking_fraction": 0.5,  # share of prompts asked in thinking mode
+            "phases": "",  # "task,task;task" = multimodal then text-only phases (empty: one phase)
+            "curriculum": "difficulty",  # easy -> hard by meta difficulty ('' = off)
+        }
+    )
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3

@@ -26,6 +26,7 @@ from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.train.checkpoint import Checkpointer, restore_model_params
 from andesvl_jax.train.config_checks import validate_config
 from andesvl_jax.train.metrics import MetricsWriter, Progress, train_flops
+from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.stages import get_stage, is_trainable
@@ -80,7 +81,7 @@ def initial_params(config, model_cfg, mesh, rules):
     return graphdef, create()
 
 
-def initial_state(config, model_cfg, mesh, rules, stage):
+def initial_state(config, model_cfg, mesh, rules, stage, objective):
     """(graphdef, TrainState, optimizer, schedule) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
@@ -98,8 +99,18 @@ def initial_state(config, model_cfg, mesh, rules, stage):
         rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated),
         bad_steps=scalar(0),
         skipped_steps=scalar(0),
+        extra=jax.jit(objective.init_extra)(params),  # e.g. the reference policy: a sharded copy
     )
     return graphdef, state, optimizer, schedule
+
+
+def run_tokenizer(config) -> TextTokenizer:
+    """The run's tokenizer: data.tokenizer (a tokenizer.json), or the embedded one."""
+    return (
+        TextTokenizer.from_file(config.data.tokenizer)
+        if config.data.tokenizer
+        else TextTokenizer.default()
+    )
 
 
 def training_data(
@@ -123,7 +134,7 @@ def training_data(
         on_error=d.on_error,
         worker_count=d.worker_count,
     )
-    tokenizer = TextTokenizer.from_file(d.tokenizer) if d.tokenizer else TextTokenizer.default()
+    tokenizer = run_tokenizer(config)
     if d.format == "synthetic":
         from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 
@@ -198,12 +209,24 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
             f"optim.accum_steps={config.optim.accum_steps}"
         )
 
-    graphdef, state, optimizer, schedule = initial_state(config, model_cfg, mesh, rules, stage)
+    objective = OBJECTIVES[stage.objective](config)
+    graphdef, state, optimizer, schedule = initial_state(
+        config, model_cfg, mesh, rules, stage, objective
+    )
     state_sh = jax.tree.map(lambda x: x.sharding, state)
 
-    local_batch = config.data.batch_size // jax.process_count()
-    dataset = training_data(config, model_cfg, config.data.stage or stage.data_stage, local_batch)
-    iterator = iter(dataset)
+    if stage.objective == "grpo":  # the data is sampled from the policy being trained
+        from andesvl_jax.train.rollouts import RolloutIterator, RolloutSpec
+
+        iterator = RolloutIterator(
+            RolloutSpec.from_config(config),
+            run_tokenizer(config),
+            policy=lambda: nnx.merge(graphdef, state.params, state.frozen),
+        )
+    else:
+        local_batch = config.data.batch_size // jax.process_count()
+        data_stage = config.data.stage or stage.data_stage
+        iterator = iter(training_data(config, model_cfg, data_stage, local_batch))
     ckpt = Checkpointer(
         workdir / "checkpoints", keep=config.keep_checkpoints, async_save=config.async_checkpoints
     )
@@ -220,7 +243,7 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
             optimizer,
             schedule,
             accum_steps=config.optim.accum_steps,
-            z_loss=config.optim.z_loss,
+            objective=objective,
             mesh=mesh,
             rules=rules,
         ),

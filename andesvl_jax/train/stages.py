@@ -17,6 +17,7 @@ class Stage:
     trainable: tuple[str, ...]  # top-level AndesVL modules that train
     data_stage: str  # andesvl_jax.data.pipeline.STAGES key: loss mask, budgets, mixture
     description: str
+    objective: str = "next_token"  # train/objectives.py OBJECTIVES key
 
 
 STAGES: dict[str, Stage] = {
@@ -47,6 +48,20 @@ STAGES: dict[str, Stage] = {
             "multi-task pre-training: answer-only loss, 16384 patches, 32768 tokens",
         ),
         Stage("sft", ALL, "sft", "supervised fine-tuning: answer-only loss"),
+        Stage(
+            "mpo",
+            ALL,
+            "mpo",
+            "mixed preference optimisation (Instruct): 0.8 DPO + 0.2 BCO + 1.0 SFT vs a frozen reference",
+            objective="mpo",
+        ),
+        Stage(
+            "grpo",
+            ALL,
+            "grpo",
+            "group relative policy optimisation (Thinking): rollouts, rule rewards, clipped ratio, k3 KL",
+            objective="grpo",
+        ),
     ]
 }
 

@@ -18,7 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from andesvl_jax.data.batch import TrainBatch
-from andesvl_jax.train.losses import next_token_loss
+from andesvl_jax.train.objectives import Objective, next_token_objective
 from andesvl_jax.train.sharding import LogicalRules, use_mesh_rules
 
 
@@ -30,6 +30,7 @@ class TrainState(NamedTuple):
     rng: jax.Array
     bad_steps: jax.Array  # consecutive non-finite steps
     skipped_steps: jax.Array  # total non-finite steps skipped
+    extra: Any = None  # the objective's own state (objectives.py): reference policy, BCO delta
 
 
 def batch_shardings(batch: TrainBatch, mesh: Mesh) -> TrainBatch:
@@ -53,46 +54,53 @@ def make_train_step(
     schedule,
     *,
     accum_steps: int = 1,
-    z_loss: float = 0.0,
+    objective: Objective | None = None,
     mesh: Mesh | None = None,
     rules: LogicalRules | None = None,
-) -> Callable[[TrainState, TrainBatch], tuple[TrainState, dict]]:
-    """The pure step function (jit it with `jit_train_step`)."""
+) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+    """The pure step function (jit it with `jit_train_step`). objective: default next-token CE."""
+    objective = objective or next_token_objective()
 
-    def loss_fn(params, frozen, batch: TrainBatch):
+    def loss_fn(params, frozen, extra, batch):
         model = nnx.merge(graphdef, params, frozen)
-        logits, _ = model(
-            batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
-        )
-        return next_token_loss(logits, batch.targets, batch.loss_mask, z_loss)
+        reference = None
+        if extra and "reference" in extra:
+            reference = nnx.merge(graphdef, extra["reference"], frozen)
+        return objective.loss(model, reference, batch, extra)
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch: TrainBatch):
+    def step(state: TrainState, batch):
         def micro(carry, mb):
             # The weights ride in the carry: NNX modules must be rebuilt at the scan's trace level.
-            grads, stats, params, frozen = carry
-            g, s = grad_fn(params, frozen, mb)
+            grads, stats, params, frozen, extra = carry
+            (value, s), g = grad_fn(params, frozen, extra, mb)
+            s = {**s, "loss_sum": value}
             return (
                 jax.tree.map(jnp.add, grads, g),
                 jax.tree.map(jnp.add, stats, s),
                 params,
                 frozen,
+                extra,
             ), None
 
+        micro_batches = _split_micro(batch, accum_steps)
+        first = jax.tree.map(lambda x: x[0], micro_batches)
+        value, stats_shape = jax.eval_shape(loss_fn, state.params, state.frozen, state.extra, first)
+        stats_shape = {**stats_shape, "loss_sum": value}
         zeros = jax.tree.map(jnp.zeros_like, state.params)
-        stats0 = jax.tree.map(jnp.float32, {"ce_sum": 0.0, "tokens": 0.0, "correct": 0.0})
-        carry = (zeros, stats0, state.params, state.frozen)
-        (grads, stats, _, _), _ = jax.lax.scan(micro, carry, _split_micro(batch, accum_steps))
-        tokens = jnp.maximum(stats["tokens"], 1.0)
-        grads = jax.tree.map(lambda g: g / tokens, grads)
-        loss = stats["ce_sum"] / tokens
-        grad_norm = optax.global_norm(grads)
+        stats0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), stats_shape)
+        carry = (zeros, stats0, state.params, state.frozen, state.extra)
+        (grads, stats, _, _, _), _ = jax.lax.scan(micro, carry, micro_batches)
+        normaliser = jnp.maximum(stats["normaliser"], 1.0)
+        grads = jax.tree.map(lambda g: g / normaliser, grads)
+        loss = stats["loss_sum"] / normaliser
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A bad learning rate or optimizer state can poison the update even when the gradient is fine.
         finite = (
-            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
         )
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = TrainState(
@@ -103,14 +111,15 @@ def make_train_step(
             rng=jax.random.fold_in(state.rng, state.step),
             bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+            extra=keep(objective.update_extra(state.extra, stats), state.extra),
         )
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
             "lr": schedule(state.step),
-            "tokens": stats["tokens"],
-            "token_accuracy": stats["correct"] / tokens,
+            "tokens": stats["normaliser"],
             "finite": finite,
+            **objective.summarise(stats),
         }
         return new_state, metrics
 

@@ -31,6 +31,7 @@ def main(process_id: int, num_processes: int, port: str, out: str) -> None:
 
     from andesvl_jax.train.launch import load_config
     from andesvl_jax.train.loop import global_batch, initial_state, model_config, training_data
+    from andesvl_jax.train.objectives import next_token_objective
     from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
     from andesvl_jax.train.stages import get_stage
     from andesvl_jax.train.trainer import batch_shardings, jit_train_step, make_train_step
@@ -39,7 +40,7 @@ def main(process_id: int, num_processes: int, port: str, out: str) -> None:
     mesh = make_mesh(dict(config.mesh))
     model_cfg = model_config(config)
     graphdef, state, optimizer, schedule = initial_state(
-        config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft")
+        config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft"), next_token_objective()
     )
     batches = iter(
         training_data(

@@ -1,0 +1,167 @@
+"""What a train step minimises, as a registry: next-token cross-entropy, MPO, GRPO.
+
+An objective turns (policy, reference, micro-batch, extra state) into a loss *sum* plus statistics
+that are sums too, one of them the `normaliser` (target tokens for cross-entropy and GRPO, pairs for
+MPO). The trainer adds both over the micro-batches of a step and divides once, so gradient
+accumulation equals one large batch exactly, whatever the objective.
+
+`extra` is the objective's own state in TrainState (checkpointed with it): the frozen reference
+policy of MPO/GRPO, and MPO's running BCO shift delta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
+from andesvl_jax.train.losses import next_token_loss
+from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
+from andesvl_jax.train.sequence_logprobs import sequence_logprob, token_logprobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    # (policy, reference or None, batch, extra) -> (loss sum, stats sums incl. "normaliser")
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    # trainable params -> extra state (the reference is a copy of the starting policy)
+    init_extra: Callable[[Any], dict] = lambda params: {}
+    # (extra, stats summed over the step) -> extra after the step
+    update_extra: Callable[[dict, dict], dict] = lambda extra, stats: extra
+    # step stats sums -> the logged metrics (besides loss)
+    summarise: Callable[[dict], dict] = lambda stats: {}
+
+
+def _forward(model, batch):
+    logits, _ = model(
+        batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+    )
+    return logits
+
+
+def next_token_objective(z_loss: float = 0.0) -> Objective:
+    def loss(model, reference, batch, extra):
+        total, stats = next_token_loss(
+            _forward(model, batch), batch.targets, batch.loss_mask, z_loss
+        )
+        return total, {**stats, "normaliser": stats["tokens"]}
+
+    return Objective(
+        loss, summarise=lambda s: {"token_accuracy": s["correct"] / jnp.maximum(s["tokens"], 1)}
+    )
+
+
+def _reference_copy(params):
+    return {"reference": jax.tree.map(jnp.copy, params)}
+
+
+def _row_logprobs(model, batch) -> jax.Array:
+    """Sum of trained-token log-probs per row [B] (one sequence per row)."""
+    logps = token_logprobs(_forward(model, batch), batch.targets)
+    return sequence_logprob(logps, batch.loss_mask)
+
+
+def mpo_objective(cfg: MPOConfig | None = None) -> Objective:
+    """Rows 2i / 2i+1 of a batch are prompt+chosen / prompt+rejected (data/preference.py)."""
+    cfg = cfg or MPOConfig()
+
+    def loss(model, reference, batch, extra):
+        policy = _row_logprobs(model, batch)
+        ref = jax.lax.stop_gradient(_row_logprobs(reference, batch))
+        chosen_tokens = jnp.sum(batch.loss_mask[0::2], axis=1)
+        mean, m = mpo_loss(
+            policy[0::2],
+            policy[1::2],
+            ref[0::2],
+            ref[1::2],
+            chosen_tokens,
+            extra["delta"].value(),
+            cfg,
+        )
+        pairs = m["pairs"]
+        stats = {
+            "normaliser": pairs,
+            "reward_sum": m["reward_sum"],
+            "reward_count": m["reward_count"],
+            "reward_correct": m["reward_accuracy"] * pairs,
+            "margin_sum": m["reward_margin"] * pairs,
+            "dpo_sum": m["dpo_loss"] * pairs,
+            "sft_sum": m["sft_loss"] * pairs,
+        }
+        return mean * pairs, stats
+
+    def init_extra(params):
+        return {**_reference_copy(params), "delta": BCODelta.init()}
+
+    def update_extra(extra, stats):
+        return {**extra, "delta": extra["delta"].update(stats["reward_sum"], stats["reward_count"])}
+
+    def summarise(s):
+        n = jnp.maximum(s["normaliser"], 1)
+        return {
+            "reward_accuracy": s["reward_correct"] / n,
+            "reward_margin": s["margin_sum"] / n,
+            "dpo_loss": s["dpo_sum"] / n,
+            "sft_loss": s["sft_sum"] / n,
+        }
+
+    return Objective(loss, init_extra, update_extra, summarise)
+
+
+def grpo_objective(cfg: GRPOConfig | None = None) -> Objective:
+    """Batches are rollouts (train/rollouts.py): one completion per row, `old_logprobs` [B, L]
+    from the policy that sampled them and `advantages` [B]."""
+    cfg = cfg or GRPOConfig()
+
+    def loss(model, reference, batch, extra):
+        policy = token_logprobs(_forward(model, batch), batch.targets)
+        ref = None
+        if cfg.beta:
+            ref = jax.lax.stop_gradient(token_logprobs(_forward(reference, batch), batch.targets))
+        mean, m = grpo_loss(policy, batch.old_logprobs, ref, batch.advantages, batch.loss_mask, cfg)
+        n = m["normaliser"]
+        stats = {
+            "normaliser": n,
+            "kl_sum": m["kl"] * n,
+            "clip_sum": m["clip_fraction"] * n,
+            "ratio_sum": m["ratio"] * n,
+            "reward_sum": jnp.sum(batch.rewards),
+            "rows": jnp.asarray(batch.rewards.shape[0], jnp.float32),
+        }
+        return mean * n, stats
+
+    def summarise(s):
+        n = jnp.maximum(s["normaliser"], 1)
+        return {
+            "kl": s["kl_sum"] / n,
+            "clip_fraction": s["clip_sum"] / n,
+            "ratio": s["ratio_sum"] / n,
+            "mean_reward": s["reward_sum"] / jnp.maximum(s["rows"], 1),
+        }
+
+    return Objective(loss, _reference_copy if cfg.beta else lambda p: {}, summarise=summarise)
+
+
+def _fields(cls, section) -> dict:
+    """The entries of a config section that are fields of the dataclass `cls`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in dict(section).items() if k in names}
+
+
+def grpo_config(section) -> GRPOConfig:
+    """GRPOConfig from the run config's `grpo` section (epsilon_high 0 = symmetric clipping)."""
+    fields = _fields(GRPOConfig, section)
+    fields["epsilon_high"] = fields.get("epsilon_high") or None
+    return GRPOConfig(**fields)
+
+
+# stage.objective -> factory(run config) -> Objective
+OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
+    "next_token": lambda c: next_token_objective(c.optim.z_loss),
+    "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo))),
+    "grpo": lambda c: grpo_objective(grpo_config(c.grpo)),
+}
