@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
 from andesvl_jax.train.losses import next_token_loss
 from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
-from andesvl_jax.train.sequence_logprobs import sequence_logprob, token_logprobs
+from andesvl_jax.train.sequence_logprobs import batch_token_logprobs, sequence_logprob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +61,7 @@ def _reference_copy(params):
 
 def _row_logprobs(model, batch) -> jax.Array:
     """Sum of trained-token log-probs per row [B] (one sequence per row)."""
-    logps = token_logprobs(_forward(model, batch), batch.targets)
-    return sequence_logprob(logps, batch.loss_mask)
+    return sequence_logprob(batch_token_logprobs(model, batch), batch.loss_mask)
 
 
 def mpo_objective(cfg: MPOConfig | None = None) -> Objective:
@@ -118,10 +117,10 @@ def grpo_objective(cfg: GRPOConfig | None = None) -> Objective:
     cfg = cfg or GRPOConfig()
 
     def loss(model, reference, batch, extra):
-        policy = token_logprobs(_forward(model, batch), batch.targets)
+        policy = batch_token_logprobs(model, batch)
         ref = None
         if cfg.beta:
-            ref = jax.lax.stop_gradient(token_logprobs(_forward(reference, batch), batch.targets))
+            ref = jax.lax.stop_gradient(batch_token_logprobs(reference, batch))
         mean, m = grpo_loss(policy, batch.old_logprobs, ref, batch.advantages, batch.loss_mask, cfg)
         n = m["normaliser"]
         stats = {

@@ -37,7 +37,7 @@ from andesvl_jax.infer.engine import Engine
 from andesvl_jax.infer.sampling import SamplingParams
 from andesvl_jax.train.grpo import group_advantages
 from andesvl_jax.train.rewards import combined_reward
-from andesvl_jax.train.sequence_logprobs import token_logprobs
+from andesvl_jax.train.sequence_logprobs import batch_token_logprobs
 
 DIFFICULTY_ORDER = {"easy": 0, "medium": 1, "hard": 2}
 
@@ -144,11 +144,7 @@ class PromptSchedule:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _old_logprobs(graphdef, state, batch):
-    model = nnx.merge(graphdef, state)
-    logits, _ = model(
-        batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
-    )
-    return token_logprobs(logits, batch.targets)
+    return batch_token_logprobs(nnx.merge(graphdef, state), batch)
 
 
 class RolloutIterator:

@@ -43,3 +43,11 @@ def sequence_logprob(token_logps: jax.Array, mask: jax.Array) -> jax.Array:
             f"sequence_logprob: token_logps {token_logps.shape} and mask {mask.shape} differ"
         )
     return jnp.sum(token_logps.astype(jnp.float32) * mask.astype(jnp.float32), axis=-1)
+
+
+def batch_token_logprobs(model, batch) -> jax.Array:
+    """log pi(target) [B, L] of an AndesVL model on a (packed) TrainBatch-like batch."""
+    logits, _ = model(
+        batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+    )
+    return token_logprobs(logits, batch.targets)

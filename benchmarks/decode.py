@@ -1,0 +1,373 @@
+"""Generation speed: our jitted prefill + while-loop decode vs transformers `generate`, same weights, same run.
+
+    python benchmarks/decode.py                              # tiny and Qwen3-0.6B, batch 1 and 8 (CPU: ~10 min)
+    python benchmarks/decode.py --sizes tiny --repeats 5     # seconds
+
+For each size a random `transformers.Qwen3ForCausalLM` (fp32) is saved to a temporary safetensors
+directory and imported with `convert.loader.load_checkpoint`, so both engines hold the SAME weights.
+Text-only prompts of `--prompt-len` random tokens, greedy, exactly `--new-tokens` new tokens (no stop
+tokens; transformers with `min_new_tokens = max_new_tokens`, `use_cache=True`, no eos).
+
+Timing (compile excluded by a warm-up call of every shape, medians over `--repeats`):
+  * T(n) = wall time of one `generate` call producing n tokens per row.
+  * decode step = (T(N) - T(1)) / (N - 1): both engines run N - 1 more decode forwards for N tokens
+    than for 1 (ours runs one decode forward even for N = 1, whose token it discards; transformers
+    runs none), so the difference is N - 1 steps in both. decode tokens/s = batch / step.
+  * prefill = T(1) for transformers, T(1) - one decode step for ours; prefill tokens/s = batch * L / prefill.
+The batch-1 decode rate is compared with the memory-bandwidth ceiling: read bandwidth (a jitted
+`jnp.sum` over a 1 GiB float32 array) / (all parameters x 4 bytes) — every weight, the whole tied
+embedding table included (it is the LM head), is read once per decode step. Batch-8 cost is reported
+as step time (b=8) / step time (b=1). `tokens equal` compares our greedy tokens with transformers'.
+Prints a table and writes benchmarks/results/decode.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pathlib
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+# size -> (preset, default prompt length, default new tokens)
+SIZES = {"tiny": ("tiny", 64, 64), "0.6b": ("0.6b", 64, 16)}
+
+
+def _timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
+    """Achievable read bandwidth (GB/s): jitted jnp.sum and numpy sum over a `gib` GiB float32 array."""
+    import jax
+    import jax.numpy as jnp
+
+    n = int(gib * 2**30) // 4
+    x = jnp.ones((n,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    total(x).block_until_ready()
+    jax_best = min(_timed(lambda: total(x).block_until_ready())[0] for _ in range(repeats))
+    del x
+    y = np.ones((n,), np.float32)
+    y.sum()
+    np_best = min(_timed(y.sum)[0] for _ in range(repeats))
+    del y
+    gc.collect()
+    nbytes = 4 * n
+    return {"jax_sum_gbs": nbytes / jax_best / 1e9, "numpy_sum_gbs": nbytes / np_best / 1e9}
+
+
+def randomise(model, seed: int):
+    """Non-trivial weights (as tests/models/test_hf_parity.py): norms ~1, matrices ~1.5/sqrt(fan_in)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(
+                    1.0 + 0.1 * torch.randn(p.shape, generator=g)
+                    if "norm" in name
+                    else 0.05 * torch.randn(p.shape, generator=g)
+                )
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / max(p.shape[-1], 1) ** 0.5)
+    return model
+
+
+def build_pair(text_cfg, max_positions: int, seed: int = 0):
+    """(transformers model, our AndesVL holding the same Qwen3 weights, parameter count of the LLM)."""
+    import jax
+    import torch
+    import transformers
+    from flax import nnx
+
+    from andesvl_jax.config import TINY_VISION
+    from andesvl_jax.convert.loader import load_checkpoint
+    from andesvl_jax.models.andesvl import AndesVL, run_options
+    from andesvl_jax.models.projector import Projector
+    from andesvl_jax.models.vit import VisionEncoder
+
+    t = text_cfg
+    cfg = transformers.Qwen3Config(
+        vocab_size=t.vocab_size,
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads,
+        num_key_value_heads=t.num_kv_heads,
+        head_dim=t.head_dim,
+        rope_theta=t.rope_theta,
+        rms_norm_eps=t.norm_eps,
+        tie_word_embeddings=t.tie_embeddings,
+        max_position_embeddings=max(max_positions, 64),
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    hf = randomise(transformers.Qwen3ForCausalLM(cfg), seed).eval()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="decode_bench_"))
+    try:
+        hf.save_pretrained(tmp)
+        llm, report = load_checkpoint(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    gc.collect()
+    # The engine takes an AndesVL; text-only prompts never touch the vision tower, so it is a tiny
+    # one (built for real: its weights are jit arguments) and only the LLM is the checkpoint's.
+    acfg = report.config.replace(vision=TINY_VISION)
+    run = run_options(acfg)
+    model = nnx.eval_shape(lambda: AndesVL(acfg, rngs=nnx.Rngs(0)))
+    model.vision = VisionEncoder(acfg.vision, rngs=nnx.Rngs(1), **run)
+    model.projector = Projector(
+        acfg, rngs=nnx.Rngs(2), param_dtype=run["param_dtype"], dtype=run["dtype"]
+    )
+    model.llm = llm
+    leaves = jax.tree.leaves(nnx.state(model))
+    if not all(isinstance(x, jax.Array) for x in leaves):
+        raise RuntimeError("engine model still holds abstract (eval_shape) parameters")
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(llm, nnx.Param)))
+    hf_params = sum(p.numel() for p in hf.parameters())  # tied weights counted once
+    if n_params != hf_params:
+        raise RuntimeError(f"parameter count differs: ours {n_params}, transformers {hf_params}")
+    return hf, model, int(n_params)
+
+
+def time_ours(model, ids: np.ndarray, new_tokens: int, repeats: int):
+    """(median T(1), median T(N), tokens [b, N]) of our `generate`."""
+    from andesvl_jax.infer.generate import generate
+    from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams
+
+    b, L = ids.shape
+    greedy = SamplingBatch.of([SamplingParams()] * b)
+    lengths = np.full((b,), L, np.int32)
+
+    def call(n):
+        return generate(
+            model, ids, lengths, None, greedy, max_new_tokens=n, stop_tokens=(), pad_id=0
+        ).tokens  # np.asarray inside: the call has finished
+
+    call(1), call(new_tokens)  # compile both shapes
+    t1, tn, tokens = [], [], None
+    for _ in range(repeats):
+        t1.append(_timed(lambda: call(1))[0])
+        dt, tokens = _timed(lambda: call(new_tokens))
+        tn.append(dt)
+    return statistics.median(t1), statistics.median(tn), tokens
+
+
+def time_hf(hf, ids: np.ndarray, new_tokens: int, repeats: int):
+    """(median T(1), median T(N), tokens [b, N]) of transformers `generate` (greedy, KV cache)."""
+    import torch
+
+    x = torch.from_numpy(ids.astype(np.int64))
+    mask = torch.ones_like(x)
+
+    def call(n):
+        with torch.inference_mode():
+            out = hf.generate(
+                input_ids=x,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        return out[:, ids.shape[1] :].numpy()
+
+    call(1), call(new_tokens)  # warm-up
+    t1, tn, tokens = [], [], None
+    for _ in range(repeats):
+        t1.append(_timed(lambda: call(1))[0])
+        dt, tokens = _timed(lambda: call(new_tokens))
+        tn.append(dt)
+    return statistics.median(t1), statistics.median(tn), tokens
+
+
+def token_check(ours: np.ndarray, theirs: np.ndarray) -> str:
+    if ours.shape != theirs.shape:
+        return f"shape {ours.shape} vs {theirs.shape}"
+    if np.array_equal(ours, theirs):
+        return "equal"
+    diff = ours != theirs
+    first = int(diff.any(axis=0).argmax())
+    return f"differ: {int(diff.any(axis=1).sum())}/{len(ours)} rows, first at step {first}"
+
+
+def bench_size(size: str, batches, prompt_len: int, new_tokens: int, repeats: int, bw: float):
+    from andesvl_jax.config import get_preset
+
+    text = get_preset(SIZES[size][0]).text
+    hf, model, n_params = build_pair(text, prompt_len + new_tokens)
+    weight_bytes = 4 * n_params
+    ceiling = bw * 1e9 / weight_bytes
+    rng = np.random.default_rng(1)
+    rows = []
+    for b in batches:
+        ids = rng.integers(0, text.vocab_size, (b, prompt_len)).astype(np.int32)
+        o1, on, o_tok = time_ours(model, ids, new_tokens, repeats)
+        gc.collect()
+        h1, hn, h_tok = time_hf(hf, ids, new_tokens, repeats)
+        gc.collect()
+        o_step, h_step = (on - o1) / (new_tokens - 1), (hn - h1) / (new_tokens - 1)
+        o_pre, h_pre = max(o1 - o_step, 1e-9), h1
+        rows.append(
+            {
+                "size": size,
+                "params": n_params,
+                "batch": b,
+                "prompt_len": prompt_len,
+                "new_tokens": new_tokens,
+                "ours_T1_s": o1,
+                "ours_TN_s": on,
+                "hf_T1_s": h1,
+                "hf_TN_s": hn,
+                "ours_step_s": o_step,
+                "hf_step_s": h_step,
+                "ours_decode_tok_s": b / o_step,
+                "hf_decode_tok_s": b / h_step,
+                "decode_speedup_vs_hf": h_step / o_step,
+                "ours_prefill_s": o_pre,
+                "hf_prefill_s": h_pre,
+                "ours_prefill_tok_s": b * prompt_len / o_pre,
+                "hf_prefill_tok_s": b * prompt_len / h_pre,
+                "prefill_speedup_vs_hf": h_pre / o_pre,
+                "end_to_end_speedup_vs_hf": hn / on,
+                "ceiling_tok_s_b1": ceiling,
+                "ours_pct_of_ceiling": (b / o_step) / ceiling if b == 1 else None,
+                "hf_pct_of_ceiling": (b / h_step) / ceiling if b == 1 else None,
+                "tokens": token_check(o_tok, h_tok),
+                "peak_rss_gib": peak_rss_gib(),
+            }
+        )
+        print(f"  {size} b={b}: done ({rows[-1]['tokens']}, peak RSS {peak_rss_gib():.2f} GiB)")
+    by_batch = {r["batch"]: r for r in rows}
+    if 1 in by_batch:
+        for r in rows:
+            r["ours_step_vs_b1"] = r["ours_step_s"] / by_batch[1]["ours_step_s"]
+            r["hf_step_vs_b1"] = r["hf_step_s"] / by_batch[1]["hf_step_s"]
+    del hf, model
+    gc.collect()
+    return rows
+
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(rows) -> None:
+    head = (
+        f"{'size':5s} {'b':>2s} {'L':>4s} {'N':>4s} | {'decode tok/s':>12s} {'HF':>8s} {'x HF':>5s} "
+        f"{'%ceil':>6s} {'HF %ceil':>8s} {'step/b1':>7s} {'HF':>5s} | {'prefill tok/s':>13s} "
+        f"{'HF':>8s} {'x HF':>5s} | {'e2e x HF':>8s} | tokens"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['size']:5s} {r['batch']:2d} {r['prompt_len']:4d} {r['new_tokens']:4d} | "
+            f"{r['ours_decode_tok_s']:12.1f} {r['hf_decode_tok_s']:8.1f} {r['decode_speedup_vs_hf']:5.2f} "
+            f"{_fmt(r['ours_pct_of_ceiling'], '6.1%')} {_fmt(r['hf_pct_of_ceiling'], '8.1%')} "
+            f"{_fmt(r.get('ours_step_vs_b1'), '7.2f')} {_fmt(r.get('hf_step_vs_b1'), '5.2f')} | "
+            f"{r['ours_prefill_tok_s']:13.0f} {r['hf_prefill_tok_s']:8.0f} {r['prefill_speedup_vs_hf']:5.2f} | "
+            f"{r['end_to_end_speedup_vs_hf']:8.2f} | {r['tokens']}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,0.6b")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--new-tokens", type=int, default=None, help="default: tiny 64, 0.6b 16")
+    parser.add_argument("--prompt-len", type=int, default=None, help="default: 64")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--out", default=str(pathlib.Path(__file__).parent / "results" / "decode.json")
+    )
+    args = parser.parse_args()
+    if args.new_tokens is not None and args.new_tokens < 2:
+        parser.error("--new-tokens must be >= 2 (decode time is T(N) - T(1))")
+
+    import jax
+    import torch
+
+    load_before = os.getloadavg()
+    bw = read_bandwidth()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); read bandwidth: jax sum {bw['jax_sum_gbs']:.1f} GB/s, "
+        f"numpy sum {bw['numpy_sum_gbs']:.1f} GB/s; load average {load_before[0]:.2f}"
+    )
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    for size in args.sizes.split(","):
+        if size not in SIZES:
+            parser.error(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
+        _, default_l, default_n = SIZES[size]
+        rows += bench_size(
+            size,
+            batches,
+            args.prompt_len or default_l,
+            args.new_tokens or default_n,
+            args.repeats,
+            bw["jax_sum_gbs"],
+        )
+    load_after = os.getloadavg()
+    print(
+        f"ceiling (batch 1) = jax-sum bandwidth / (params x 4 B); load average {load_before[0]:.2f} "
+        f"-> {load_after[0]:.2f}; peak RSS {peak_rss_gib():.2f} GiB"
+    )
+    for size in dict.fromkeys(r["size"] for r in rows):
+        r = next(r for r in rows if r["size"] == size)
+        print(
+            f"  {size}: {r['params'] / 1e6:.2f} M params, {4 * r['params'] / 1e9:.3f} GB/step, "
+            f"ceiling {r['ceiling_tok_s_b1']:.1f} tok/s"
+        )
+    print_table(rows)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "jax": jax.__version__,
+                    "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_before": load_before,
+                    "load_average_after": load_after,
+                },
+                "bandwidth": bw,
+                "peak_rss_gib": peak_rss_gib(),
+                "rows": rows,
+                "args": vars(args),
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
