@@ -3,9 +3,9 @@
     python benchmarks/train_step.py                 # tiny and Qwen3-0.6B, 512 tokens (CPU: ~10 min)
     python benchmarks/train_step.py --sizes tiny    # seconds
 
-For each size: tokens/s and step time of (a) our `make_train_step` (forward, backward, AdamW) on the
-Qwen3 decoder, (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`, both fp32 with identical
-shapes, and the fraction of the machine's measured fp32 matmul FLOP/s each reaches (6 * params *
+For each size: tokens/s and step time of (a) our `make_train_step` (forward, backward, clipping,
+AdamW) with the Qwen3 decoder training, (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`,
+both fp32 with identical shapes, and the fraction of the machine's measured fp32 matmul FLOP/s each reaches (6 * params *
 tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
 """
 
@@ -51,45 +51,53 @@ def step_flops(text_cfg, tokens: int, seq: int) -> float:
     return 6.0 * params * tokens + 12 * t.num_layers * t.num_heads * t.head_dim * seq * tokens
 
 
-def jax_step(text_cfg, batch: int, seq: int, steps: int) -> float:
-    """Seconds per step of our train step on the Qwen3 decoder (median of `steps`)."""
+def jax_step(preset: str, batch: int, seq: int, steps: int) -> float:
+    """Seconds per step of our real train step (`make_train_step`: accumulation scan, clipping,
+    AdamW, NaN guard, donation) on the preset's AndesVL with the tiny vision tower; the batch is
+    text-only and only the LLM trains (vision + projector frozen: no gradient, no optimizer state)."""
+    import dataclasses
+
     import jax
-    import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    from andesvl_jax.models.qwen3 import Qwen3
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.data.batch import TrainBatch
+    from andesvl_jax.models.andesvl import AndesVL
+    from andesvl_jax.train.stages import Stage, is_trainable
+    from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
 
-    model = Qwen3(text_cfg, rngs=nnx.Rngs(0), scan=True)
-    graphdef, params = nnx.split(model)
-    opt = optax.adamw(1e-4)
-    opt_state = opt.init(params)
-    ids = jnp.asarray(
-        np.random.default_rng(0).integers(0, text_cfg.vocab_size, (batch, seq)), jnp.int32
+    cfg = dataclasses.replace(get_preset(preset), vision=get_preset("tiny").vision)
+    text_cfg = cfg.text
+    stage = Stage("llm_only", ("llm",), "sft", "benchmark: the LLM trains")
+    graphdef, params, frozen = nnx.split(AndesVL(cfg, rngs=nnx.Rngs(0)), is_trainable(stage), ...)
+    schedule = optax.constant_schedule(1e-4)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.05))
+    zero = jax.numpy.zeros((), jax.numpy.int32)
+    state = TrainState(
+        zero, params, frozen, opt.init(params), jax.random.PRNGKey(0), zero, zero, {}
     )
-    pos = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
-    seg = jnp.ones((batch, seq), jnp.int32)
-
-    def loss_fn(p):
-        m = nnx.merge(graphdef, p)
-        hidden, _ = m(m.embed(ids), pos, seg)
-        logits = m.logits(hidden)[:, :-1]
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, 1:, None], axis=-1))
-
-    @jax.jit
-    def step(p, s):
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
-
-    step = jax.jit(step, donate_argnums=(0, 1))
-    params, opt_state, loss = step(params, opt_state)
-    loss.block_until_ready()
+    # The state is donated: every leaf needs its own buffer.
+    state = jax.tree.map(lambda x: jax.device_put(np.array(x)), state)
+    ids = np.random.default_rng(0).integers(0, text_cfg.vocab_size, (batch, seq)).astype(np.int32)
+    pos = np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()
+    targets = np.roll(ids, -1, axis=1)
+    mask = np.ones((batch, seq), np.float32)
+    mask[:, -1] = 0
+    tb = TrainBatch(ids, np.ones_like(ids), pos, targets, mask, None)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    step = jit_train_step(  # exactly as the training loop jits it
+        make_train_step(graphdef, opt, schedule),
+        jax.tree.map(lambda _: device, state),
+        jax.tree.map(lambda _: device, tb),
+    )
+    state, m = step(state, tb)
+    m["loss"].block_until_ready()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state)
-        loss.block_until_ready()
+        state, m = step(state, tb)
+        m["loss"].block_until_ready()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -150,7 +158,7 @@ def main() -> None:
         text = get_preset(SIZES[size]).text
         tokens = args.batch * args.seq
         flops = step_flops(text, tokens, args.seq)
-        ours = jax_step(text, args.batch, args.seq, args.steps)
+        ours = jax_step(SIZES[size], args.batch, args.seq, args.steps)
         gc.collect()
         theirs = torch_step(text, args.batch, args.seq, args.steps)
         gc.collect()
