@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "andesvl_jax.data.inspect_cli",
     "andesvl_jax.infer.chat_cli",
     "andesvl_jax.eval.cli",
+    "andesvl_jax.eval.ablate_cli",
 ]
 
 

@@ -74,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
             "temperature": 1.0,
             "top_p": 1.0,
             "rewards": ml_collections.ConfigDict(),  # name -> weight (train/rewards.py); empty = exact_answer
-            "thinking_fraction": 0.5,  # share of prompts asked in thinking mode
+            "template": "thinking",  # 'thinking' (think / no-think per prompt) or 'instruct'
+            "thinking_fraction": 0.5,  # template 'thinking': share of prompts asked to think
             "phases": "",  # "task,task;task" = multimodal then text-only phases (empty: one phase)
             "curriculum": "difficulty",  # easy -> hard by meta difficulty ('' = off)
         }

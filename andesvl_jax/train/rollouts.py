@@ -65,6 +65,7 @@ class RolloutSpec:
     temperature: float
     top_p: float
     thinking_fraction: float
+    template: str  # 'thinking' (a Thinking model: think / no-think per prompt) or 'instruct'
     rewards: dict[str, float]
     phases: tuple[tuple[str, ...], ...]
     curriculum: str
@@ -88,6 +89,7 @@ class RolloutSpec:
             temperature=g.temperature,
             top_p=g.top_p,
             thinking_fraction=g.thinking_fraction,
+            template=g.template,
             rewards=dict(g.rewards) or {"exact_answer": 1.0},
             phases=phases or (mixture,),
             curriculum=g.curriculum,
@@ -128,6 +130,16 @@ class PromptSchedule:
         ]
         return sorted(range(len(source)), key=lambda i: (rank[i], i))
 
+    def _mode(self, r: int, k: int) -> bool | None:
+        """Chat mode of prompt k of round r: None (Instruct template), True or False (Thinking)."""
+        if self.spec.template == "instruct":
+            return None
+        if self.spec.template != "thinking":
+            raise ValueError(f"grpo.template {self.spec.template!r}: expected thinking or instruct")
+        return bool(
+            np.random.default_rng([self.spec.seed, r, k]).random() < self.spec.thinking_fraction
+        )
+
     def __call__(self, r: int) -> list[Sample]:
         phase = min(r // self.phase_rounds, len(self.sources) - 1)
         p = self.spec.prompts_per_rollout
@@ -135,8 +147,7 @@ class PromptSchedule:
         out = []
         for k, i in enumerate(self.orders[phase][start : start + p]):
             sample = self.sources[phase][i]
-            draw = np.random.default_rng([self.spec.seed, r, k]).random()
-            sample.meta["thinking"] = bool(draw < self.spec.thinking_fraction)
+            sample.meta["thinking"] = self._mode(r, k)
             sample.meta["phase"] = phase
             out.append(sample)
         return out
@@ -189,7 +200,7 @@ class RolloutIterator:
             SamplingParams(s.temperature, top_p=s.top_p, seed=s.seed * 1_000_003 + r * 10_007 + i)
             for i in range(len(prompts))
         ]
-        thinking = [bool(p.meta["thinking"]) for p in prompts]
+        thinking = [p.meta["thinking"] for p in prompts]
         done = engine.generate(
             prompts, thinking=thinking, sampling=sampling, max_new_tokens=s.max_new_tokens
         )

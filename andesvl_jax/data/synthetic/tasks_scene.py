@@ -118,15 +118,14 @@ def multi_image_task(rng, ctx):
 
 @register_task("preference")
 def preference_task(rng, ctx):
-    """Counting question with a correct (chosen) and a wrong (rejected) answer, for MPO."""
+    """Counting question with the right count (chosen) and a near miss (rejected), for MPO.
+
+    Answers are written as the count task writes them, so a model after SFT is judged on what it
+    answers, not on the phrasing."""
     s = count_task(rng, ctx)
     n = int(s.meta["answer"])
-    wrong = int(rng.choice([k for k in range(1, 8) if k != n]))
-    s.meta.update(
-        chosen=f"There are {NUMBER_WORDS[n]} ({n}).",
-        rejected=f"There are {NUMBER_WORDS[wrong]} ({wrong}).",
-    )
-    s.messages[-1] = Message("assistant", s.meta["chosen"])
+    wrong = int(rng.choice([k for k in (n - 1, n + 1) if k >= 1]))
+    s.meta.update(chosen=str(n), rejected=str(wrong))
     return s
 
 
