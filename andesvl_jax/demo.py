@@ -8,6 +8,7 @@ decoding and prints a table next to the chance level. Results go to WORKDIR/demo
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import resource
@@ -51,8 +52,16 @@ def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
     return summaries
 
 
-def evaluate(workdir: pathlib.Path, n: int) -> dict:
+def held_out(data, n: int) -> list:
+    """The demo's held-out questions: eval split, a seed no training run uses."""
     from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
+
+    ctx = TaskContext(data.min_side, data.max_side)
+    source = SyntheticSource(dict(data.mixture), size=n, seed=1234, split="eval", ctx=ctx)
+    return [source[i] for i in range(n)]
+
+
+def evaluate(workdir: pathlib.Path, n: int) -> dict:
     from andesvl_jax.eval.exact_match import evaluate_exact_match
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
@@ -69,10 +78,31 @@ def evaluate(workdir: pathlib.Path, n: int) -> dict:
         max_patches=d.max_patches,
         batch_size=50,
     )
-    source = SyntheticSource(
-        dict(d.mixture), size=n, seed=1234, split="eval", ctx=TaskContext(d.min_side, d.max_side)
-    )
-    return evaluate_exact_match(engine, [source[i] for i in range(n)])
+    return evaluate_exact_match(engine, held_out(d, n))
+
+
+def training_overlap(workdir: pathlib.Path, n: int, correct: list[bool]) -> dict:
+    """Held-out questions that the training stream also contains verbatim, and the accuracy on
+    the others."""
+    from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
+    from andesvl_jax.eval.contamination import seen_in_training
+    from andesvl_jax.train.loop import load_run_config
+
+    config = load_run_config(workdir / STAGE_ORDER[-1])
+    d = config.data
+    samples = held_out(d, n)
+    ctx = TaskContext(d.min_side, d.max_side)
+    train = SyntheticSource(dict(d.mixture), size=d.size, seed=config.seed, split="train", ctx=ctx)
+    seen = seen_in_training(samples, train)
+    unseen = [c for c, hit in zip(correct, seen, strict=True) if not hit]
+    return {
+        "seen_in_training": int(sum(seen)),
+        "per_task_seen": dict(
+            collections.Counter(s.meta["task"] for s, hit in zip(samples, seen, strict=True) if hit)
+        ),
+        "unseen": len(unseen),
+        "unseen_accuracy": sum(unseen) / max(1, len(unseen)),
+    }
 
 
 def run(args) -> int:
@@ -92,6 +122,15 @@ def run(args) -> int:
         )
     print(f"{'all':12s} {sum(results['counts'].values()):5d} {results['accuracy']:9.1%}")
     print(f"\ntotal {elapsed / 60:.1f} min, peak memory {peak_gib:.2f} GiB")
+    if args.check_overlap:
+        overlap = results["overlap"] = training_overlap(
+            workdir, args.eval_samples, results["correct"]
+        )
+        print(
+            f"held-out questions also in the training stream: {overlap['seen_in_training']} "
+            f"{overlap['per_task_seen']}; accuracy on the other {overlap['unseen']}: "
+            f"{overlap['unseen_accuracy']:.1%}"
+        )
     print(
         f"\n{'preset':8s} {'vision':>12s} {'projector':>12s} {'llm':>14s} {'total':>14s} {'published':>10s}"
     )
@@ -125,4 +164,9 @@ def register(subparsers) -> None:
         "--steps-scale", type=float, default=1.0, help="multiply every stage's step count"
     )
     p.add_argument("--eval-samples", type=int, default=300)
+    p.add_argument(
+        "--check-overlap",
+        action="store_true",
+        help="also find held-out questions that occur verbatim in the training stream (~2 min)",
+    )
     p.set_defaults(func=run)

@@ -1,24 +1,24 @@
 """Generation speed: our jitted prefill + while-loop decode vs transformers `generate`, same weights, same run.
 
-    python benchmarks/decode.py                              # tiny and Qwen3-0.6B, batch 1 and 8 (CPU: ~10 min)
-    python benchmarks/decode.py --sizes tiny --repeats 5     # seconds
+    python benchmarks/decode.py                              # tiny and Qwen3-0.6B, batch 1 and 8 (2 cores: 10-25 min)
+    python benchmarks/decode.py --sizes tiny --repeats 5     # 1-2 min
 
 For each size a random `transformers.Qwen3ForCausalLM` (fp32) is saved to a temporary safetensors
 directory and imported with `convert.loader.load_checkpoint`, so both engines hold the SAME weights.
 Text-only prompts of `--prompt-len` random tokens, greedy, exactly `--new-tokens` new tokens (no stop
 tokens; transformers with `min_new_tokens = max_new_tokens`, `use_cache=True`, no eos).
 
-Timing (compile excluded by a warm-up call of every shape, medians over `--repeats`):
+Timing (compile excluded by a warm-up call of every shape; best of `--repeats`, since on a shared
+machine other load only ever adds time):
   * T(n) = wall time of one `generate` call producing n tokens per row.
-  * decode step = (T(N) - T(1)) / (N - 1): both engines run N - 1 more decode forwards for N tokens
-    than for 1 (ours runs one decode forward even for N = 1, whose token it discards; transformers
-    runs none), so the difference is N - 1 steps in both. decode tokens/s = batch / step.
-  * prefill = T(1) for transformers, T(1) - one decode step for ours; prefill tokens/s = batch * L / prefill.
-The batch-1 decode rate is compared with the memory-bandwidth ceiling: read bandwidth (a jitted
-`jnp.sum` over a 1 GiB float32 array) / (all parameters x 4 bytes) — every weight, the whole tied
-embedding table included (it is the LM head), is read once per decode step. Batch-8 cost is reported
-as step time (b=8) / step time (b=1). `tokens equal` compares our greedy tokens with transformers'.
-Prints a table and writes benchmarks/results/decode.json.
+  * decode step = (T(N) - T(1)) / (N - 1): both engines run N - 1 decode forwards for N tokens
+    and none for 1, so the difference is N - 1 steps in both. decode tokens/s = batch / step.
+  * prefill = T(1) for both; prefill tokens/s = batch * L / prefill.
+The batch-1 decode rate is compared with the memory-bandwidth ceiling: read bandwidth (the better
+of a jitted `jnp.sum` and a numpy sum over a 1 GiB float32 array) / (all parameters x 4 bytes):
+every weight, the whole tied embedding table included (it is the LM head), is read once per decode
+step. Batch-8 cost is reported as step time (b=8) / step time (b=1). The `tokens` column compares
+our greedy tokens with transformers'. Prints a table and writes benchmarks/results/decode.json.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import pathlib
 import platform
 import resource
 import shutil
-import statistics
 import tempfile
 import time
 
@@ -57,18 +56,21 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
     import jax.numpy as jnp
 
     n = int(gib * 2**30) // 4
+
+    def best(fn) -> float:
+        fn()
+        return min(_timed(fn)[0] for _ in range(repeats))
+
     x = jnp.ones((n,), jnp.float32)
     total = jax.jit(jnp.sum)
-    total(x).block_until_ready()
-    jax_best = min(_timed(lambda: total(x).block_until_ready())[0] for _ in range(repeats))
-    del x
+    jax_best = best(lambda: total(x).block_until_ready())
+    x = None  # one 1 GiB array at a time, all freed before the models are built
     y = np.ones((n,), np.float32)
-    y.sum()
-    np_best = min(_timed(y.sum)[0] for _ in range(repeats))
-    del y
+    np_best = best(y.sum)
+    y = None
     gc.collect()
-    nbytes = 4 * n
-    return {"jax_sum_gbs": nbytes / jax_best / 1e9, "numpy_sum_gbs": nbytes / np_best / 1e9}
+    jax_gbs, np_gbs = 4 * n / jax_best / 1e9, 4 * n / np_best / 1e9
+    return {"jax_sum_gbs": jax_gbs, "numpy_sum_gbs": np_gbs, "read_gbs": max(jax_gbs, np_gbs)}
 
 
 def randomise(model, seed: int):
@@ -98,6 +100,7 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
 
     from andesvl_jax.config import TINY_VISION
     from andesvl_jax.convert.loader import load_checkpoint
+    from andesvl_jax.infer.engine import decoding_layout
     from andesvl_jax.models.andesvl import AndesVL, run_options
     from andesvl_jax.models.projector import Projector
     from andesvl_jax.models.vit import VisionEncoder
@@ -139,6 +142,7 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
         acfg, rngs=nnx.Rngs(2), param_dtype=run["param_dtype"], dtype=run["dtype"]
     )
     model.llm = llm
+    model = decoding_layout(model)  # per-layer weights, as the Engine decodes
     leaves = jax.tree.leaves(nnx.state(model))
     if not all(isinstance(x, jax.Array) for x in leaves):
         raise RuntimeError("engine model still holds abstract (eval_shape) parameters")
@@ -150,7 +154,7 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
 
 
 def time_ours(model, ids: np.ndarray, new_tokens: int, repeats: int):
-    """(median T(1), median T(N), tokens [b, N]) of our `generate`."""
+    """(best T(1), best T(N), tokens [b, N]) of our `generate`."""
     from andesvl_jax.infer.generate import generate
     from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams
 
@@ -169,11 +173,11 @@ def time_ours(model, ids: np.ndarray, new_tokens: int, repeats: int):
         t1.append(_timed(lambda: call(1))[0])
         dt, tokens = _timed(lambda: call(new_tokens))
         tn.append(dt)
-    return statistics.median(t1), statistics.median(tn), tokens
+    return min(t1), min(tn), tokens
 
 
 def time_hf(hf, ids: np.ndarray, new_tokens: int, repeats: int):
-    """(median T(1), median T(N), tokens [b, N]) of transformers `generate` (greedy, KV cache)."""
+    """(best T(1), best T(N), tokens [b, N]) of transformers `generate` (greedy, KV cache)."""
     import torch
 
     x = torch.from_numpy(ids.astype(np.int64))
@@ -200,7 +204,7 @@ def time_hf(hf, ids: np.ndarray, new_tokens: int, repeats: int):
         t1.append(_timed(lambda: call(1))[0])
         dt, tokens = _timed(lambda: call(new_tokens))
         tn.append(dt)
-    return statistics.median(t1), statistics.median(tn), tokens
+    return min(t1), min(tn), tokens
 
 
 def token_check(ours: np.ndarray, theirs: np.ndarray) -> str:
@@ -229,7 +233,7 @@ def bench_size(size: str, batches, prompt_len: int, new_tokens: int, repeats: in
         h1, hn, h_tok = time_hf(hf, ids, new_tokens, repeats)
         gc.collect()
         o_step, h_step = (on - o1) / (new_tokens - 1), (hn - h1) / (new_tokens - 1)
-        o_pre, h_pre = max(o1 - o_step, 1e-9), h1
+        o_pre, h_pre = o1, h1
         rows.append(
             {
                 "size": size,
@@ -271,7 +275,7 @@ def bench_size(size: str, batches, prompt_len: int, new_tokens: int, repeats: in
 
 
 def _fmt(x, spec):
-    return "-" if x is None else format(x, spec)
+    return format(x, spec) if x is not None else format("-", ">" + spec.split(".")[0])
 
 
 def print_table(rows) -> None:
@@ -330,11 +334,11 @@ def main() -> None:
             args.prompt_len or default_l,
             args.new_tokens or default_n,
             args.repeats,
-            bw["jax_sum_gbs"],
+            bw["read_gbs"],
         )
     load_after = os.getloadavg()
     print(
-        f"ceiling (batch 1) = jax-sum bandwidth / (params x 4 B); load average {load_before[0]:.2f} "
+        f"ceiling (batch 1) = {bw['read_gbs']:.1f} GB/s / (params x 4 B); load average {load_before[0]:.2f} "
         f"-> {load_after[0]:.2f}; peak RSS {peak_rss_gib():.2f} GiB"
     )
     for size in dict.fromkeys(r["size"] for r in rows):

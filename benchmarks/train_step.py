@@ -5,8 +5,8 @@
 
 For each size: tokens/s and step time of (a) our `make_train_step` (forward, backward, clipping,
 AdamW) with the Qwen3 decoder training, (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`,
-both fp32 with identical shapes, and the fraction of the machine's measured fp32 matmul FLOP/s each reaches (6 * params *
-tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
+both fp32 with identical shapes, and the fraction of the machine's measured fp32 matmul FLOP/s
+each reaches (6 * params * tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
 """
 
 from __future__ import annotations

@@ -119,6 +119,22 @@ def step_stats(workdir: pathlib.Path) -> dict:
     return {"step_time_s": mean("step_time_s"), "tokens_per_s": mean("tokens_per_s")}
 
 
+def flops_per_step(config, data: dict) -> float:
+    """Model FLOPs of a mean training step (train.metrics.train_flops over the run's mean packed
+    tokens and patches): the step cost without the machine's load in it."""
+    from andesvl_jax.train.loop import model_config
+    from andesvl_jax.train.metrics import train_flops
+
+    steps = max(1, data["batches"])
+    return train_flops(
+        model_config(config),
+        data["tokens_used"] / steps,
+        data["patches_used"] / steps,
+        config.data.max_tokens,
+        config.data.max_patches,
+    )
+
+
 def train_cell(config, run_dir: pathlib.Path) -> dict:
     """Train (or resume, or skip when finished) one run; its summary with step statistics."""
     from andesvl_jax.params import count_params
@@ -224,6 +240,7 @@ def run(args) -> int:
                 f"{EXPERIMENT}:{CELLS[name].config_arg(seed, args.steps)}", args.overrides
             )
             train_summary, steps = train_cell(config, run_dir), config.steps
+            train_summary["flops_per_step"] = flops_per_step(config, train_summary["data"])
             scores = evaluate_run(run_dir, conditions, args.eval_samples, args.batch_size)
             records.append({"cell": name, "seed": seed, "run": run_dir.name,
                             "train": train_summary, "eval": scores["conditions"]})  # fmt: skip

@@ -31,7 +31,14 @@ def spread(values: list[float]) -> dict:
 def _cell_summary(runs: list[dict], conditions: list[str]) -> dict:
     out = {
         key: spread([r["train"].get(key) for r in runs])
-        for key in ("step_time_s", "tokens_per_s", "samples_per_step", "final_loss", "seconds")
+        for key in (
+            "step_time_s",
+            "tokens_per_s",
+            "samples_per_step",
+            "final_loss",
+            "seconds",
+            "flops_per_step",
+        )  # fmt: skip
     }
     out["params"] = runs[0]["train"].get("params")
     out["conditions"] = {}
@@ -118,12 +125,13 @@ def markdown_block(results: dict, image_name: str) -> str:
         "### Exact match, % (mean ± half the range over seeds)",
         "",
     ]
-    lines += _header(["cell", *conds, "step time (s)", "samples/step", "final loss", "params"])
+    lines += _header(["cell", *conds, "step time (s)", "GFLOP/step", "samples/step",
+                      "final loss", "params"])  # fmt: skip
     for cell, t in table.items():
         accs = [_pm(t["conditions"][c]) for c in conds]
         lines.append(_row([f"`{cell}`", *accs, _pm(t["step_time_s"], 1, 3),
-                           _pm(t["samples_per_step"], 1, 1), _pm(t["final_loss"], 1, 3),
-                           f"{t['params']:,}"]))  # fmt: skip
+                           _pm(t["flops_per_step"], 1e-9, 1), _pm(t["samples_per_step"], 1, 1),
+                           _pm(t["final_loss"], 1, 3), f"{t['params']:,}"]))  # fmt: skip
     lines += ["", "### LLM tokens per image (mean over the questions; max in brackets)", ""]
     lines += _header(["cell", *conds])
     for cell, t in table.items():

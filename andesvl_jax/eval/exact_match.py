@@ -10,12 +10,13 @@ from andesvl_jax.infer.engine import Engine
 
 def evaluate_exact_match(engine: Engine, samples: list[Sample], max_new_tokens: int = 8) -> dict:
     """Accuracy per task (sample.meta['task']) and overall; answers compared after strip()."""
-    hits, totals, examples = collections.Counter(), collections.Counter(), []
+    hits, totals, examples, correct = collections.Counter(), collections.Counter(), [], []
     completions = engine.generate(samples, max_new_tokens=max_new_tokens)
     for sample, done in zip(samples, completions, strict=True):
         task, answer = sample.meta.get("task", "all"), str(sample.meta["answer"]).strip()
         totals[task] += 1
-        hits[task] += int(done.answer == answer)
+        correct.append(done.answer == answer)
+        hits[task] += int(correct[-1])
         if len(examples) < 8:
             examples.append({"task": task, "answer": answer, "prediction": done.answer})
     return {
@@ -23,4 +24,5 @@ def evaluate_exact_match(engine: Engine, samples: list[Sample], max_new_tokens: 
         "per_task": {t: hits[t] / totals[t] for t in sorted(totals)},
         "counts": dict(totals),
         "examples": examples,
+        "correct": correct,
     }

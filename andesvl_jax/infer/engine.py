@@ -23,6 +23,7 @@ from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
 from andesvl_jax.infer.thinking import THINK_OPEN, strip_thinking
+from andesvl_jax.models.stack import unstacked
 from andesvl_jax.train.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
 
 
@@ -36,6 +37,16 @@ class Completion:
     reasoning: str | None
     token_ids: list[int]
     finish_reason: str
+
+
+def decoding_layout(model):
+    """`model` with its layers as separate modules (same weights, copied once): decoding reads every
+    weight once per token, and on CPU a scan over stacked weights copies each layer's slice per step
+    (1.8x slower at the 0.6B shapes, benchmarks/decode.py)."""
+    if not model.cfg.scan_layers:
+        return model
+    cfg = model.cfg.replace(scan_layers=False)
+    return unstacked(lambda: type(model)(cfg, rngs=nnx.Rngs(0)), model)
 
 
 def mode_sampling(thinking: bool | None) -> SamplingParams:
@@ -66,6 +77,7 @@ class Engine:
         rules=DEFAULT_RULES,
     ):
         cfg = model.cfg
+        model = decoding_layout(model)
         self.model, self.tok, self.cfg = model, tokenizer, cfg
         self.prefill_chunk, self.batch_size, self.mesh, self.rules = (
             prefill_chunk,

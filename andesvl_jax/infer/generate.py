@@ -126,9 +126,16 @@ def _generate(
         done = done | jnp.isin(token, stop_ids)
         if generated is not None:
             generated = generated.at[jnp.arange(b), token].set(True)
-        logits, cache = nnx.merge(graphdef, weights)(token[:, None], cache=cache)
-        nxt = sample_next(logits[:, -1], sampling, step + 1, generated, greedy)
-        return step + 1, nxt, cache, done, out, generated, weights
+
+        def advance(args):
+            token, cache = args
+            logits, cache = nnx.merge(graphdef, weights)(token[:, None], cache=cache)
+            return sample_next(logits[:, -1], sampling, step + 1, generated, greedy), cache
+
+        # The last token needs no forward pass: N tokens cost the prefill + N - 1 decode steps.
+        more = (step + 1 < max_new) & ~jnp.all(done)
+        token, cache = jax.lax.cond(more, advance, lambda args: args, (token, cache))
+        return step + 1, token, cache, done, out, generated, weights
 
     out = jnp.full((b, max_new), pad_id, jnp.int32)
     done = jnp.zeros((b,), bool)

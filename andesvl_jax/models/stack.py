@@ -73,3 +73,24 @@ def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool
         outs.append(out)
     stacked = None if per_layer is None else jax.tree.map(lambda *a: jax.numpy.stack(a), *outs)
     return carry, stacked
+
+
+def unstacked(module_fn: Callable[[], nnx.Module], stacked_model: nnx.Module) -> nnx.Module:
+    """The same weights as separate per-layer modules: `module_fn()` builds the scan=False twin
+    (only traced, never allocated); layer i takes row i of each stacked 'layers' parameter.
+
+    Decoding is weight-bandwidth bound, and a `lax.scan` over stacked weights slices (copies) every
+    layer's weights on each step on CPU; separate layers are read in place (benchmarks/decode.py).
+    """
+    graphdef, abstract = nnx.split(nnx.eval_shape(module_fn))
+    stacked = dict(nnx.to_flat_state(nnx.state(stacked_model)))
+
+    def take(path):
+        if "layers" in path:
+            at = path.index("layers")
+            if isinstance(path[at + 1], int):
+                return stacked[path[: at + 1] + path[at + 2 :]].get_value()[path[at + 1]]
+        return stacked[path].get_value()
+
+    flat = [(path, var.replace(take(path))) for path, var in nnx.to_flat_state(abstract)]
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))

@@ -88,10 +88,17 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.size
 
+    def _draw(self, index: int) -> tuple[np.random.Generator, str]:
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], int(index) % self.size])
+        return rng, self.names[int(rng.choice(len(self.names), p=self.probs))]
+
+    def task_of(self, index: int) -> str:
+        """The task of sample `index`, without generating it."""
+        return self._draw(index)[1]
+
     def __getitem__(self, index: int):
         index = int(index) % self.size
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        task = self.names[int(rng.choice(len(self.names), p=self.probs))]
+        rng, task = self._draw(index)
         sample = TASKS[task](rng, self.ctx)
         sample.origin = f"synthetic:{self.split}:{task}:{index}"
         sample.meta["task"] = task
