@@ -64,8 +64,11 @@ def run(args) -> int:
     workdir = pathlib.Path(args.workdir)
     if not (workdir / "sft" / "checkpoints").is_dir():
         raise SystemExit(f"{workdir / 'sft'}: no SFT checkpoint; run `make demo` first")
-    results = {"before": measure(workdir / "sft", args.eval_samples)}
-    for stage in ("mpo", "grpo"):
+    stages = args.stages.split(",")
+    out = workdir / "post_training_results.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results["before"] = measure(workdir / "sft", args.eval_samples)
+    for stage in stages:
         results[f"{stage}_training"] = train_stage(stage, workdir, args.steps_scale)
         results[stage] = measure(workdir / stage, args.eval_samples)
     rows = [
@@ -76,12 +79,13 @@ def run(args) -> int:
     ]
     print(f"\n{'held-out metric':28s} {'SFT':>8s} {'after':>8s}  stage")
     for label, key, field, stage in rows:
+        if stage not in results:
+            continue
         before, after = results["before"][key][field], results[stage][key][field]
         print(f"{label:28s} {before:8.3f} {after:8.3f}  {stage}")
-    for stage in ("mpo", "grpo"):
+    for stage in stages:
         s = results[f"{stage}_training"]
         print(f"[{stage}] {s['steps']} steps in {s['seconds']:.0f} s")
-    out = workdir / "post_training_results.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
     return 0
@@ -92,4 +96,5 @@ def register(subparsers) -> None:
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--eval-samples", type=int, default=200)
     p.add_argument("--steps-scale", type=float, default=1.0)
+    p.add_argument("--stages", default="mpo,grpo", help="which of mpo,grpo to (re)run")
     p.set_defaults(func=run)

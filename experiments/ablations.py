@@ -6,6 +6,8 @@ mixture of experiments/tiny.py, the same step budget, seed and patch budget in e
     andesvl-jax train --config experiments/ablations.py:rope2d=off,shuffle=on,seed=1 \
         --workdir runs/ablations/rope2d_off-shuffle_on-s1
 
+Args (comma-separated): rope2d=on|off, shuffle=on|off, seed=N, steps=N.
+
 `andesvl-jax ablate` (andesvl_jax/eval/ablate_cli.py) trains every cell for every seed and then
 evaluates each model at the training resolution, 2x / 4x more patches and extreme aspect ratios.
 
@@ -29,18 +31,14 @@ PRESETS.setdefault(
     PRESETS["tiny"].replace(vision=dataclasses.replace(PRESETS["tiny"].vision, use_rope2d=False)),
 )
 
-STEPS = 250
+STEPS = 150  # about 2.5 minutes per run on 2 shared CPU cores (docs/ablations.md)
 MAX_PATCHES = 256  # the same patch budget per packed row in every cell
-# Pixel shuffle off puts 4x more image tokens in a row: give those rows the token room for the
-# same 256 patches, so the patch budget (not the token budget) decides how many samples fit.
-MAX_TOKENS = {True: 256, False: 384}
+# Room for the text of the ~4-7 samples 256 patches hold. With it, the patch budget alone decides
+# the packing, so every cell of a seed trains on exactly the same batches (pixel shuffle off only
+# makes their image tokens 4x longer).
+TEXT_ROOM = 320
+MAX_TOKENS = {True: MAX_PATCHES // 4 + TEXT_ROOM, False: MAX_PATCHES + TEXT_ROOM}
 MIXTURE = {"count": 1.0, "colour": 0.5, "ocr_digits": 1.5}  # as experiments/tiny.py
-
-
-def cell_name(rope2d: bool, shuffle: bool) -> str:
-    """The directory-safe name of one cell, e.g. 'rope2d_on-shuffle_off'."""
-    word = {True: "on", False: "off"}
-    return f"rope2d_{word[rope2d]}-shuffle_{word[shuffle]}"
 
 
 def get_config(arg: str = "rope2d=on,shuffle=on"):
