@@ -126,7 +126,7 @@ def markdown_block(results: dict, image_name: str) -> str:
         "",
     ]
     lines += _header(["cell", *conds, "step time (s)", "GFLOP/step", "samples/step",
-                      "final loss", "params"])  # fmt: skip
+                      "last-batch loss", "params"])  # fmt: skip
     for cell, t in table.items():
         accs = [_pm(t["conditions"][c]) for c in conds]
         lines.append(_row([f"`{cell}`", *accs, _pm(t["step_time_s"], 1, 3),
