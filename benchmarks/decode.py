@@ -35,6 +35,7 @@ import tempfile
 import time
 
 import numpy as np
+from hf_qwen3 import qwen3_config, randomise
 
 # size -> (preset, default prompt length, default new tokens)
 SIZES = {"tiny": ("tiny", 64, 64), "0.6b": ("0.6b", 64, 16)}
@@ -73,24 +74,6 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
     return {"jax_sum_gbs": jax_gbs, "numpy_sum_gbs": np_gbs, "read_gbs": max(jax_gbs, np_gbs)}
 
 
-def randomise(model, seed: int):
-    """Non-trivial weights (as tests/models/test_hf_parity.py): norms ~1, matrices ~1.5/sqrt(fan_in)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.copy_(
-                    1.0 + 0.1 * torch.randn(p.shape, generator=g)
-                    if "norm" in name
-                    else 0.05 * torch.randn(p.shape, generator=g)
-                )
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / max(p.shape[-1], 1) ** 0.5)
-    return model
-
-
 def build_pair(text_cfg, max_positions: int, seed: int = 0):
     """(transformers model, our AndesVL holding the same Qwen3 weights, parameter count of the LLM)."""
     import jax
@@ -105,24 +88,7 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
     from andesvl_jax.models.projector import Projector
     from andesvl_jax.models.vit import VisionEncoder
 
-    t = text_cfg
-    cfg = transformers.Qwen3Config(
-        vocab_size=t.vocab_size,
-        hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers,
-        num_attention_heads=t.num_heads,
-        num_key_value_heads=t.num_kv_heads,
-        head_dim=t.head_dim,
-        rope_theta=t.rope_theta,
-        rms_norm_eps=t.norm_eps,
-        tie_word_embeddings=t.tie_embeddings,
-        max_position_embeddings=max(max_positions, 64),
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    cfg._attn_implementation = "sdpa"
+    cfg = qwen3_config(text_cfg, max_positions)
     torch.manual_seed(seed)
     hf = randomise(transformers.Qwen3ForCausalLM(cfg), seed).eval()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="decode_bench_"))

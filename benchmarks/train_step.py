@@ -19,6 +19,7 @@ import platform
 import time
 
 import numpy as np
+from hf_qwen3 import qwen3_config
 
 SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
 
@@ -108,19 +109,7 @@ def torch_step(text_cfg, batch: int, seq: int, steps: int) -> float:
     import transformers
 
     t = text_cfg
-    cfg = transformers.Qwen3Config(
-        vocab_size=t.vocab_size,
-        hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers,
-        num_attention_heads=t.num_heads,
-        num_key_value_heads=t.num_kv_heads,
-        head_dim=t.head_dim,
-        rope_theta=t.rope_theta,
-        tie_word_embeddings=t.tie_embeddings,
-        max_position_embeddings=max(seq, 64),
-    )
-    cfg._attn_implementation = "sdpa"
+    cfg = qwen3_config(text_cfg, seq)
     model = transformers.Qwen3ForCausalLM(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, t.vocab_size, (batch, seq)))

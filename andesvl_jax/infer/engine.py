@@ -41,8 +41,8 @@ class Completion:
 
 def decoding_layout(model):
     """`model` with its layers as separate modules (same weights, copied once): decoding reads every
-    weight once per token, and on CPU a scan over stacked weights copies each layer's slice per step
-    (1.8x slower at the 0.6B shapes, benchmarks/decode.py)."""
+    weight once per token, and on CPU a scan over stacked weights copies each layer's slice per
+    step."""
     if not model.cfg.scan_layers:
         return model
     cfg = model.cfg.replace(scan_layers=False)
