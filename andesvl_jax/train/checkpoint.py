@@ -62,11 +62,35 @@ def _unwrap(tree):
     return tree
 
 
+def _is_per_layer(tree) -> bool:
+    return isinstance(tree, dict) and bool(tree) and all(str(k).isdigit() for k in tree)
+
+
+def match_layer_layout(tree: dict, like: dict) -> dict:
+    """`tree` with every `layers` stack in the layout of `like`: stacked arrays with a leading layer
+    axis (scan_layers=True) or one subtree per layer (scan_layers=False). A stage may switch layouts.
+    """
+    if not isinstance(tree, dict) or not isinstance(like, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        target = like.get(key, like.get(int(key)) if str(key).isdigit() else None)
+        if key == "layers" and _is_per_layer(value) != _is_per_layer(target):
+            if _is_per_layer(value):  # per-layer -> stacked
+                rows = [value[k] for k in sorted(value, key=int)]
+                value = jax.tree.map(lambda *a: np.stack(a), *rows)
+            else:  # stacked -> per-layer
+                value = {i: jax.tree.map(lambda a, i=i: a[i], value) for i in range(len(target))}
+        out[key] = match_layer_layout(value, target)
+    return out
+
+
 def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> nnx.State:
     """Fill `full_state` (every parameter of the model) from the latest checkpoint of another run.
 
-    Works whatever the other run's trainable/frozen split was (e.g. `align` -> `joint`). The arrays are
-    read on the host, then placed into `full_state`'s shardings.
+    Works whatever the other run's trainable/frozen split was (e.g. `align` -> `joint`) and whichever
+    layer layout it used (`match_layer_layout`). The arrays are read on the host, then placed into
+    `full_state`'s shardings.
     """
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
     manager = ocp.CheckpointManager(directory)
@@ -79,5 +103,5 @@ def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> 
     for part in ("params", "frozen"):
         pure.update(_unwrap(trees[part]))
     shardings = jax.tree.map(lambda x: x.sharding, full_state)
-    nnx.replace_by_pure_dict(full_state, pure)
+    nnx.replace_by_pure_dict(full_state, match_layer_layout(pure, full_state.to_pure_dict()))
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), full_state, shardings)

@@ -17,7 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
         {"preset": "tiny", "overrides": ml_collections.ConfigDict()}
     )
     c.init = ml_collections.ConfigDict({"from_pretrained": "", "from_stage_workdir": ""})
-    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # dcn_data > 1: multi-slice, data parallel across that many slices (train/sharding.py make_mesh)
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
     c.rules = ()  # empty = train.sharding.DEFAULT_RULES; else ((logical, mesh axis or None), ...)
     c.data = ml_collections.ConfigDict(
         {
@@ -26,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
             "image_root": "",
             "tokenizer": "",
             "stage": "",
-            "mixture": ml_collections.ConfigDict(),
+            "mixture": ml_collections.ConfigDict(),  # synthetic: task -> weight
+            # real datasets mixed by weight: name -> {format, path, image_root, weight} (data/mixture.py)
+            "sources": ml_collections.ConfigDict(),
             "size": 100_000,
             "min_side": 56,
             "max_side": 112,

@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from andesvl_jax.config import get_preset
 from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset, open_dataset, pipeline_stats
 from andesvl_jax.data.batch import TrainBatch, packing_efficiency
+from andesvl_jax.data.mixture import open_mixture
 from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.train.checkpoint import Checkpointer, restore_model_params
 from andesvl_jax.train.config_checks import validate_config
@@ -135,7 +136,7 @@ def training_data(
         worker_count=d.worker_count,
     )
     tokenizer = run_tokenizer(config)
-    if d.format == "synthetic":
+    if d.format == "synthetic" and not d.sources:
         from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 
         mixture = dict(d.mixture) if d.mixture else dcfg.defaults.mixture
@@ -146,6 +147,8 @@ def training_data(
             split="train",
             ctx=TaskContext(d.min_side, d.max_side),
         )
+    elif d.sources:
+        source = open_mixture(d.sources.to_dict(), seed=config.seed)
     else:
         source = open_dataset(d.format, d.path, image_root=d.image_root or None)
     return make_dataset(source, dcfg, tokenizer, process_index, process_count)

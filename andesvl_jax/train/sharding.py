@@ -43,11 +43,18 @@ DEFAULT_RULES: LogicalRules = (
 
 
 def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh; one entry may be -1 (= the remaining devices)."""
+    """A (data, fsdp, tensor) mesh; one entry may be -1 (= the remaining devices).
+
+    `dcn_data` > 1 makes the mesh multi-slice: the devices form that many slices (TPU slices, or
+    hosts where devices have no slice index), `data` is split across them (its outer factor goes over
+    the slow data-centre network) and fsdp/tensor stay inside a slice (the fast interconnect).
+    """
     devices = list(jax.devices() if devices is None else devices)
-    unknown = [k for k in shape if k not in MESH_AXES]
+    unknown = [k for k in shape if k not in (*MESH_AXES, "dcn_data")]
     if unknown:
-        raise ValueError(f"unknown mesh axes {unknown}; expected a subset of {MESH_AXES}")
+        raise ValueError(
+            f"unknown mesh axes {unknown}; expected a subset of {MESH_AXES} (+ dcn_data)"
+        )
     sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
     if sizes.count(-1) > 1:
         raise ValueError(
@@ -65,7 +72,38 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
             f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, "
             f"{len(devices)} available"
         )
-    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+    slices = int(shape.get("dcn_data", 1))
+    grid = hybrid_device_grid(devices, sizes, slices) if slices > 1 else np.asarray(devices)
+    return Mesh(grid.reshape(sizes), MESH_AXES)
+
+
+def device_slice(device) -> int:
+    """The slice a device belongs to: its TPU slice, else its host (process)."""
+    index = getattr(device, "slice_index", None)
+    return device.process_index if index is None else index
+
+
+def hybrid_device_grid(devices: Sequence, sizes: Sequence[int], slices: int) -> np.ndarray:
+    """Devices as a [data, fsdp, tensor] array whose `data` axis is slices x data-within-a-slice,
+    so that only the data axis crosses slices."""
+    groups: dict[int, list] = {}
+    for d in devices:
+        groups.setdefault(device_slice(d), []).append(d)
+    if len(groups) != slices:
+        raise ValueError(f"mesh.dcn_data={slices} but the devices form {len(groups)} slice(s)")
+    if sizes[0] % slices:
+        raise ValueError(f"mesh data={sizes[0]} does not split over dcn_data={slices} slices")
+    per_slice = [sizes[0] // slices, *sizes[1:]]
+    blocks = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda d: d.id)
+        if len(group) != math.prod(per_slice):
+            raise ValueError(
+                f"slice {key} has {len(group)} devices; a {per_slice} (data, fsdp, tensor) block "
+                f"per slice needs {math.prod(per_slice)}"
+            )
+        blocks.append(np.asarray(group, dtype=object).reshape(per_slice))
+    return np.concatenate(blocks, axis=0)
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: LogicalRules) -> PartitionSpec:

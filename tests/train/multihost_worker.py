@@ -1,4 +1,5 @@
-"""One process of tests/train/test_multihost.py: 3 train steps on a (data=2, fsdp=2, tensor=2) mesh.
+"""One process of tests/train/test_multihost.py: 3 train steps on a (data=2, fsdp=2, tensor=2) mesh
+(multi-slice when there are two processes: one slice per process, `mesh.dcn_data`).
 
 usage: multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_JSON
 Every process packs the same global batches (the data pipeline is told it is the only process) and
@@ -36,7 +37,9 @@ def main(process_id: int, num_processes: int, port: str, out: str) -> None:
     from andesvl_jax.train.stages import get_stage
     from andesvl_jax.train.trainer import batch_shardings, jit_train_step, make_train_step
 
-    config = load_config("experiments/tiny.py:stage=sft", OVERRIDES)
+    # two processes = two slices: the data axis crosses them, fsdp x tensor stays inside each
+    slices = [f"--config.mesh.dcn_data={num_processes}"]
+    config = load_config("experiments/tiny.py:stage=sft", OVERRIDES + slices)
     mesh = make_mesh(dict(config.mesh))
     model_cfg = model_config(config)
     graphdef, state, optimizer, schedule = initial_state(

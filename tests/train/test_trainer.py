@@ -131,3 +131,31 @@ def test_a_stage_starts_from_the_previous_stage(make_config, tmp_path):
     for x, y in zip(jax.tree.leaves(aligned), jax.tree.leaves(start), strict=True):
         np.testing.assert_array_equal(x, y)
     assert train(joint, tmp_path / "joint")["stop_reason"] == "completed"
+
+
+def test_a_stage_may_switch_the_layer_layout(make_config, tmp_path):
+    """A scan_layers=True checkpoint starts a scan_layers=False stage (and the layouts round-trip)."""
+    from andesvl_jax.train.checkpoint import match_layer_layout
+
+    align = make_config(stage="align", steps=1)
+    train(align, tmp_path / "align")
+    stacked = trained_model(align, tmp_path / "align")
+    unrolled_cfg = make_config(
+        stage="joint", steps=1, **{"init.from_stage_workdir": str(tmp_path / "align")}
+    )
+    unrolled_cfg.model.overrides.scan_layers = False
+    graphdef, start = initial_params(
+        unrolled_cfg, model_config(unrolled_cfg), make_mesh({"data": -1}), DEFAULT_RULES
+    )
+    unrolled = nnx.merge(graphdef, start)
+    assert isinstance(unrolled.llm.layers, nnx.List)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 300, (2, 12)), jnp.int32)
+    # same weights; scan and unrolled layers compile differently, so only float rounding differs
+    np.testing.assert_allclose(unrolled(ids)[0], stacked(ids)[0], atol=1e-5)
+
+    pure_stacked = nnx.state(stacked).to_pure_dict()
+    pure_unrolled = nnx.state(unrolled).to_pure_dict()
+    back = match_layer_layout(match_layer_layout(pure_stacked, pure_unrolled), pure_stacked)
+    for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(pure_stacked), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert jax.tree.structure(pure_stacked) != jax.tree.structure(pure_unrolled)

@@ -6,6 +6,7 @@ drawings defined here. Everything is a pure function of its arguments (determini
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageFont
@@ -80,7 +81,9 @@ def new_canvas(
     return img, ImageDraw.Draw(img)
 
 
+@functools.lru_cache(maxsize=128)
 def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The embedded font at `size` px, loaded once per size (loading costs more than drawing)."""
     return ImageFont.load_default(size=max(6, int(size)))
 
 
