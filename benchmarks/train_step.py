@@ -4,9 +4,10 @@
     python benchmarks/train_step.py --sizes tiny    # seconds
 
 For each size: tokens/s and step time of (a) our `make_train_step` (forward, backward, clipping,
-AdamW) with the Qwen3 decoder training, (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`,
-both fp32 with identical shapes, and the fraction of the machine's measured fp32 matmul FLOP/s
-each reaches (6 * params * tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
+AdamW) with the Qwen3 decoder training, its layers stacked under `lax.scan` and as separate modules
+(`--layouts`), (b) `transformers.Qwen3ForCausalLM` + `torch.optim.AdamW`, both fp32 with identical
+shapes, and the fraction of the machine's measured fp32 matmul FLOP/s each reaches
+(6 * params * tokens + attention per step). Prints a table and writes benchmarks/results/train_step.json.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def step_flops(text_cfg, tokens: int, seq: int) -> float:
     return 6.0 * params * tokens + 12 * t.num_layers * t.num_heads * t.head_dim * seq * tokens
 
 
-def jax_step(preset: str, batch: int, seq: int, steps: int) -> float:
+def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float:
     """Seconds per step of our real train step (`make_train_step`: accumulation scan, clipping,
     AdamW, NaN guard, donation) on the preset's AndesVL with the tiny vision tower; the batch is
-    text-only and only the LLM trains (vision + projector frozen: no gradient, no optimizer state)."""
+    text-only and only the LLM trains (vision + projector frozen: no gradient, no optimizer state).
+    scan: stacked layers under `lax.scan` (the large-model default) or separate layer modules."""
     import dataclasses
 
     import jax
@@ -68,7 +70,9 @@ def jax_step(preset: str, batch: int, seq: int, steps: int) -> float:
     from andesvl_jax.train.stages import Stage, is_trainable
     from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
 
-    cfg = dataclasses.replace(get_preset(preset), vision=get_preset("tiny").vision)
+    cfg = dataclasses.replace(
+        get_preset(preset, scan_layers=scan), vision=get_preset("tiny").vision
+    )
     text_cfg = cfg.text
     stage = Stage("llm_only", ("llm",), "sft", "benchmark: the LLM trains")
     graphdef, params, frozen = nnx.split(AndesVL(cfg, rngs=nnx.Rngs(0)), is_trainable(stage), ...)
@@ -132,6 +136,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument(
+        "--layouts", default="scan,layers", help="our step with stacked+scan and/or separate layers"
+    )
+    parser.add_argument(
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "train_step.json")
     )
     args = parser.parse_args()
@@ -147,35 +154,40 @@ def main() -> None:
         text = get_preset(SIZES[size]).text
         tokens = args.batch * args.seq
         flops = step_flops(text, tokens, args.seq)
-        ours = jax_step(SIZES[size], args.batch, args.seq, args.steps)
+        ours = {
+            layout: jax_step(SIZES[size], args.batch, args.seq, args.steps, layout == "scan")
+            for layout in args.layouts.split(",")
+        }
         gc.collect()
         theirs = torch_step(text, args.batch, args.seq, args.steps)
         gc.collect()
-        rows.append(
-            {
-                "size": size,
-                "tokens_per_step": tokens,
-                "jax_step_s": ours,
-                "torch_step_s": theirs,
-                "jax_tokens_per_s": tokens / ours,
-                "torch_tokens_per_s": tokens / theirs,
-                "speedup_vs_torch": theirs / ours,
-                "jax_fraction_of_peak": flops / ours / peak,
-                "torch_fraction_of_peak": flops / theirs / peak,
-            }
-        )
+        for layout, seconds in ours.items():
+            rows.append(
+                {
+                    "size": size,
+                    "layout": layout,
+                    "tokens_per_step": tokens,
+                    "jax_step_s": seconds,
+                    "torch_step_s": theirs,
+                    "jax_tokens_per_s": tokens / seconds,
+                    "torch_tokens_per_s": tokens / theirs,
+                    "speedup_vs_torch": theirs / seconds,
+                    "jax_fraction_of_peak": flops / seconds / peak,
+                    "torch_fraction_of_peak": flops / theirs / peak,
+                }
+            )
     print(
         f"machine: {platform.processor() or platform.machine()}, measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"{'size':6s} {'tok/step':>8s} {'jax s':>8s} {'torch s':>8s} {'jax tok/s':>10s} {'torch tok/s':>11s} "
-        f"{'speedup':>8s} {'jax %peak':>9s} {'torch %peak':>11s}"
+        f"{'size':6s} {'layers':7s} {'tok/step':>8s} {'jax s':>8s} {'torch s':>8s} {'jax tok/s':>10s} "
+        f"{'torch tok/s':>11s} {'speedup':>8s} {'jax %peak':>9s} {'torch %peak':>11s}"
     )
     for r in rows:
         print(
-            f"{r['size']:6s} {r['tokens_per_step']:8d} {r['jax_step_s']:8.3f} {r['torch_step_s']:8.3f} "
-            f"{r['jax_tokens_per_s']:10.0f} {r['torch_tokens_per_s']:11.0f} {r['speedup_vs_torch']:8.2f} "
-            f"{r['jax_fraction_of_peak']:9.1%} {r['torch_fraction_of_peak']:11.1%}"
+            f"{r['size']:6s} {r['layout']:7s} {r['tokens_per_step']:8d} {r['jax_step_s']:8.3f} "
+            f"{r['torch_step_s']:8.3f} {r['jax_tokens_per_s']:10.0f} {r['torch_tokens_per_s']:11.0f} "
+            f"{r['speedup_vs_torch']:8.2f} {r['jax_fraction_of_peak']:9.1%} {r['torch_fraction_of_peak']:11.1%}"
         )
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

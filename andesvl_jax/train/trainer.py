@@ -84,14 +84,22 @@ def make_train_step(
                 extra,
             ), None
 
-        micro_batches = _split_micro(batch, accum_steps)
-        first = jax.tree.map(lambda x: x[0], micro_batches)
-        value, stats_shape = jax.eval_shape(loss_fn, state.params, state.frozen, state.extra, first)
-        stats_shape = {**stats_shape, "loss_sum": value}
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        stats0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), stats_shape)
-        carry = (zeros, stats0, state.params, state.frozen, state.extra)
-        (grads, stats, _, _, _), _ = jax.lax.scan(micro, carry, micro_batches)
+        def accumulated(batch):
+            micro_batches = _split_micro(batch, accum_steps)
+            first = jax.tree.map(lambda x: x[0], micro_batches)
+            value, shapes = jax.eval_shape(loss_fn, state.params, state.frozen, state.extra, first)
+            shapes = {**shapes, "loss_sum": value}
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            stats0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+            carry = (zeros, stats0, state.params, state.frozen, state.extra)
+            (grads, stats, _, _, _), _ = jax.lax.scan(micro, carry, micro_batches)
+            return grads, stats
+
+        def whole(batch):  # no loop: XLA fuses across the step and keeps no accumulator
+            (value, stats), grads = grad_fn(state.params, state.frozen, state.extra, batch)
+            return grads, {**stats, "loss_sum": value}
+
+        grads, stats = (accumulated if accum_steps > 1 else whole)(batch)
         normaliser = jnp.maximum(stats["normaliser"], 1.0)
         grads = jax.tree.map(lambda g: g / normaliser, grads)
         loss = stats["loss_sum"] / normaliser
