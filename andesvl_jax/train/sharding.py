@@ -78,9 +78,9 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
 
 
 def device_slice(device) -> int:
-    """The slice a device belongs to: its TPU slice, else its host (process)."""
-    index = getattr(device, "slice_index", None)
-    return device.process_index if index is None else index
+    """The slice a device belongs to: a TPU's slice, else its host (CPU/GPU devices report
+    slice_index 0 whatever the host)."""
+    return device.slice_index if device.platform == "tpu" else device.process_index
 
 
 def hybrid_device_grid(devices: Sequence, sizes: Sequence[int], slices: int) -> np.ndarray:

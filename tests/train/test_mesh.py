@@ -9,13 +9,15 @@ from andesvl_jax.train.sharding import hybrid_device_grid, make_mesh
 
 
 def fake_devices(slices: int, per_slice: int, *, tpu: bool):
-    """Device stand-ins: TPU devices carry slice_index; CPU/GPU hosts only process_index."""
+    """Device stand-ins: a TPU's slice is its slice_index; a GPU host's is its process."""
     out = []
     for s in range(slices):
         for i in range(per_slice):
-            d = types.SimpleNamespace(id=s * per_slice + i, process_index=s)
-            if tpu:
-                d.slice_index, d.process_index = s, 0  # one host may drive several slices' chips
+            d = types.SimpleNamespace(
+                id=s * per_slice + i, process_index=s, slice_index=0, platform="gpu"
+            )
+            if tpu:  # one host may drive several slices' chips
+                d.slice_index, d.process_index, d.platform = s, 0, "tpu"
             out.append(d)
     return out[::-1]  # order must not matter
 
