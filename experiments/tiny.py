@@ -8,10 +8,12 @@ Post-training from the demo's SFT checkpoint (docs/post_training.md):
 
     andesvl-jax train --config experiments/tiny.py:stage=mpo --workdir runs/tiny/mpo \
         --config.init.from_stage_workdir=runs/demo/sft
-    andesvl-jax train --config experiments/tiny.py:stage=grpo --workdir runs/tiny/grpo \
+    andesvl-jax train --config experiments/tiny.py:stage=grpo_warmup --workdir runs/tiny/grpo_warmup \
         --config.init.from_stage_workdir=runs/demo/sft
+    andesvl-jax train --config experiments/tiny.py:stage=grpo --workdir runs/tiny/grpo \
+        --config.init.from_stage_workdir=runs/tiny/grpo_warmup
 
-Stages: align, align_hr, joint, multitask, sft, mpo, grpo (andesvl_jax/train/stages.py). Each trains the tiny
+Stages: align, align_hr, joint, multitask, sft, mpo, grpo_warmup, grpo (andesvl_jax/train/stages.py). Each trains the tiny
 preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit questions) in about a
 minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
 """
@@ -19,9 +21,9 @@ minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
 from andesvl_jax.train.config_checks import base_config
 
 STAGE_STEPS = {"align": 30, "align_hr": 100, "joint": 80, "multitask": 250, "sft": 1300}
-STAGE_STEPS.update(mpo=400, grpo=120)
+STAGE_STEPS.update(mpo=400, grpo_warmup=200, grpo=200)
 STAGE_LR = {"align": 2e-3, "align_hr": 1e-3, "joint": 1e-3, "multitask": 2e-3, "sft": 2e-3}
-STAGE_LR.update(mpo=5e-4, grpo=3e-5)
+STAGE_LR.update(mpo=5e-4, grpo_warmup=2e-3, grpo=5e-4)
 
 
 def get_config(arg: str = "stage=sft"):
@@ -53,10 +55,15 @@ def get_config(arg: str = "stage=sft"):
         c.data.mixture = {"preference": 1.0}
         c.data.batch_size, c.data.max_tokens, c.data.max_patches = 32, 128, 64  # 16 pairs
         c.data.worker_count = 0
-    if stage == "grpo":  # counting rewarded by exact answer; 16 prompts x 8 samples per round
-        c.data.mixture = {"count": 1.0}
-        c.data.max_tokens, c.data.max_patches = 128, 64
+    if stage == "grpo_warmup":  # GRPO's warm-start: 200 SFT steps on math_digits (+ replay)
+        c.data.mixture = {"math_digits": 1.0, "count": 0.25, "colour": 0.1, "ocr_digits": 0.4}
+    if stage == "grpo":  # math-in-image (math_digits) rewarded by exact answer, from grpo_warmup
+        c.seed = 1  # prompts from another stream than the warm-start's labelled samples
+        c.data.mixture = {"math_digits": 1.0}
+        c.data.max_tokens, c.data.max_patches = 96, 64  # prompts <= 80 tokens, 32 patches
         c.grpo.update(prompts_per_rollout=16, group_size=8, updates_per_rollout=1, beta=0.04)
-        c.grpo.update(max_new_tokens=6, temperature=1.0, template="instruct")  # SFT was Instruct
-        c.save_every = 20
+        c.grpo.update(max_new_tokens=4, temperature=1.0, template="instruct")  # SFT was Instruct
+        # stream order: an easy -> hard curriculum would shift the answer distribution mid-run
+        c.grpo.curriculum = ""
+        c.save_every = 50
     return c

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -23,6 +24,7 @@ from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
 from andesvl_jax.infer.thinking import THINK_OPEN, strip_thinking
+from andesvl_jax.models.layers import Linear
 from andesvl_jax.models.stack import unstacked
 from andesvl_jax.train.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
 
@@ -40,13 +42,27 @@ class Completion:
 
 
 def decoding_layout(model):
-    """`model` with its layers as separate modules (same weights, copied once): decoding reads every
-    weight once per token, and on CPU a scan over stacked weights copies each layer's slice per
-    step."""
-    if not model.cfg.scan_layers:
-        return model
-    cfg = model.cfg.replace(scan_layers=False)
-    return unstacked(lambda: type(model)(cfg, rngs=nnx.Rngs(0)), model)
+    """A copy of `model` laid out for decoding (the original is left as it is):
+
+    * layers as separate modules (`models.stack.unstacked`): a `lax.scan` over stacked weights
+      slices (copies) every layer's weights on each CPU step, and separate layers also give the
+      KV cache one in-place buffer per layer (`models/kv_cache.py`);
+    * the LLM's matmul kernels stored [out, in] (`Linear.out_in`), which CPU matmuls of a few rows
+      read ~1.3x (1 row) to ~1.9x (8 rows) faster than [in, out] (docs/benchmarks.md, Decode).
+    """
+    if model.cfg.scan_layers:
+        cfg = model.cfg.replace(scan_layers=False)
+        model = unstacked(lambda: type(model)(cfg, rngs=nnx.Rngs(0)), model)
+    else:
+        model = nnx.clone(model)  # new modules, same arrays: the kernels are replaced below
+    for _, module in nnx.iter_modules(model.llm):
+        if isinstance(module, Linear) and not module.out_in:
+            kernel = module.kernel
+            axes = kernel.get_metadata().get("logical_axes")
+            meta = {} if axes is None else {"logical_axes": tuple(reversed(axes))}
+            module.kernel = nnx.Param(jnp.asarray(kernel[...]).T.copy(), **meta)
+            module.out_in = True
+    return model
 
 
 def mode_sampling(thinking: bool | None) -> SamplingParams:

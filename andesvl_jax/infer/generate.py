@@ -112,34 +112,35 @@ def _generate(
     last, cache = _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk)
     generated = jnp.zeros((b, model.cfg.text.vocab_size), bool) if penalised else None
     first = sample_next(model.llm.logits(last), sampling, jnp.int32(0), generated, greedy)
+    out = jnp.full((b, max_new), pad_id, jnp.int32)
 
-    def cond(carry):
-        step, _, _, done, *_ = carry
-        return (step < max_new) & ~jnp.all(done)
-
-    def body(carry):
-        step, token, cache, done, out, generated, weights = carry
+    def emit(step, token, done, out, generated):
+        """Record `token` (pad for finished rows) as output `step`; -> (token, done, out, generated)."""
         token = jnp.where(done, pad_id, token)
-        out = out.at[:, step].set(token)
+        out = jax.lax.dynamic_update_slice(out, token[:, None], (0, step))
         if stream:
             jax.debug.callback(_StreamSink.emit, step, token, done, ordered=True)
         done = done | jnp.isin(token, stop_ids)
         if generated is not None:
             generated = generated.at[jnp.arange(b), token].set(True)
+        return token, done, out, generated
 
-        def advance(args):
-            token, cache = args
-            logits, cache = nnx.merge(graphdef, weights)(token[:, None], cache=cache)
-            return sample_next(logits[:, -1], sampling, step + 1, generated, greedy), cache
+    token, done, out, generated = emit(jnp.int32(0), first, jnp.zeros((b,), bool), out, generated)
 
-        # The last token needs no forward pass: N tokens cost the prefill + N - 1 decode steps.
-        more = (step + 1 < max_new) & ~jnp.all(done)
-        token, cache = jax.lax.cond(more, advance, lambda args: args, (token, cache))
+    # One decode forward per iteration, no branch inside: N tokens = the prefill + N - 1 forwards.
+    # The cache is loop carry that only the forward updates, so XLA updates it in place.
+    def cond(carry):
+        step, _, _, done, *_ = carry
+        return (step + 1 < max_new) & ~jnp.all(done)
+
+    def body(carry):
+        step, token, cache, done, out, generated, weights = carry
+        logits, cache = nnx.merge(graphdef, weights)(token[:, None], cache=cache)
+        token = sample_next(logits[:, -1], sampling, step + 1, generated, greedy)
+        token, done, out, generated = emit(step + 1, token, done, out, generated)
         return step + 1, token, cache, done, out, generated, weights
 
-    out = jnp.full((b, max_new), pad_id, jnp.int32)
-    done = jnp.zeros((b,), bool)
-    carry = (jnp.int32(0), first, cache, done, out, generated, state)
+    carry = (jnp.int32(0), token, cache, done, out, generated, state)
     _, _, _, done, out, _, _ = jax.lax.while_loop(cond, body, carry)
     return out, done
 

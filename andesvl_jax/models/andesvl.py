@@ -105,4 +105,7 @@ class AndesVL(nnx.Module):
         return (hidden if return_hidden else self.llm.logits(hidden)), cache
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache.init(self.cfg.text, batch, max_len, jnp.dtype(self.cfg.dtype))
+        """Empty cache, layers stacked like the LLM's (a tuple of per-layer buffers when unstacked)."""
+        return KVCache.init(
+            self.cfg.text, batch, max_len, jnp.dtype(self.cfg.dtype), stacked=self.llm.scan
+        )

@@ -3,14 +3,12 @@
 Two paths through one set of layers:
   * packed training / teacher forcing: tokens of several samples in one row, separated by segment ids,
     causal within each sample;
-  * decoding with a static-shape KV cache ([layers, b, S, kv, hd]) and per-sequence lengths: a call
-    writes its T new tokens at slots lengths[b] .. lengths[b]+T-1 (T = 1 for a decode step, more for a
-    prefill chunk) and attends to every filled slot up to its own.
+  * decoding with a static-shape KV cache (`models/kv_cache.py`: per layer [b, kv, max_len, hd]) and
+    per-sequence lengths: a call writes its T new tokens at slots lengths[b] .. lengths[b]+T-1 (T = 1
+    for a decode step, more for a prefill chunk) and attends to every filled slot up to its own.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ from flax import nnx
 
 from andesvl_jax.config import TextConfig
 from andesvl_jax.models.attention import attention
+from andesvl_jax.models.kv_cache import KVCache, cached_attention, per_layer, write
 from andesvl_jax.models.layers import Embed, Linear, RMSNorm
 from andesvl_jax.models.mlp import SwiGLU
 from andesvl_jax.models.rope import apply_rotary, text_angles
@@ -25,26 +24,7 @@ from andesvl_jax.models.stack import make_layers, run_layers
 from andesvl_jax.train.sharding import constrain
 
 ACT = ("batch", "length", "embed")
-
-
-class KVCache(NamedTuple):
-    """k, v: [layers, b, max_len, kv_heads, head_dim]; lengths: [b] filled slots per sequence."""
-
-    k: jax.Array
-    v: jax.Array
-    lengths: jax.Array
-
-    @classmethod
-    def init(cls, cfg: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
-
-
-def _write(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-    """cache [b, S, kv, hd] <- new [b, T, kv, hd] at per-row slot `start` [b]."""
-    return jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (s, 0, 0)))(
-        cache, new, start
-    )
+__all__ = ["KVCache", "Qwen3", "Qwen3Attention", "Qwen3Layer"]
 
 
 class Qwen3Attention(nnx.Module):
@@ -80,20 +60,29 @@ class Qwen3Attention(nnx.Module):
             )
             new_kv = None
         else:
-            ck, cv = _write(cache_kv[0], k, cache_lengths), _write(cache_kv[1], v, cache_lengths)
+            ck, cv = write(cache_kv[0], k, cache_lengths), write(cache_kv[1], v, cache_lengths)
             slots = cache_lengths[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-            kv_slots = jnp.broadcast_to(jnp.arange(ck.shape[1], dtype=jnp.int32), (b, ck.shape[1]))
-            out = attention(
-                q,
-                ck.astype(q.dtype),
-                cv.astype(q.dtype),
-                q_segment_ids=(segment_ids != 0).astype(jnp.int32),
-                kv_segment_ids=jnp.ones_like(kv_slots),
-                q_positions=slots,
-                kv_positions=kv_slots,
-                causal=True,
-                impl=impl,
-            )
+            if impl == "xla":
+                out = cached_attention(q, ck, cv, segment_ids != 0, slots)
+            else:  # a registered kernel takes slot-major [b, S, kv, hd] keys and values
+
+                def slot_major(c):
+                    return c.reshape(b, -1, *c.shape[1:]).swapaxes(1, 2).astype(q.dtype)
+
+                kv_slots = jnp.broadcast_to(
+                    jnp.arange(ck.shape[1], dtype=jnp.int32), (b, ck.shape[1])
+                )
+                out = attention(
+                    q,
+                    slot_major(ck),
+                    slot_major(cv),
+                    q_segment_ids=(segment_ids != 0).astype(jnp.int32),
+                    kv_segment_ids=jnp.ones_like(kv_slots),
+                    q_positions=slots,
+                    kv_positions=kv_slots,
+                    causal=True,
+                    impl=impl,
+                )
             new_kv = (ck, cv)
         return self.o(out.reshape(b, t, -1)), new_kv
 
@@ -165,16 +154,33 @@ class Qwen3(nnx.Module):
         def body(layer, x, kv):
             return layer(x, positions, segment_ids, kv, lengths, impl)
 
-        per_layer = None if cache is None else (cache.k, cache.v)
-        x, new_kv = run_layers(
-            self.layers, body, constrain(embeds, ACT), per_layer, scan=self.scan, remat=self.remat
-        )
-        if cache is not None:
-            cache = KVCache(
-                new_kv[0],
-                new_kv[1],
-                cache.lengths + jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32),
+        x = constrain(embeds, ACT)
+        if cache is None:
+            x, _ = run_layers(self.layers, body, x, None, scan=self.scan, remat=self.remat)
+            return self.final_norm(x), None
+        if self.scan:  # the scan slices each layer's cache and stacks the updated ones
+            stack = lambda a: a if isinstance(a, jax.Array) else jnp.stack(a)  # noqa: E731
+            x, (new_k, new_v) = run_layers(
+                self.layers, body, x, (stack(cache.k), stack(cache.v)), scan=True, remat=self.remat
             )
+            new_k, new_v = (new_k, new_v) if cache.stacked else (per_layer(new_k), per_layer(new_v))
+        else:  # separate layers: each updates its own cache buffer in place
+            new_k, new_v = [], []
+            for layer, k, v in zip(
+                self.layers, per_layer(cache.k), per_layer(cache.v), strict=True
+            ):
+                x, (k, v) = body(layer, x, (k, v))
+                new_k.append(k)
+                new_v.append(v)
+            if cache.stacked:
+                new_k, new_v = jnp.stack(new_k), jnp.stack(new_v)
+        if not cache.stacked:
+            new_k, new_v = tuple(new_k), tuple(new_v)
+        cache = KVCache(
+            new_k,
+            new_v,
+            cache.lengths + jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32),
+        )
         return self.final_norm(x), cache
 
     def logits(self, hidden: jax.Array) -> jax.Array:

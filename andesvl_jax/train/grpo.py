@@ -74,6 +74,9 @@ class GRPOConfig:
     eps_std: float = 1e-4
     std_ddof: int = 1
     aggregation: str = "token"
+    # The rollout sampling temperature: pi_theta, pi_old and pi_ref are all softmax(logits / T),
+    # the distribution the completions were drawn from (as TRL), so the ratio is exactly 1 on-policy.
+    temperature: float = 1.0
 
     def __post_init__(self):
         if self.aggregation not in AGGREGATIONS:
@@ -85,6 +88,10 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.group_size must be >= 2, got {self.group_size}")
         if self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):
             raise ValueError("GRPOConfig.epsilon and epsilon_high must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(
+                f"GRPOConfig.temperature must be > 0 (rollouts are sampled), got {self.temperature}"
+            )
 
     @property
     def clip_high(self) -> float:

@@ -113,14 +113,14 @@ def mpo_objective(cfg: MPOConfig | None = None) -> Objective:
 
 def grpo_objective(cfg: GRPOConfig | None = None) -> Objective:
     """Batches are rollouts (train/rollouts.py): one completion per row, `old_logprobs` [B, L]
-    from the policy that sampled them and `advantages` [B]."""
+    from the policy that sampled them (at cfg.temperature) and `advantages` [B]."""
     cfg = cfg or GRPOConfig()
 
     def loss(model, reference, batch, extra):
-        policy = batch_token_logprobs(model, batch)
+        policy = batch_token_logprobs(model, batch, cfg.temperature)
         ref = None
         if cfg.beta:
-            ref = jax.lax.stop_gradient(batch_token_logprobs(reference, batch))
+            ref = jax.lax.stop_gradient(batch_token_logprobs(reference, batch, cfg.temperature))
         mean, m = grpo_loss(policy, batch.old_logprobs, ref, batch.advantages, batch.loss_mask, cfg)
         n = m["normaliser"]
         stats = {

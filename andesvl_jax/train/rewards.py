@@ -135,6 +135,23 @@ def boxed(completion: str, sample_meta: dict) -> float:
     return float(any(_answers_match(content, g, numeric=True) for g in golds))
 
 
+@register_reward("numeric_closeness")
+def numeric_closeness(completion: str, sample_meta: dict) -> float:
+    """Partial credit for a numeric answer: 1 / (1 + |pred - gold|), the best over the accepted
+    golds; 1.0 iff exact, 0.0 when the final answer is not a number (or no gold is).
+
+    Reward shaping for small models whose exact pass rate is low: a group's completions are then
+    ranked by how close they are, so almost every group carries a learning signal.
+    """
+    golds = [parse_number(g) for g in _gold_answers(sample_meta, "numeric_closeness")]
+    _, answer = strip_thinking(completion)
+    pred = parse_number(answer) if answer else None
+    if pred is None or not math.isfinite(pred):
+        return 0.0
+    scores = [1.0 / (1.0 + abs(pred - g)) for g in golds if g is not None]
+    return max(scores, default=0.0)
+
+
 @register_reward("think_format")
 def think_format(completion: str, sample_meta: dict) -> float:
     """Format reward for the thinking switch.

@@ -3,8 +3,9 @@
 One rollout round: take the next P prompts of the schedule, sample G completions for each with the
 generation engine (the current policy, thinking or no-thinking per prompt), score them with the
 reward registry, normalise rewards within each group (advantages), and record the sampling
-policy's token log-probs (pi_old). The round's batch then serves `updates_per_rollout` optimizer
-steps, all against the same pi_old, before the next round samples again.
+policy's token log-probs (pi_old, of softmax(logits / temperature): the distribution the tokens
+were drawn from). The round's batch then serves `updates_per_rollout` optimizer steps, all against
+the same pi_old, before the next round samples again.
 
 The prompt schedule: phases run in order (AndesVL: multimodal reasoning, then text-only reasoning),
 each taking an equal share of the rounds; within a phase prompts go easy -> hard by their
@@ -153,9 +154,9 @@ class PromptSchedule:
         return out
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _old_logprobs(graphdef, state, batch):
-    return batch_token_logprobs(nnx.merge(graphdef, state), batch)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _old_logprobs(graphdef, state, batch, temperature: float):
+    return batch_token_logprobs(nnx.merge(graphdef, state), batch, temperature)
 
 
 class RolloutIterator:
@@ -219,6 +220,6 @@ class RolloutIterator:
             rows, s.max_tokens, s.max_patches, self.tok.special_tokens, model.cfg.vision.patch_size
         )
         graphdef, state = nnx.split(model)
-        old = np.asarray(_old_logprobs(graphdef, state, batch))
+        old = np.asarray(_old_logprobs(graphdef, state, batch, s.temperature))
         advantages = np.asarray(group_advantages(jnp.asarray(rewards), s.group_size))
         return RolloutBatch(*batch, old_logprobs=old, advantages=advantages, rewards=rewards)

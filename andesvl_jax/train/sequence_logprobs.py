@@ -45,9 +45,10 @@ def sequence_logprob(token_logps: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(token_logps.astype(jnp.float32) * mask.astype(jnp.float32), axis=-1)
 
 
-def batch_token_logprobs(model, batch) -> jax.Array:
-    """log pi(target) [B, L] of an AndesVL model on a (packed) TrainBatch-like batch."""
+def batch_token_logprobs(model, batch, temperature: float = 1.0) -> jax.Array:
+    """log pi(target) [B, L] of an AndesVL model on a (packed) TrainBatch-like batch; with a
+    temperature, of the distribution softmax(logits / temperature) a sampler at it draws from."""
     logits, _ = model(
         batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
     )
-    return token_logprobs(logits, batch.targets)
+    return token_logprobs(logits, batch.targets, temperature)

@@ -56,6 +56,12 @@ STAGES: dict[str, Stage] = {
             objective="mpo",
         ),
         Stage(
+            "grpo_warmup",
+            ALL,
+            "sft",
+            "warm-start before GRPO: a short SFT on the RL task so the policy's pass rate is not ~0",
+        ),
+        Stage(
             "grpo",
             ALL,
             "grpo",

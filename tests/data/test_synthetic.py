@@ -87,6 +87,21 @@ def test_count_answers_in_range_with_difficulty():
         assert int(s.answer) in range(1, 7) and s.meta["difficulty"] in ("easy", "hard")
 
 
+def test_math_digits_answer_is_the_value_of_the_drawn_expression():
+    src = SyntheticSource({"math_digits": 1.0}, seed=2, size=200)
+    seen = set()
+    for i in range(200):
+        s = src[i]
+        expr = s.meta["expression"]
+        a, op, b = int(expr[0]), expr[1], int(expr[2])
+        assert len(expr) == 3 and op in "+-" and s.answer == str(a + b if op == "+" else a - b)
+        assert int(s.answer) >= 0 and len(s.images) == 1
+        easy = op == "+" and a + b < 10
+        assert s.meta["difficulty"] == ("easy" if easy else "hard")
+        seen.add((op, s.meta["difficulty"]))
+    assert seen == {("+", "easy"), ("+", "hard"), ("-", "hard")}
+
+
 def test_mixtures_reference_known_tasks():
     for name, mix in MIXTURES.items():
         assert set(mix) <= set(TASKS), name

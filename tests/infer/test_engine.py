@@ -1,5 +1,8 @@
 """The generation engine: cache decoding equals full recomputation, sampling rules, stop, streaming,
-thinking modes, sharding, and the chat command on an official fixture checkpoint."""
+thinking modes, sharding, the decoding layout (same logits, in-place KV cache), and the chat command
+on an official fixture checkpoint."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +16,8 @@ from andesvl_jax.config import get_preset
 from andesvl_jax.data.patches import pack_images
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.data.tokenizer import TextTokenizer
-from andesvl_jax.infer.engine import Engine
-from andesvl_jax.infer.generate import generate
+from andesvl_jax.infer.engine import Engine, decoding_layout
+from andesvl_jax.infer.generate import _generate, generate
 from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams, allowed_logits, sample_next
 from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.train.sharding import make_mesh
@@ -165,6 +168,55 @@ def test_sharded_engine_matches_single_device(model, tok, samples):
     single = _engine(model, tok).generate(samples, max_new_tokens=5)
     sharded = _engine(model, tok, mesh=mesh).generate(samples, max_new_tokens=5)
     assert [c.token_ids for c in sharded] == [c.token_ids for c in single]
+
+
+def test_decoding_layout_keeps_the_logits_and_leaves_the_model_alone(model):
+    fast = decoding_layout(model)
+    q = fast.llm.layers[0].attn.q
+    assert q.out_in and q.kernel.get_metadata()["logical_axes"] == ("heads", "embed")
+    assert not model.llm.layers.attn.q.out_in  # the original keeps its stacked [in, out] kernels
+    assert model.llm.layers.attn.q.kernel.get_metadata()["logical_axes"] == (
+        "layers",
+        "embed",
+        "heads",
+    )
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (2, 5), (2, 40)]:  # few rows (decode products) and many (prefill)
+        ids = jnp.asarray(rng.integers(1, model.cfg.text.vocab_size, shape), jnp.int32)
+        np.testing.assert_allclose(fast(ids)[0], model(ids)[0], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_decode_loop_updates_the_kv_cache_in_place(model, b):
+    """The compiled prefill + decode never copies a cache buffer (it used to copy every layer's
+    cache on every step): no `copy` of any array with the cache's slot dimension."""
+    graphdef, state = nnx.split(decoding_layout(model))
+    t, new = 16, 8  # slots = 24: no other dimension of the tiny model is 24
+    hlo = (
+        _generate.lower(
+            graphdef,
+            state,
+            np.ones((b, t), np.int32),
+            np.full((b,), t, np.int32),
+            None,
+            None,
+            SamplingBatch.of([GREEDY] * b),
+            np.asarray([-1], np.int32),
+            np.int32(0),
+            max_new=new,
+            chunk=t,
+            greedy=True,
+            penalised=False,
+            stream=False,
+        )
+        .compile()
+        .as_text()
+    )
+    text = model.cfg.text
+    assert f"f32[{b * text.num_kv_heads},{t + new},{text.head_dim}]" in hlo  # per-layer buffers
+    has_slots = re.compile(rf"f32\[([\d,]*,)?{t + new}(,[\d,]*)?\]")
+    copies = [line for line in hlo.splitlines() if " copy(" in line and has_slots.search(line)]
+    assert not copies, copies[:3]
 
 
 def test_chat_command_on_an_official_fixture(fixtures_dir, tmp_path, capsys):

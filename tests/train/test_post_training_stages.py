@@ -116,3 +116,21 @@ def test_grpo_stage_runs_rollouts_and_updates(make_config, tmp_path):
     assert len(logged) == 4 and all(np.isfinite(x["loss"]) for x in logged)
     assert {"kl", "clip_fraction", "mean_reward"} <= set(logged[0])
     assert logged[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first update: policy == reference
+
+
+def test_demo_post_stages_have_configs_and_start_points():
+    """demo-post's GRPO recipe: grpo_warmup (SFT on math_digits) from sft, then grpo from it."""
+    from andesvl_jax.demo_post import STARTS_FROM
+    from andesvl_jax.train.config_checks import validate_config
+    from andesvl_jax.train.launch import load_config
+
+    configs = {s: load_config(f"experiments/tiny.py:stage={s}", []) for s in STARTS_FROM}
+    for stage, config in configs.items():
+        validate_config(config)
+        assert get_stage(stage).name == stage == config.stage
+    assert STARTS_FROM["grpo"] == "grpo_warmup" and STARTS_FROM["grpo_warmup"] == "sft"
+    assert get_stage("grpo_warmup").objective == "next_token"
+    assert "math_digits" in configs["grpo_warmup"].data.mixture
+    assert dict(configs["grpo"].data.mixture) == {"math_digits": 1.0}
+    # GRPO's prompts come from another stream than the warm-up's labelled samples
+    assert configs["grpo"].seed != configs["grpo_warmup"].seed

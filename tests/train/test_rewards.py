@@ -15,7 +15,14 @@ BOX = "<|box_start|>({},{}),({},{})<|box_end|>"
 
 
 def test_registry_holds_every_reward():
-    expected = {"exact_answer", "boxed", "think_format", "box_iou", "point_in_box"}
+    expected = {
+        "exact_answer",
+        "boxed",
+        "think_format",
+        "box_iou",
+        "point_in_box",
+        "numeric_closeness",
+    }
     assert expected <= set(REWARDS)
     with pytest.raises(ValueError, match="already registered"):
         register_reward("boxed")(lambda c, m: 0.0)
@@ -95,6 +102,31 @@ def test_parse_number():
     assert parse_number(r"-\frac{3}{4}") == -0.75
     assert parse_number("1e3") == 1000.0
     assert parse_number("1,2") is None and parse_number("abc") is None
+
+
+@pytest.mark.parametrize(
+    "completion, answer, expected",
+    [
+        ("7", "7", 1.0),
+        ("7.0<|im_end|>", 7, 1.0),
+        ("8", "7", 0.5),  # 1 / (1 + |8 - 7|)
+        ("4", "7", 0.25),
+        ("<think>it is 7</think>10", "7", 0.25),  # only the final answer counts
+        ("<think>7", "7", 0.0),  # truncated, no answer
+        ("seven", "7", 0.0),  # not a number
+        ("", "7", 0.0),
+        ("3", ["5", "2"], 0.5),  # the closest accepted answer
+        ("3", "red", 0.0),  # a non-numeric gold gives no credit
+        ("1e400", "7", 0.0),  # overflow is not a number
+    ],
+)
+def test_numeric_closeness(completion, answer, expected):
+    assert REWARDS["numeric_closeness"](completion, {"answer": answer}) == pytest.approx(expected)
+
+
+def test_numeric_closeness_missing_meta_is_a_clear_error():
+    with pytest.raises(KeyError, match="answer"):
+        REWARDS["numeric_closeness"]("four", {})
 
 
 @pytest.mark.parametrize(

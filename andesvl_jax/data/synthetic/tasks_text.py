@@ -128,6 +128,48 @@ def math_task(rng, ctx):
     return s
 
 
+@register_task("math_digits")
+def math_digits_task(rng, ctx):
+    """Math in the image at the tiny model's reach: a digit expression ("3+4", "8-5") drawn large
+    in a fixed layout (each glyph always at the same place and size), the question asks its value.
+
+    The layout is what makes it readable: the tiny model reads the free-size ocr_digits text
+    unreliably (~30 %) but classifies fixed-position glyphs easily (even a few pixels of jitter
+    cost it most of that), so what is left to learn is the arithmetic. `math` (a rendered English
+    sentence) stays the task for the larger models. Canvas max_side x max_side/2 (112 x 56 in the
+    demo). Only 155 expressions exist (a, b in 0-9, a >= b for "-") and each has one rendering:
+    splits differ in their draws, not in the expressions. easy: a sum below 10; hard: a two-digit
+    sum or a difference.
+    """
+    op = "-" if rng.integers(3) == 0 else "+"
+    a, b = (int(v) for v in rng.integers(0, 10, size=2))
+    if op == "-" and b > a:
+        a, b = b, a
+    result = a + b if op == "+" else a - b
+    w = ctx.max_side
+    h = w // 2
+    size = int(h * 0.8)
+    f = font(size)
+    img, d = new_canvas(w, h, (255, 255, 255))
+    for centre, glyph in zip((w / 6, w / 2, 5 * w / 6), (str(a), op, str(b)), strict=True):
+        d.text(
+            (centre, h / 2),
+            glyph,
+            fill=(0, 0, 0),
+            font=f,
+            anchor="mm",
+            stroke_width=max(1, size // 20),
+            stroke_fill=(0, 0, 0),
+        )
+    return qa(
+        img,
+        "What is the value of the expression?",
+        str(result),
+        difficulty="easy" if op == "+" and result < 10 else "hard",
+        expression=f"{a}{op}{b}",
+    )
+
+
 def text_only(question: str, answer: str) -> Sample:
     return Sample(
         [Message("user", question), Message("assistant", answer)], [], meta={"answer": answer}

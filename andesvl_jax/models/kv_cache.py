@@ -1,0 +1,109 @@
+"""The decoding KV cache: its layout, the per-row write, and attention over it.
+
+Layout: heads-major, [b, kv_heads, max_len, head_dim] per layer, so one (row, KV head) is a
+contiguous [max_len, head_dim] matrix that the attention matmuls read in place (a slot-major layout
+makes XLA transpose the whole cache before every product). A model whose layers are stacked for
+`scan` keeps the layers stacked too ([layers, b, kv, S, hd]); a model with separate layers (the
+decoding layout, `infer.engine.decoding_layout`) keeps a tuple of per-layer arrays, so a decode step
+updates each layer's buffer in place (a `dynamic_update_slice` on a loop-carried buffer) instead of
+slicing a stacked cache and stacking it back, which copies all of it every step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from andesvl_jax.config import TextConfig
+
+Layers = jax.Array | tuple[jax.Array, ...]
+
+
+class KVCache(NamedTuple):
+    """k, v: [layers, b, kv_heads, max_len, head_dim], or a tuple of `layers` arrays
+    [b, kv_heads, max_len, head_dim]; lengths: [b] filled slots per sequence."""
+
+    k: Layers
+    v: Layers
+    lengths: jax.Array
+
+    @classmethod
+    def init(
+        cls,
+        cfg: TextConfig,
+        batch: int,
+        max_len: int,
+        dtype=jnp.float32,
+        *,
+        stacked: bool = True,
+    ) -> KVCache:
+        shape = (batch * cfg.num_kv_heads, max_len, cfg.head_dim)
+
+        def zeros():
+            if stacked:
+                return jnp.zeros((cfg.num_layers, *shape), dtype)
+            return tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+
+        return cls(zeros(), zeros(), jnp.zeros((batch,), jnp.int32))
+
+    @property
+    def stacked(self) -> bool:
+        return not isinstance(self.k, tuple)
+
+
+def per_layer(x: Layers) -> list[jax.Array]:
+    """The layers of a stacked or tuple cache as a list of [b, kv, S, hd] arrays."""
+    return list(x) if isinstance(x, tuple) else [x[i] for i in range(x.shape[0])]
+
+
+def write(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """cache [b * kv, S, hd] <- new [b, T, kv, hd] at per-row slot `start` [b] (clamped so the T
+    slots fit, as `dynamic_update_slice`).
+
+    One `dynamic_update_slice` per row on the whole buffer, not a vmap: that becomes a scatter
+    with a bounds-check select, which XLA re-materialises (copying the cache) for each consumer.
+    """
+    b, t, kv, hd = new.shape
+    new = new.astype(cache.dtype).swapaxes(1, 2).reshape(b * kv, t, hd)
+    for row in range(b):
+        block = new[row * kv : (row + 1) * kv]
+        cache = jax.lax.dynamic_update_slice(cache, block, (row * kv, start[row], 0))
+    return cache
+
+
+def cached_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, q_valid: jax.Array, q_slots: jax.Array
+) -> jax.Array:
+    """Softmax attention of new queries over the cache (after this call's write).
+
+    q [b, t, h, d]; k, v [b * kv, S, d]; q_valid [b, t] (False = padding: output 0); q_slots [b, t]:
+    each query's own slot, it sees every slot up to it. Same rule and float32 softmax as
+    `attention.xla_attention` with causal positions; GQA without repeating K/V: the g = h / kv query
+    heads of a KV head (times t) are the rows of one matmul against that head's [S, d] block.
+    """
+    b, t, h, d = q.shape
+    kv, slots = k.shape[0] // b, k.shape[1]
+    if h % kv:
+        raise ValueError(f"query heads {h} not a multiple of kv heads {kv}")
+    g = h // kv
+    rows = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b * kv, g * t, d)
+    logits = jnp.einsum(
+        "nmd,nsd->nms", rows, k.astype(q.dtype), preferred_element_type=jnp.float32
+    ) * (d**-0.5)
+    allowed = q_valid[:, :, None] & (
+        jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_slots[:, :, None]
+    )  # [b, t, S]
+    mask = jnp.broadcast_to(allowed[:, None, None], (b, kv, g, t, slots))
+    logits = jnp.where(mask, logits.reshape(b, kv, g, t, slots), -1e30)
+    weights = jax.nn.softmax(logits, axis=-1).reshape(b * kv, g * t, slots)
+    out = jnp.einsum(
+        "nms,nsd->nmd",
+        weights.astype(q.dtype),
+        v.astype(q.dtype),
+        preferred_element_type=jnp.float32,
+    )
+    out = out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    out = out * jnp.any(allowed, axis=-1)[:, :, None, None]
+    return out.astype(q.dtype)
