@@ -13,9 +13,9 @@ Post-training from the demo's SFT checkpoint (docs/post_training.md):
     andesvl-jax train --config experiments/tiny.py:stage=grpo --workdir runs/tiny/grpo \
         --config.init.from_stage_workdir=runs/tiny/grpo_warmup
 
-Stages: align, align_hr, joint, multitask, sft, mpo, grpo_warmup, grpo (andesvl_jax/train/stages.py). Each trains the tiny
-preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit questions) in about a
-minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
+Stages: align, align_hr, joint, multitask, sft, mpo, grpo_warmup, grpo (andesvl_jax/train/stages.py).
+Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
+questions) in about a minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
 """
 
 from andesvl_jax.train.config_checks import base_config
