@@ -16,15 +16,16 @@ machine other load only ever adds time):
   * prefill = T(1) for both; prefill tokens/s = batch * L / prefill.
 The batch-1 decode rate is compared with the memory-bandwidth ceiling: read bandwidth / (all
 parameters x 4 bytes): every weight, the whole tied embedding table included (it is the LM head), is
-read once per decode step. Read bandwidth (`Bandwidth`, probed before the first and between all
-timed rows, best kept): a jitted matrix-vector product over a 1 GiB float32 array repeated for a
-window that reads about as many bytes as the measured decode steps (`%ceil`); `1-shot` = the best
-single probe of that product, a jitted `jnp.sum` or a numpy sum (on a loaded machine a 0.1 s probe
-can hit a quiet moment that seconds of decoding cannot); the sums alone were this benchmark's
-first ceiling, and a decode step's matrix-vector products beat them. Batch-8 cost is reported as
-step time (b=8) / step time (b=1). Our engine runs the model in `infer.engine.decoding_layout`, as
-the `Engine` does. The `tokens` column compares our greedy tokens with transformers'. Prints a
-table and writes benchmarks/results/decode.json.
+read once per decode step. Read bandwidth (`Bandwidth`): a jitted matrix-vector product over a
+1 GiB float32 array repeated for a window that reads about as many bytes as the measured decode
+steps, run before every repeat of a size's timing loop (best kept; `%ceil`); `1-shot` = the best
+single probe of the run, of that product, a jitted `jnp.sum` or a numpy sum (on a loaded machine a
+0.1 s probe can hit a quiet moment that seconds of decoding cannot); the sums alone were this
+benchmark's first ceiling, and a decode step's matrix-vector products beat them. Every repeat
+times both engines at every batch size (interleaved: the load of a shared machine drifts over a
+run). Batch-8 cost is reported as step time (b=8) / step time (b=1). Our engine runs the model in
+`infer.engine.decoding_layout`, as the `Engine` does. The `tokens` column compares our greedy
+tokens with transformers'. Prints a table and writes benchmarks/results/decode.json.
 """
 
 from __future__ import annotations
@@ -58,60 +59,66 @@ def peak_rss_gib() -> float:
 
 
 class Bandwidth:
-    """Read-bandwidth probes over one `gib` GiB float32 array, re-run between the timed rows so the
-    ceiling sees the same machine load as the decode it is compared with; every probe keeps its best.
+    """Read-bandwidth probes over one `gib` GiB float32 array, every probe keeping its best.
 
     * jax_sum, numpy_sum: one full reduction (the probes of the first version of this benchmark);
     * jax_matvec: one [n / 1024, 1024] @ ones(1024), a pure streaming read that XLA runs faster
       than its reduction on this CPU (a decode step's matrix-vector products beat the sum probes);
-    * jax_matvec_sustained: `window` matvecs back to back, timed as one window that reads about as
-      many bytes as the N - 1 decode steps of a 0.6B row (~26 GB): on a shared machine a 0.1 s
-      probe can land in a quiet moment that a multi-second decode measurement cannot, so this is
-      the like-for-like ceiling; `single` = the best single probe (stricter on a loaded machine).
+    * sustained (`window`): `reads` matvecs back to back timed as one window reading about as many
+      bytes as the N - 1 decode steps of a 0.6B row (~26 GB). `bench_size` runs one before every
+      repeat of its timing loop, so each size's ceiling is measured under the load its decode saw;
+      a 0.1 s single probe can land in a quiet moment that seconds of decoding cannot.
     """
 
-    def __init__(self, gib: float = 1.0, window: int = 24):
-        self.n, self.window = int(gib * 2**30) // 4, window
-        self.best: dict[str, float] = {}
-
-    def _keep(self, name: str, seconds: float, reads: int = 1) -> None:
-        self.best[name] = max(self.best.get(name, 0.0), reads * 4 * self.n / seconds / 1e9)
-
-    def probe(self, repeats: int = 3) -> dict:
+    def __init__(self, gib: float = 1.0, reads: int = 24):
         import jax
         import jax.numpy as jnp
 
-        x = jnp.ones((self.n // 1024, 1024), jnp.float32)
-        ones = jnp.ones((1024,), jnp.float32)
-        total, matvec = jax.jit(jnp.sum), jax.jit(jnp.matmul)
-        total(x).block_until_ready(), matvec(x, ones).block_until_ready()
+        self.n, self.reads = int(gib * 2**30) // 4, reads
+        self.x = jnp.ones((self.n // 1024, 1024), jnp.float32)
+        self.ones = jnp.ones((1024,), jnp.float32)
+        self.matvec, self.total = jax.jit(jnp.matmul), jax.jit(jnp.sum)
+        self.matvec(self.x, self.ones).block_until_ready(), self.total(self.x).block_until_ready()
+        self.best: dict[str, float] = {}
+
+    def _keep(self, name: str, seconds: float, reads: int = 1) -> float:
+        gbs = reads * 4 * self.n / seconds / 1e9
+        self.best[name] = max(self.best.get(name, 0.0), gbs)
+        return gbs
+
+    def single(self, repeats: int = 3) -> dict:
+        """Best single probes of each kind (the numpy array is allocated for the call only)."""
         for _ in range(repeats):
-            self._keep("jax_sum_gbs", _timed(lambda: total(x).block_until_ready())[0])
-            self._keep("jax_matvec_gbs", _timed(lambda: matvec(x, ones).block_until_ready())[0])
-
-        def window():
-            for _ in range(self.window):
-                matvec(x, ones).block_until_ready()
-
-        self._keep("jax_matvec_sustained_gbs", _timed(window)[0], self.window)
-        x = None  # one 1 GiB array at a time
+            self._keep("jax_sum_gbs", _timed(lambda: self.total(self.x).block_until_ready())[0])
+            self._keep(
+                "jax_matvec_gbs",
+                _timed(lambda: self.matvec(self.x, self.ones).block_until_ready())[0],
+            )
         y = np.ones((self.n,), np.float32)
         y.sum()
         for _ in range(repeats):
             self._keep("numpy_sum_gbs", _timed(y.sum)[0])
-        y = None
+        del y
         gc.collect()
         return self.summary()
 
+    def window(self) -> float:
+        """Sustained read bandwidth (GB/s) of one window of `reads` matvecs."""
+
+        def run():
+            for _ in range(self.reads):
+                self.matvec(self.x, self.ones).block_until_ready()
+
+        return self._keep("jax_matvec_sustained_gbs", _timed(run)[0], self.reads)
+
     def summary(self) -> dict:
         b = self.best
-        sums = max(b["jax_sum_gbs"], b["numpy_sum_gbs"])
-        single = max(sums, b["jax_matvec_gbs"])
+        sums = max(b.get("jax_sum_gbs", 0.0), b.get("numpy_sum_gbs", 0.0))
         return {
             **b,
             "sum_gbs": sums,
-            "single_gbs": single,
-            "read_gbs": b["jax_matvec_sustained_gbs"],
+            "single_gbs": max(sums, b.get("jax_matvec_gbs", 0.0)),
+            "read_gbs": b.get("jax_matvec_sustained_gbs", 0.0),
         }
 
 
@@ -160,8 +167,8 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
     return hf, model, int(n_params)
 
 
-def time_ours(model, ids: np.ndarray, new_tokens: int, repeats: int):
-    """(best T(1), best T(N), tokens [b, N]) of our `generate`."""
+def ours_runner(model, ids: np.ndarray):
+    """n -> greedy tokens [b, n] of our `generate` (returns when the call has finished)."""
     from andesvl_jax.infer.generate import generate
     from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams
 
@@ -174,17 +181,11 @@ def time_ours(model, ids: np.ndarray, new_tokens: int, repeats: int):
             model, ids, lengths, None, greedy, max_new_tokens=n, stop_tokens=(), pad_id=0
         ).tokens  # np.asarray inside: the call has finished
 
-    call(1), call(new_tokens)  # compile both shapes
-    t1, tn, tokens = [], [], None
-    for _ in range(repeats):
-        t1.append(_timed(lambda: call(1))[0])
-        dt, tokens = _timed(lambda: call(new_tokens))
-        tn.append(dt)
-    return min(t1), min(tn), tokens
+    return call
 
 
-def time_hf(hf, ids: np.ndarray, new_tokens: int, repeats: int):
-    """(best T(1), best T(N), tokens [b, N]) of transformers `generate` (greedy, KV cache)."""
+def hf_runner(hf, ids: np.ndarray):
+    """n -> greedy tokens [b, n] of transformers `generate` (KV cache, exactly n tokens)."""
     import torch
 
     x = torch.from_numpy(ids.astype(np.int64))
@@ -205,13 +206,7 @@ def time_hf(hf, ids: np.ndarray, new_tokens: int, repeats: int):
             )
         return out[:, ids.shape[1] :].numpy()
 
-    call(1), call(new_tokens)  # warm-up
-    t1, tn, tokens = [], [], None
-    for _ in range(repeats):
-        t1.append(_timed(lambda: call(1))[0])
-        dt, tokens = _timed(lambda: call(new_tokens))
-        tn.append(dt)
-    return min(t1), min(tn), tokens
+    return call
 
 
 def token_check(ours: np.ndarray, theirs: np.ndarray) -> str:
@@ -225,22 +220,37 @@ def token_check(ours: np.ndarray, theirs: np.ndarray) -> str:
 
 
 def bench_size(size: str, batches, prompt_len: int, new_tokens: int, repeats: int, bw: Bandwidth):
+    """Rows for one size. Every repeat times T(1) and T(N) of both engines at every batch size, after
+    a sustained bandwidth window, so all the ratios compare measurements taken minutes apart at
+    most (the load on a shared machine drifts over a run); each T is the best over the repeats."""
     from andesvl_jax.config import get_preset
 
     text = get_preset(SIZES[size][0]).text
     hf, model, n_params = build_pair(text, prompt_len + new_tokens)
     rng = np.random.default_rng(1)
-    rows = []
+    runs = {}
     for b in batches:
         ids = rng.integers(0, text.vocab_size, (b, prompt_len)).astype(np.int32)
-        bw.probe()
-        o1, on, o_tok = time_ours(model, ids, new_tokens, repeats)
-        gc.collect()
-        bw.probe()
-        h1, hn, h_tok = time_hf(hf, ids, new_tokens, repeats)
-        gc.collect()
+        runs[b] = {"ours": ours_runner(model, ids), "hf": hf_runner(hf, ids)}
+        for call in runs[b].values():
+            call(1), call(new_tokens)  # compile / warm up both shapes
+    times = {(b, who, n): [] for b in batches for who in ("ours", "hf") for n in (1, new_tokens)}
+    tokens, windows = {}, []
+    for _ in range(repeats):
+        windows.append(bw.window())
+        for b in batches:
+            for who, call in runs[b].items():
+                for n in (1, new_tokens):
+                    dt, out = _timed(lambda call=call, n=n: call(n))
+                    times[b, who, n].append(dt)
+                    tokens[b, who] = out
+                gc.collect()
+    windows.append(bw.window())
+    rows = []
+    for b in batches:
+        o1, on = min(times[b, "ours", 1]), min(times[b, "ours", new_tokens])
+        h1, hn = min(times[b, "hf", 1]), min(times[b, "hf", new_tokens])
         o_step, h_step = (on - o1) / (new_tokens - 1), (hn - h1) / (new_tokens - 1)
-        o_pre, h_pre = o1, h1
         rows.append(
             {
                 "size": size,
@@ -257,33 +267,35 @@ def bench_size(size: str, batches, prompt_len: int, new_tokens: int, repeats: in
                 "ours_decode_tok_s": b / o_step,
                 "hf_decode_tok_s": b / h_step,
                 "decode_speedup_vs_hf": h_step / o_step,
-                "ours_prefill_s": o_pre,
-                "hf_prefill_s": h_pre,
-                "ours_prefill_tok_s": b * prompt_len / o_pre,
-                "hf_prefill_tok_s": b * prompt_len / h_pre,
-                "prefill_speedup_vs_hf": h_pre / o_pre,
+                "ours_prefill_s": o1,
+                "hf_prefill_s": h1,
+                "ours_prefill_tok_s": b * prompt_len / o1,
+                "hf_prefill_tok_s": b * prompt_len / h1,
+                "prefill_speedup_vs_hf": h1 / o1,
                 "end_to_end_speedup_vs_hf": hn / on,
-                "tokens": token_check(o_tok, h_tok),
+                "tokens": token_check(tokens[b, "ours"], tokens[b, "hf"]),
+                "size_windows_gbs": windows,
+                "size_read_gbs": max(windows),
                 "peak_rss_gib": peak_rss_gib(),
             }
         )
-        print(f"  {size} b={b}: done ({rows[-1]['tokens']}, peak RSS {peak_rss_gib():.2f} GiB)")
+        print(f"  {size} b={b}: {rows[-1]['tokens']}, peak RSS {peak_rss_gib():.2f} GiB")
     by_batch = {r["batch"]: r for r in rows}
     if 1 in by_batch:
         for r in rows:
             r["ours_step_vs_b1"] = r["ours_step_s"] / by_batch[1]["ours_step_s"]
             r["hf_step_vs_b1"] = r["hf_step_s"] / by_batch[1]["hf_step_s"]
-    bw.probe()
-    del hf, model
+    del hf, model, runs
     gc.collect()
     return rows
 
 
 def add_ceilings(rows, bw: dict) -> None:
-    """Batch-1 ceiling = read bandwidth / (all parameters x 4 B): the sustained probe; `_single` = the
-    best single probe, `_sum` = the reduction probes only (the first version of this benchmark)."""
+    """Batch-1 ceiling = read bandwidth / (all parameters x 4 B). Plain: the best sustained window
+    of the row's own size (measured between its repeats); `_single`: the best single probe of the
+    run; `_sum`: the reduction probes only (this benchmark's first ceiling)."""
     for r in rows:
-        keys = (("", bw["read_gbs"]), ("_single", bw["single_gbs"]), ("_sum", bw["sum_gbs"]))
+        keys = (("", r["size_read_gbs"]), ("_single", bw["single_gbs"]), ("_sum", bw["sum_gbs"]))
         for key, gbs in keys:
             ceiling = gbs * 1e9 / (4 * r["params"])
             r[f"ceiling{key}_tok_s_b1"] = ceiling
@@ -335,7 +347,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     bw = Bandwidth()
-    first = bw.probe(repeats=5)
+    bw.window()
+    first = bw.single(repeats=5)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
@@ -358,21 +371,22 @@ def main() -> None:
             args.repeats,
             bw,
         )
-    band = bw.summary()
+    band = bw.single()
     add_ceilings(rows, band)
     load_after = os.getloadavg()
     print(
         f"best read bandwidth over the run: jax sum {band['jax_sum_gbs']:.1f}, jax matvec "
         f"{band['jax_matvec_gbs']:.1f}, numpy sum {band['numpy_sum_gbs']:.1f}, sustained jax matvec "
-        f"{band['jax_matvec_sustained_gbs']:.1f} GB/s; ceiling (batch 1) = {band['read_gbs']:.1f} GB/s "
-        f"(sustained; best single probe {band['single_gbs']:.1f}) / (params x 4 B); load average "
-        f"{load_before[0]:.2f} -> {load_after[0]:.2f}; peak RSS {peak_rss_gib():.2f} GiB"
+        f"{band['jax_matvec_sustained_gbs']:.1f} GB/s; load average {load_before[0]:.2f} -> "
+        f"{load_after[0]:.2f}; peak RSS {peak_rss_gib():.2f} GiB"
     )
     for size in dict.fromkeys(r["size"] for r in rows):
         r = next(r for r in rows if r["size"] == size)
         print(
-            f"  {size}: {r['params'] / 1e6:.2f} M params, {4 * r['params'] / 1e9:.3f} GB/step, "
-            f"ceiling {r['ceiling_tok_s_b1']:.2f} tok/s (best single probe: "
+            f"  {size}: {r['params'] / 1e6:.2f} M params, {4 * r['params'] / 1e9:.3f} GB/step; "
+            f"sustained read bandwidth during its runs {r['size_read_gbs']:.1f} GB/s "
+            f"(windows {', '.join(f'{w:.1f}' for w in r['size_windows_gbs'])}): ceiling "
+            f"{r['ceiling_tok_s_b1']:.2f} tok/s (best single probe of the run: "
             f"{r['ceiling_single_tok_s_b1']:.2f}, sum probes: {r['ceiling_sum_tok_s_b1']:.2f})"
         )
     print_table(rows)
