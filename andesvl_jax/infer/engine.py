@@ -47,8 +47,9 @@ def decoding_layout(model):
     * layers as separate modules (`models.stack.unstacked`): a `lax.scan` over stacked weights
       slices (copies) every layer's weights on each CPU step, and separate layers also give the
       KV cache one in-place buffer per layer (`models/kv_cache.py`);
-    * the LLM's matmul kernels stored [out, in] (`Linear.out_in`), which CPU matmuls of a few rows
-      read ~1.3x (1 row) to ~1.9x (8 rows) faster than [in, out] (docs/benchmarks.md, Decode).
+    * the LLM's matmul kernels stored [out, in] (`Linear.out_in`, `layers.rows_matmul`), which CPU
+      products of a few rows read ~1.3x (1 row) to ~2.5-3x (8 rows) faster than [in, out]
+      (docs/benchmarks.md, Decode).
     """
     if model.cfg.scan_layers:
         cfg = model.cfg.replace(scan_layers=False)

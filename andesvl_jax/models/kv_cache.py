@@ -1,12 +1,14 @@
 """The decoding KV cache: its layout, the per-row write, and attention over it.
 
-Layout: heads-major, [b, kv_heads, max_len, head_dim] per layer, so one (row, KV head) is a
-contiguous [max_len, head_dim] matrix that the attention matmuls read in place (a slot-major layout
-makes XLA transpose the whole cache before every product). A model whose layers are stacked for
-`scan` keeps the layers stacked too ([layers, b, kv, S, hd]); a model with separate layers (the
-decoding layout, `infer.engine.decoding_layout`) keeps a tuple of per-layer arrays, so a decode step
-updates each layer's buffer in place (a `dynamic_update_slice` on a loop-carried buffer) instead of
-slicing a stacked cache and stacking it back, which copies all of it every step.
+Layout: heads-major with rows and KV heads flattened, [b * kv_heads, max_len, head_dim] per layer
+(row r, head h at index r * kv_heads + h), so one (row, KV head) is a contiguous [max_len, head_dim]
+matrix that the attention products read in place: a slot-major layout makes XLA transpose the
+whole cache before every product, and a 4-D one makes it reshape the buffer, which it then
+re-materialises per consumer. A model whose layers are stacked for `scan` keeps the layers stacked
+too ([layers, b * kv, S, hd]); a model with separate layers (the decoding layout,
+`infer.engine.decoding_layout`) keeps a tuple of per-layer buffers, so a decode step updates each
+layer's buffer in place (a `dynamic_update_slice` on a loop-carried buffer) instead of slicing a
+stacked cache and stacking it back, which copies all of it every step.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ Layers = jax.Array | tuple[jax.Array, ...]
 
 
 class KVCache(NamedTuple):
-    """k, v: [layers, b, kv_heads, max_len, head_dim], or a tuple of `layers` arrays
-    [b, kv_heads, max_len, head_dim]; lengths: [b] filled slots per sequence."""
+    """k, v: [layers, b * kv_heads, max_len, head_dim], or a tuple of `layers` arrays
+    [b * kv_heads, max_len, head_dim]; lengths: [b] filled slots per sequence."""
 
     k: Layers
     v: Layers
@@ -54,7 +56,7 @@ class KVCache(NamedTuple):
 
 
 def per_layer(x: Layers) -> list[jax.Array]:
-    """The layers of a stacked or tuple cache as a list of [b, kv, S, hd] arrays."""
+    """The layers of a stacked or tuple cache as a list of [b * kv, S, hd] arrays."""
     return list(x) if isinstance(x, tuple) else [x[i] for i in range(x.shape[0])]
 
 

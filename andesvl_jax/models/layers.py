@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 Axes = tuple[str | None, ...]
-FEW_ROWS = 64  # Embed.attend: up to this many rows (decode steps) the table goes first
+FEW_ROWS = 64  # rows_matmul: up to this many rows the product is laid out [out, rows]
 
 
 def rows_matmul(w: jax.Array, x: jax.Array) -> jax.Array:

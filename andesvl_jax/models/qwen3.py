@@ -3,7 +3,7 @@
 Two paths through one set of layers:
   * packed training / teacher forcing: tokens of several samples in one row, separated by segment ids,
     causal within each sample;
-  * decoding with a static-shape KV cache (`models/kv_cache.py`: per layer [b, kv, max_len, hd]) and
+  * decoding with a static-shape KV cache (`models/kv_cache.py`: per layer [b * kv, max_len, hd]) and
     per-sequence lengths: a call writes its T new tokens at slots lengths[b] .. lengths[b]+T-1 (T = 1
     for a decode step, more for a prefill chunk) and attends to every filled slot up to its own.
 """
