@@ -42,7 +42,8 @@ import tempfile
 import time
 
 import numpy as np
-from hf_qwen3 import qwen3_config, randomise
+
+from andesvl_jax.convert.torch_reference import hf_qwen3_config, randomise
 
 # size -> (preset, default prompt length, default new tokens)
 SIZES = {"tiny": ("tiny", 64, 64), "0.6b": ("0.6b", 64, 16)}
@@ -136,7 +137,7 @@ def build_pair(text_cfg, max_positions: int, seed: int = 0):
     from andesvl_jax.models.projector import Projector
     from andesvl_jax.models.vit import VisionEncoder
 
-    cfg = qwen3_config(text_cfg, max_positions)
+    cfg = hf_qwen3_config(text_cfg, max_positions)
     torch.manual_seed(seed)
     hf = randomise(transformers.Qwen3ForCausalLM(cfg), seed).eval()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="decode_bench_"))

@@ -20,7 +20,8 @@ import platform
 import time
 
 import numpy as np
-from hf_qwen3 import qwen3_config
+
+from andesvl_jax.convert.torch_reference import hf_qwen3_config
 
 SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
 
@@ -67,6 +68,7 @@ def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float
     from andesvl_jax.config import get_preset
     from andesvl_jax.data.batch import TrainBatch
     from andesvl_jax.models.andesvl import AndesVL
+    from andesvl_jax.train.optim import AdamW
     from andesvl_jax.train.stages import Stage, is_trainable
     from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
 
@@ -77,7 +79,9 @@ def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float
     stage = Stage("llm_only", ("llm",), "sft", "benchmark: the LLM trains")
     graphdef, params, frozen = nnx.split(AndesVL(cfg, rngs=nnx.Rngs(0)), is_trainable(stage), ...)
     schedule = optax.constant_schedule(1e-4)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.05))
+    opt = AdamW(
+        schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, clip_norm=1.0, multipliers={}
+    )
     zero = jax.numpy.zeros((), jax.numpy.int32)
     state = TrainState(
         zero, params, frozen, opt.init(params), jax.random.PRNGKey(0), zero, zero, {}
@@ -113,7 +117,7 @@ def torch_step(text_cfg, batch: int, seq: int, steps: int) -> float:
     import transformers
 
     t = text_cfg
-    cfg = qwen3_config(text_cfg, seq)
+    cfg = hf_qwen3_config(text_cfg, seq)
     model = transformers.Qwen3ForCausalLM(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, t.vocab_size, (batch, seq)))

@@ -252,12 +252,9 @@ def read_config(directory: str | pathlib.Path) -> tuple[str, AndesVLConfig]:
         raise ConfigError(f"{path}: required field {e.args[0]!r} is missing") from e
 
 
-def official_config(cfg: AndesVLConfig) -> dict:
-    """The official AndesVL config.json for `cfg` (what export writes)."""
-    v, t = cfg.vision, cfg.text
-    text = {
-        "architectures": ["Qwen3ForCausalLM"],
-        "model_type": "qwen3",
+def qwen3_fields(t: TextConfig) -> dict:
+    """The transformers `Qwen3Config` fields that describe `t` (no token ids)."""
+    return {
         "vocab_size": t.vocab_size,
         "hidden_size": t.hidden_size,
         "intermediate_size": t.intermediate_size,
@@ -272,6 +269,16 @@ def official_config(cfg: AndesVLConfig) -> dict:
         "attention_bias": False,
         "rope_scaling": None,
         "use_sliding_window": False,
+    }
+
+
+def official_config(cfg: AndesVLConfig) -> dict:
+    """The official AndesVL config.json for `cfg` (what export writes)."""
+    v = cfg.vision
+    text = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        **qwen3_fields(cfg.text),
         "bos_token_id": cfg.tokens.pad,
         "eos_token_id": cfg.tokens.im_end,
     }

@@ -55,11 +55,6 @@ class KVCache(NamedTuple):
         return not isinstance(self.k, tuple)
 
 
-def per_layer(x: Layers) -> list[jax.Array]:
-    """The layers of a stacked or tuple cache as a list of [b * kv, S, hd] arrays."""
-    return list(x) if isinstance(x, tuple) else [x[i] for i in range(x.shape[0])]
-
-
 def write(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     """cache [b * kv, S, hd] <- new [b, T, kv, hd] at per-row slot `start` [b] (clamped so the T
     slots fit, as `dynamic_update_slice`).

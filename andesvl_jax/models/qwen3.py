@@ -16,7 +16,7 @@ from flax import nnx
 
 from andesvl_jax.config import TextConfig
 from andesvl_jax.models.attention import attention
-from andesvl_jax.models.kv_cache import KVCache, cached_attention, per_layer, write
+from andesvl_jax.models.kv_cache import KVCache, cached_attention, write
 from andesvl_jax.models.layers import Embed, Linear, RMSNorm
 from andesvl_jax.models.mlp import SwiGLU
 from andesvl_jax.models.rope import apply_rotary, text_angles
@@ -158,29 +158,16 @@ class Qwen3(nnx.Module):
         if cache is None:
             x, _ = run_layers(self.layers, body, x, None, scan=self.scan, remat=self.remat)
             return self.final_norm(x), None
-        if self.scan:  # the scan slices each layer's cache and stacks the updated ones
-            stack = lambda a: a if isinstance(a, jax.Array) else jnp.stack(a)  # noqa: E731
-            x, (new_k, new_v) = run_layers(
-                self.layers, body, x, (stack(cache.k), stack(cache.v)), scan=True, remat=self.remat
+        if cache.stacked != self.scan:
+            raise ValueError(
+                f"KV cache layers are {'stacked' if cache.stacked else 'separate'} but the model's "
+                f"are {'stacked' if self.scan else 'separate'}: build the cache with init_cache"
             )
-            new_k, new_v = (new_k, new_v) if cache.stacked else (per_layer(new_k), per_layer(new_v))
-        else:  # separate layers: each updates its own cache buffer in place
-            new_k, new_v = [], []
-            for layer, k, v in zip(
-                self.layers, per_layer(cache.k), per_layer(cache.v), strict=True
-            ):
-                x, (k, v) = body(layer, x, (k, v))
-                new_k.append(k)
-                new_v.append(v)
-            if cache.stacked:
-                new_k, new_v = jnp.stack(new_k), jnp.stack(new_v)
-        if not cache.stacked:
-            new_k, new_v = tuple(new_k), tuple(new_v)
-        cache = KVCache(
-            new_k,
-            new_v,
-            cache.lengths + jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32),
-        )
+        # Per-layer buffers in the layers' own layout; a forward with a cache is inference: no remat.
+        kv = (cache.k, cache.v) if self.scan else tuple(zip(cache.k, cache.v, strict=True))
+        x, kv = run_layers(self.layers, body, x, kv, scan=self.scan, remat="none")
+        k, v = kv if self.scan else (tuple(layers) for layers in zip(*kv, strict=True))
+        cache = KVCache(k, v, cache.lengths + jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32))
         return self.final_norm(x), cache
 
     def logits(self, hidden: jax.Array) -> jax.Array:

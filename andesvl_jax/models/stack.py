@@ -40,11 +40,14 @@ def make_layers(
 
 
 def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool, remat: str):
-    """carry, outs = body(layer, carry, per_layer_slice) over every layer.
+    """carry, out_i = body(layer_i, carry, per_layer_i) over every layer -> (carry, outs).
 
-    per_layer: a pytree with a leading layer axis (e.g. a KV cache) or None; returns the final carry
-    and the stacked per-layer outputs. The scanned path is a plain `jax.lax.scan` over the split
-    layer state (each step merges one layer), so it composes with any enclosing jit/grad/scan.
+    per_layer (e.g. a KV cache) is None or holds one entry per layer, laid out like the layers:
+    stacked (a pytree with a leading layer axis, outs stacked likewise) for `scan`, else a sequence
+    of per-layer pytrees (outs a tuple), so each separate layer updates its own buffers in place
+    rather than slicing them from, and stacking them back into, one array. The scanned path is a
+    plain `jax.lax.scan` over the split layer state (each step merges one layer), so it composes
+    with any enclosing jit/grad/scan.
     """
     if remat != "none" and remat not in REMAT_POLICIES:
         raise ValueError(
@@ -66,13 +69,12 @@ def run_layers(layers, body: Callable, carry: Any, per_layer: Any, *, scan: bool
     outs = []
     for i, layer in enumerate(layers):
         graphdef, weights = nnx.split(layer)
-        xs = None if per_layer is None else jax.tree.map(lambda a, i=i: a[i], per_layer)
+        xs = None if per_layer is None else per_layer[i]
         carry, out = checkpointed(lambda c, w, x, g=graphdef: body(nnx.merge(g, w), c, x))(
             carry, weights, xs
         )
         outs.append(out)
-    stacked = None if per_layer is None else jax.tree.map(lambda *a: jax.numpy.stack(a), *outs)
-    return carry, stacked
+    return carry, None if per_layer is None else tuple(outs)
 
 
 def unstacked(module_fn: Callable[[], nnx.Module], stacked_model: nnx.Module) -> nnx.Module:

@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mpo = ml_collections.ConfigDict(
         {"dpo_weight": 0.8, "bco_weight": 0.2, "sft_weight": 1.0, "beta": 0.1}
     )
-    # GRPO (stage grpo): loss (GRPOConfig) and rollouts (train/grpo_loop.py)
+    # GRPO (stage grpo): loss (GRPOConfig) and rollouts (train/rollouts.py)
     c.grpo = ml_collections.ConfigDict(
         {
             "epsilon": 0.2,

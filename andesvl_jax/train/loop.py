@@ -86,7 +86,7 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
     """(graphdef, TrainState, optimizer, schedule) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
-    optimizer, schedule = make_optimizer(config.optim, config.steps, stage.trainable)
+    optimizer, schedule = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
     scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
     opt_state = jax.jit(
@@ -206,9 +206,13 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
     stage = get_stage(config.stage)
     model_cfg = model_config(config)
     dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.data.batch_size % (dp * config.optim.accum_steps):
+    rows, rows_name = config.data.batch_size, f"data.batch_size={config.data.batch_size}"
+    if stage.objective == "grpo":  # a batch is one rollout round
+        rows = config.grpo.prompts_per_rollout * config.grpo.group_size
+        rows_name = f"grpo.prompts_per_rollout x group_size={rows}"
+    if rows % (dp * config.optim.accum_steps):
         raise ValueError(
-            f"data.batch_size={config.data.batch_size} must divide by data*fsdp={dp} times "
+            f"{rows_name} must divide by data*fsdp={dp} times "
             f"optim.accum_steps={config.optim.accum_steps}"
         )
 
@@ -225,6 +229,8 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
             RolloutSpec.from_config(config),
             run_tokenizer(config),
             policy=lambda: nnx.merge(graphdef, state.params, state.frozen),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
         )
     else:
         local_batch = config.data.batch_size // jax.process_count()

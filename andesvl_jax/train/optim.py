@@ -1,11 +1,15 @@
 """Optimizer from config: AdamW, warmup + cosine/linear/constant schedule, global-norm clipping,
-weight decay only on matrices (not norms, biases, position tables), per-module LR multipliers."""
+weight decay only on matrices (not norms, biases, position tables), per-module LR multipliers, and
+the skip of a non-finite step — fused, one elementwise pass per parameter (`AdamW`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 NO_DECAY_LEAVES = ("scale", "bias", "pos_embed")
@@ -55,25 +59,78 @@ def learning_rate_schedule(cfg, steps: int) -> optax.Schedule:
     return SCHEDULES[cfg.schedule](cfg.lr, cfg.warmup_steps, steps, cfg.end_lr_factor)
 
 
-def make_optimizer(
-    cfg, steps: int, modules: tuple[str, ...]
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """cfg: the `optim` ConfigDict. Returns (optimizer over the trainable params, base LR schedule)."""
+class AdamWState(NamedTuple):
+    count: jax.Array  # updates applied so far (skipped steps do not count)
+    mu: Any  # first moments, shaped like the parameters
+    nu: Any  # second moments
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+    """AdamW with global-norm clipping, per-module LR multipliers and weight-decay masks, applied
+    only when the step is good (`apply`), in one fused elementwise pass per parameter.
+
+    The update equals optax.chain(clip_by_global_norm(clip_norm), multi_transform({module:
+    adamw(schedule * multiplier, mask=decay_mask)})) (tests/train/test_optim.py). It is written out
+    because of the skip: selecting (new, old) after optax's update made XLA read the old moments
+    after writing the new ones in place, so it copied every moment buffer and materialised every
+    update, 8.3 s per step for Qwen3-0.6B on CPU against 1.2 s here (docs/benchmarks.md). Here the
+    moments are selected first and the parameter update reads the selected ones.
+    """
+
+    schedule: optax.Schedule
+    b1: float
+    b2: float
+    eps: float
+    weight_decay: float
+    clip_norm: float  # <= 0: no clipping
+    multipliers: dict[str, float]
+
+    def init(self, params) -> AdamWState:
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return AdamWState(jnp.zeros((), jnp.int32), zeros(), zeros())
+
+    def learning_rate(self, state: AdamWState) -> jax.Array:
+        return self.schedule(state.count)
+
+    def update(self, grads, state: AdamWState, params, grad_norm, apply) -> tuple[Any, AdamWState]:
+        """-> (params, state) after one step, or unchanged (bit for bit) when `apply` is False.
+
+        grad_norm: the global norm of `grads` (the caller has it for its finiteness check)."""
+        scale = jnp.ones((), jnp.float32)
+        if self.clip_norm > 0:
+            scale = jnp.where(grad_norm < self.clip_norm, 1.0, self.clip_norm / grad_norm)
+        count = state.count + 1
+        c1 = 1 - jnp.asarray(self.b1, jnp.float32) ** count
+        c2 = 1 - jnp.asarray(self.b2, jnp.float32) ** count
+        lr = self.learning_rate(state)
+        labels, decays = module_labels(params), decay_mask(params)
+
+        def leaf(p, g, mu, nu, label, decay):
+            g = (g * scale).astype(mu.dtype)
+            mu = jnp.where(apply, self.b1 * mu + (1 - self.b1) * g, mu)
+            nu = jnp.where(apply, self.b2 * nu + (1 - self.b2) * g * g, nu)
+            step = (mu / c1) / (jnp.sqrt(nu / c2) + self.eps)
+            if decay and self.weight_decay:
+                step = step + self.weight_decay * p
+            new = p - (lr * self.multipliers.get(label, 1.0)) * step
+            return jnp.where(apply, new.astype(p.dtype), p), mu, nu
+
+        out = jax.tree.map(leaf, params, grads, state.mu, state.nu, labels, decays)
+        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda o: isinstance(o, tuple))  # noqa: E731
+        return pick(0), AdamWState(jnp.where(apply, count, state.count), pick(1), pick(2))
+
+
+def make_optimizer(cfg, steps: int) -> tuple[AdamW, optax.Schedule]:
+    """cfg: the `optim` ConfigDict -> (optimizer over the trainable params, base LR schedule)."""
     schedule = learning_rate_schedule(cfg, steps)
-    multipliers = dict(cfg.lr_multipliers)
-
-    def adamw(scale: float):
-        return optax.adamw(
-            lambda s: schedule(s) * scale,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            mask=decay_mask,
-        )
-
-    per_module = optax.multi_transform(
-        {m: adamw(multipliers.get(m, 1.0)) for m in modules}, module_labels
+    optimizer = AdamW(
+        schedule,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        clip_norm=cfg.clip_norm,
+        multipliers=dict(cfg.lr_multipliers),
     )
-    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    return optax.chain(*chain, per_module), schedule
+    return optimizer, schedule

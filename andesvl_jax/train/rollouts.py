@@ -11,6 +11,14 @@ The prompt schedule: phases run in order (AndesVL: multimodal reasoning, then te
 each taking an equal share of the rounds; within a phase prompts go easy -> hard by their
 difficulty label (curriculum 'difficulty'), or in stream order (curriculum '').
 
+Multi-host: each process samples whole groups, its 1/N share of the round's prompts (so
+`prompts_per_rollout` must divide by the process count), and yields only its rows; the training
+loop assembles the global batch from the processes' rows as for any data, and advantages, being
+per group, need no communication. The engine on a host can only read that host's devices, so each
+round starts with the weight sync of an RL loop: every host gathers a full replica of the policy
+(`host_replica`, an all-gather of the parameters) and generates on it. Per-request seeds follow a
+prompt's place in the whole round, so the rollouts do not depend on the number of processes.
+
 The iterator's state is the round counter: a resumed run restarts the interrupted round with the
 restored policy (rollouts cannot be re-drawn from a policy that no longer exists), so with
 save_every a multiple of updates_per_rollout resumption is exact.
@@ -159,11 +167,39 @@ def _old_logprobs(graphdef, state, batch, temperature: float):
     return batch_token_logprobs(nnx.merge(graphdef, state), batch, temperature)
 
 
-class RolloutIterator:
-    """Yields RolloutBatch; `policy()` returns the current model (the training loop's state)."""
+def host_replica(model):
+    """`model` with every parameter whole on this process: an all-gather of the sharded state.
 
-    def __init__(self, spec: RolloutSpec, tokenizer: TextTokenizer, policy: Callable[[], Any]):
+    A multi-process training state is sharded over every host's devices, and a jitted call on one
+    host cannot read another host's shards; the copy lives on this host's default device.
+    """
+    from jax.experimental import multihost_utils
+
+    graphdef, state = nnx.split(model)
+    full = multihost_utils.process_allgather(state, tiled=True)
+    return nnx.merge(graphdef, jax.tree.map(jnp.asarray, full))
+
+
+class RolloutIterator:
+    """Yields this process's RolloutBatch; `policy()` returns the current model (the training
+    loop's state). With several processes, process `process_index` samples its share of groups."""
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        tokenizer: TextTokenizer,
+        policy: Callable[[], Any],
+        *,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        if spec.prompts_per_rollout % process_count:
+            raise ValueError(
+                f"grpo.prompts_per_rollout={spec.prompts_per_rollout} must divide by the "
+                f"{process_count} processes: each process samples whole groups"
+            )
         self.spec, self.tok, self.policy = spec, tokenizer, policy
+        self.process_index, self.process_count = process_index, process_count
         self.schedule = PromptSchedule(spec)
         self.reward = combined_reward(spec.rewards)
         self._round, self._served, self._batch = 0, 0, None
@@ -188,17 +224,23 @@ class RolloutIterator:
     def rollout(self, r: int) -> RolloutBatch:
         s = self.spec
         model = self.policy()
+        if self.process_count > 1:
+            model = host_replica(model)
+        share = s.prompts_per_rollout // self.process_count
+        first = self.process_index * share  # this process's first group of the round
         engine = Engine(
             model,
             self.tok,
             image_max_size=s.image_max_size,
             max_prompt_tokens=s.max_tokens - s.max_new_tokens,
             max_patches=s.max_patches,
-            batch_size=s.prompts_per_rollout * s.group_size,
+            batch_size=share * s.group_size,
         )
-        prompts = [p for p in self.schedule(r) for _ in range(s.group_size)]
+        groups = self.schedule(r)[first : first + share]
+        prompts = [p for p in groups for _ in range(s.group_size)]
+        seed0 = s.seed * 1_000_003 + r * 10_007 + first * s.group_size
         sampling = [
-            SamplingParams(s.temperature, top_p=s.top_p, seed=s.seed * 1_000_003 + r * 10_007 + i)
+            SamplingParams(s.temperature, top_p=s.top_p, seed=seed0 + i)
             for i in range(len(prompts))
         ]
         thinking = [p.meta["thinking"] for p in prompts]

@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from andesvl_jax.data.batch import TrainBatch
 from andesvl_jax.train.objectives import Objective, next_token_objective
+from andesvl_jax.train.optim import AdamW
 from andesvl_jax.train.sharding import LogicalRules, use_mesh_rules
 
 
@@ -50,7 +51,7 @@ def _split_micro(batch: TrainBatch, accum: int) -> TrainBatch:
 
 def make_train_step(
     graphdef,
-    optimizer: optax.GradientTransformation,
+    optimizer: AdamW,
     schedule,
     *,
     accum_steps: int = 1,
@@ -104,22 +105,23 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g / normaliser, grads)
         loss = stats["loss_sum"] / normaliser
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # A bad learning rate or optimizer state can poison the update even when the gradient is fine.
-        finite = (
-            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+        # The AdamW update is finite when the gradient, the learning rate and the moments are, and
+        # the moments only ever take finite gradients: checking the update itself would cost a pass.
+        lr = optimizer.learning_rate(state.opt_state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(lr)
+        params, opt_state = optimizer.update(
+            grads, state.opt_state, state.params, grad_norm, finite
         )
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        extra = objective.update_extra(state.extra, stats)
         new_state = TrainState(
             step=state.step + 1,
-            params=keep(params, state.params),
+            params=params,
             frozen=state.frozen,
-            opt_state=keep(opt_state, state.opt_state),
+            opt_state=opt_state,
             rng=jax.random.fold_in(state.rng, state.step),
             bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
-            extra=keep(objective.update_extra(state.extra, stats), state.extra),
+            extra=jax.tree.map(lambda a, b: jnp.where(finite, a, b), extra, state.extra),
         )
         metrics = {
             "loss": loss,

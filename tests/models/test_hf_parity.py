@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 import jax.numpy as jnp  # noqa: E402
 
 from andesvl_jax.convert.loader import load_checkpoint  # noqa: E402
+from andesvl_jax.convert.torch_reference import randomise  # noqa: E402
 from andesvl_jax.data.patches import pack_images  # noqa: E402
 
 
@@ -17,22 +18,6 @@ def assert_close(ours, ref):
     assert ours.shape == ref.shape
     tol = 1e-4 * max(1.0, np.abs(ref).max())
     assert np.abs(ours - ref).max() <= tol, np.abs(ours - ref).max()
-
-
-def randomise(model, seed):
-    """Non-trivial weights everywhere (HF inits norms to 1 and biases to 0, which would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.copy_(
-                    1.0 + 0.1 * torch.randn(p.shape, generator=g)
-                    if "norm" in name
-                    else 0.05 * torch.randn(p.shape, generator=g)
-                )
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / max(p.shape[-1], 1) ** 0.5)
-    return model
 
 
 def raster(features, images, row):

@@ -11,6 +11,7 @@ from flax import nnx
 from andesvl_jax.config import get_preset
 from andesvl_jax.data.patches import pack_images
 from andesvl_jax.models.andesvl import AndesVL
+from andesvl_jax.models.kv_cache import KVCache
 from andesvl_jax.models.vit import VisionEncoder
 
 CFG = get_preset("tiny")
@@ -113,6 +114,15 @@ def test_kv_cache_decode_matches_full_recompute(scan):
         jnp.concatenate([prefix, chunk, step1, step2], axis=1), full, atol=2e-5
     )
     assert cache.lengths.tolist() == [11, 11]
+    assert cache.stacked == scan  # the cache's layers are laid out like the model's
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_kv_cache_in_the_other_layer_layout_is_a_clear_error(scan):
+    model = AndesVL(CFG.replace(scan_layers=scan), rngs=nnx.Rngs(1))
+    cache = KVCache.init(CFG.text, 1, 8, stacked=not scan)
+    with pytest.raises(ValueError, match="build the cache with init_cache"):
+        model(jnp.ones((1, 3), jnp.int32), cache=cache)
 
 
 def test_cache_respects_per_sequence_lengths():

@@ -1,24 +1,18 @@
-"""The transformers side of the benchmarks: a Qwen3 config equal to ours, and non-trivial weights."""
+"""The `transformers` side of parity tests and benchmarks: a Qwen3 model shaped like ours, with
+non-trivial weights. torch and transformers (the `test` extra) are imported on use."""
 
 from __future__ import annotations
 
+from andesvl_jax.config import TextConfig
+from andesvl_jax.convert.hf_config import qwen3_fields
 
-def qwen3_config(text_cfg, max_positions: int):
-    """transformers.Qwen3Config with the shapes of our TextConfig (sdpa attention)."""
+
+def hf_qwen3_config(text_cfg: TextConfig, max_positions: int):
+    """transformers.Qwen3Config with the shapes of `text_cfg` (sdpa attention, no token ids)."""
     import transformers
 
-    t = text_cfg
     cfg = transformers.Qwen3Config(
-        vocab_size=t.vocab_size,
-        hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers,
-        num_attention_heads=t.num_heads,
-        num_key_value_heads=t.num_kv_heads,
-        head_dim=t.head_dim,
-        rope_theta=t.rope_theta,
-        rms_norm_eps=t.norm_eps,
-        tie_word_embeddings=t.tie_embeddings,
+        **qwen3_fields(text_cfg),
         max_position_embeddings=max(max_positions, 64),
         bos_token_id=None,
         eos_token_id=None,
@@ -29,7 +23,10 @@ def qwen3_config(text_cfg, max_positions: int):
 
 
 def randomise(model, seed: int):
-    """Non-trivial weights (as tests/models/test_hf_parity.py): norms ~1, matrices ~1.5/sqrt(fan_in)."""
+    """Non-trivial weights everywhere: norms ~1, other vectors ~0.05, matrices ~1.5/sqrt(fan_in).
+
+    HF initialises norms to 1 and biases to 0, which would hide bugs in a parity test.
+    """
     import torch
 
     g = torch.Generator().manual_seed(seed)
