@@ -96,7 +96,7 @@ def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float
     tb = TrainBatch(ids, np.ones_like(ids), pos, targets, mask, None)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     step = jit_train_step(  # exactly as the training loop jits it
-        make_train_step(graphdef, opt, schedule),
+        make_train_step(graphdef, opt),
         jax.tree.map(lambda _: device, state),
         jax.tree.map(lambda _: device, tb),
     )

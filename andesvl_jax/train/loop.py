@@ -83,10 +83,10 @@ def initial_params(config, model_cfg, mesh, rules):
 
 
 def initial_state(config, model_cfg, mesh, rules, stage, objective):
-    """(graphdef, TrainState, optimizer, schedule) at step 0, every array in its sharding."""
+    """(graphdef, TrainState, optimizer) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
-    optimizer, schedule = make_optimizer(config.optim, config.steps)
+    optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
     scalar = lambda v: jax.device_put(jnp.asarray(v, jnp.int32), replicated)  # noqa: E731
     opt_state = jax.jit(
@@ -102,7 +102,7 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
         skipped_steps=scalar(0),
         extra=jax.jit(objective.init_extra)(params),  # e.g. the reference policy: a sharded copy
     )
-    return graphdef, state, optimizer, schedule
+    return graphdef, state, optimizer
 
 
 def run_tokenizer(config) -> TextTokenizer:
@@ -217,9 +217,7 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         )
 
     objective = OBJECTIVES[stage.objective](config)
-    graphdef, state, optimizer, schedule = initial_state(
-        config, model_cfg, mesh, rules, stage, objective
-    )
+    graphdef, state, optimizer = initial_state(config, model_cfg, mesh, rules, stage, objective)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
 
     if stage.objective == "grpo":  # the data is sampled from the policy being trained
@@ -250,7 +248,6 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         make_train_step(
             graphdef,
             optimizer,
-            schedule,
             accum_steps=config.optim.accum_steps,
             objective=objective,
             mesh=mesh,

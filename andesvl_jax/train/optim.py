@@ -121,11 +121,10 @@ class AdamW:
         return pick(0), AdamWState(jnp.where(apply, count, state.count), pick(1), pick(2))
 
 
-def make_optimizer(cfg, steps: int) -> tuple[AdamW, optax.Schedule]:
-    """cfg: the `optim` ConfigDict -> (optimizer over the trainable params, base LR schedule)."""
-    schedule = learning_rate_schedule(cfg, steps)
-    optimizer = AdamW(
-        schedule,
+def make_optimizer(cfg, steps: int) -> AdamW:
+    """cfg: the `optim` ConfigDict -> the optimizer over the trainable params."""
+    return AdamW(
+        learning_rate_schedule(cfg, steps),
         b1=cfg.b1,
         b2=cfg.b2,
         eps=cfg.eps,
@@ -133,4 +132,3 @@ def make_optimizer(cfg, steps: int) -> tuple[AdamW, optax.Schedule]:
         clip_norm=cfg.clip_norm,
         multipliers=dict(cfg.lr_multipliers),
     )
-    return optimizer, schedule

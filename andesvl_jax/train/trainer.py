@@ -52,7 +52,6 @@ def _split_micro(batch: TrainBatch, accum: int) -> TrainBatch:
 def make_train_step(
     graphdef,
     optimizer: AdamW,
-    schedule,
     *,
     accum_steps: int = 1,
     objective: Objective | None = None,
@@ -126,7 +125,7 @@ def make_train_step(
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "lr": schedule(state.step),
+            "lr": lr,  # the base rate of this update (skipped steps do not advance it)
             "tokens": stats["normaliser"],
             "finite": finite,
             **objective.summarise(stats),

@@ -73,7 +73,7 @@ def main(mode: str, process_id: int, num_processes: int, port: str, out: str) ->
     config = load_config("experiments/tiny.py:stage=sft", MESH + SFT + slices)
     mesh = make_mesh(dict(config.mesh))
     model_cfg = model_config(config)
-    graphdef, state, optimizer, schedule = initial_state(
+    graphdef, state, optimizer = initial_state(
         config, model_cfg, mesh, DEFAULT_RULES, get_stage("sft"), next_token_objective()
     )
     batches = iter(
@@ -88,7 +88,7 @@ def main(mode: str, process_id: int, num_processes: int, port: str, out: str) ->
         if step_fn is None:
             batch_sh = batch_shardings(batch, mesh)
             step_fn = jit_train_step(
-                make_train_step(graphdef, optimizer, schedule, mesh=mesh, rules=DEFAULT_RULES),
+                make_train_step(graphdef, optimizer, mesh=mesh, rules=DEFAULT_RULES),
                 jax.tree.map(lambda x: x.sharding, state),
                 batch_sh,
             )

@@ -102,8 +102,8 @@ def run_grpo(reward_fn, *, steps=40, updates_per_rollout=2, beta=0.04, lr=0.05, 
     graphdef, params = nnx.split(model)
     cfg = GRPOConfig(group_size=8, beta=beta)
     objective = grpo_objective(cfg)
-    optimizer, schedule = make_optimizer(config.optim, steps)
-    step = jax.jit(make_train_step(graphdef, optimizer, schedule, objective=objective))
+    optimizer = make_optimizer(config.optim, steps)
+    step = jax.jit(make_train_step(graphdef, optimizer, objective=objective))
     state = TrainState(
         step=jnp.asarray(0),
         params=params,

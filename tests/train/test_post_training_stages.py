@@ -65,10 +65,10 @@ def test_mpo_step_matches_numpy_and_tracks_delta(make_config):
     config = make_config(stage="mpo")
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     objective = mpo_objective()
-    graphdef, state, optimizer, schedule = initial_state(
+    graphdef, state, optimizer = initial_state(
         config, model_config(config), mesh, DEFAULT_RULES, get_stage("mpo"), objective
     )
-    step = jax.jit(make_train_step(graphdef, optimizer, schedule, objective=objective))
+    step = jax.jit(make_train_step(graphdef, optimizer, objective=objective))
     it = iter(_pairs_dataset())
     b1, b2 = next(it), next(it)
     # step 1: the policy is the reference, so r = 0 and delta = 0
