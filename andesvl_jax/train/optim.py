@@ -74,8 +74,9 @@ class AdamW:
     adamw(schedule * multiplier, mask=decay_mask)})) (tests/train/test_optim.py). It is written out
     because of the skip: selecting (new, old) after optax's update made XLA read the old moments
     after writing the new ones in place, so it copied every moment buffer and materialised every
-    update, 8.3 s per step for Qwen3-0.6B on CPU against 1.2 s here (docs/benchmarks.md). Here the
-    moments are selected first and the parameter update reads the selected ones.
+    update: 7.2 s per step for Qwen3-0.6B's parameters on CPU against 2.1 s here
+    (benchmarks/optimizer_step.py, docs/benchmarks.md). Here the moments are selected first and the
+    parameter update reads the selected ones.
     """
 
     schedule: optax.Schedule
