@@ -106,19 +106,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
-    import optax
+    from train_step import bench_optimizer
 
-    from andesvl_jax.train.optim import AdamW
-
-    optimizer = AdamW(
-        optax.constant_schedule(1e-4),
-        b1=0.9,
-        b2=0.999,
-        eps=1e-8,
-        weight_decay=0.05,
-        clip_norm=1.0,
-        multipliers={},
-    )
+    optimizer = bench_optimizer(steps=args.repeats + 1)
     n = sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: trainable_llm(args.preset))))
     rows = []
     for name, (init, step) in variants(optimizer).items():

@@ -26,6 +26,16 @@ from andesvl_jax.convert.torch_reference import hf_qwen3_config
 SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
 
 
+def bench_optimizer(steps: int):
+    """The training loop's optimizer (`train.optim.make_optimizer`): constant LR 1e-4, decay 0.05."""
+    from andesvl_jax.train.config_checks import base_config
+    from andesvl_jax.train.optim import make_optimizer
+
+    cfg = base_config().optim
+    cfg.update(lr=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.05)
+    return make_optimizer(cfg, steps)
+
+
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 matmul FLOP/s of this machine (jax, the best of `repeats`)."""
     import jax
@@ -62,13 +72,11 @@ def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float
     import dataclasses
 
     import jax
-    import optax
     from flax import nnx
 
     from andesvl_jax.config import get_preset
     from andesvl_jax.data.batch import TrainBatch
     from andesvl_jax.models.andesvl import AndesVL
-    from andesvl_jax.train.optim import AdamW
     from andesvl_jax.train.stages import Stage, is_trainable
     from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
 
@@ -78,10 +86,7 @@ def jax_step(preset: str, batch: int, seq: int, steps: int, scan: bool) -> float
     text_cfg = cfg.text
     stage = Stage("llm_only", ("llm",), "sft", "benchmark: the LLM trains")
     graphdef, params, frozen = nnx.split(AndesVL(cfg, rngs=nnx.Rngs(0)), is_trainable(stage), ...)
-    schedule = optax.constant_schedule(1e-4)
-    opt = AdamW(
-        schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, clip_norm=1.0, multipliers={}
-    )
+    opt = bench_optimizer(steps)
     zero = jax.numpy.zeros((), jax.numpy.int32)
     state = TrainState(
         zero, params, frozen, opt.init(params), jax.random.PRNGKey(0), zero, zero, {}
