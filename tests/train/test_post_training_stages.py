@@ -12,7 +12,7 @@ from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.train.loop import initial_state, model_config, train
 from andesvl_jax.train.objectives import mpo_objective
-from andesvl_jax.train.rollouts import PromptSchedule, RolloutSpec
+from andesvl_jax.train.rollouts import PromptSchedule, RolloutIterator, RolloutSpec
 from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
 from andesvl_jax.train.stages import get_stage
 from andesvl_jax.train.trainer import make_train_step
@@ -91,6 +91,15 @@ def test_mpo_step_matches_numpy_and_tracks_delta(make_config):
     np.testing.assert_allclose(float(m["reward_accuracy"]), np.mean(rc > rr))
     delta = np.mean([0.0, np.mean(np.concatenate([rc, rr]))])
     np.testing.assert_allclose(float(state.extra["delta"].value()), delta, rtol=1e-3, atol=1e-5)
+
+
+def test_rollouts_need_whole_groups_per_process(make_config):
+    config = make_config(stage="grpo", steps=2)
+    config.grpo.prompts_per_rollout = 4
+    spec = RolloutSpec.from_config(config)
+    with pytest.raises(ValueError, match="must divide by the 3 processes"):
+        RolloutIterator(spec, TextTokenizer.default(), policy=None, process_count=3)
+    RolloutIterator(spec, TextTokenizer.default(), policy=None, process_index=1, process_count=2)
 
 
 def test_prompt_schedule_runs_phases_in_order_easy_first(make_config):
