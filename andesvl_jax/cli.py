@@ -11,9 +11,9 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
-    "andesvl_jax.convert.verify",
-    "andesvl_jax.demo",
-    "andesvl_jax.demo_post",
+    "andesvl_jax.eval.verify_import",
+    "andesvl_jax.jobs.demo",
+    "andesvl_jax.jobs.demo_post",
     "andesvl_jax.train.launch",
     "andesvl_jax.data.inspect_cli",
     "andesvl_jax.infer.chat_cli",

@@ -141,7 +141,7 @@ class AndesVLConfig:
     remat: str = "none"  # see models/remat.py
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype
-    attention_impl: str = "xla"  # see models/attention.py
+    attention_impl: str = "xla"  # a `kernels.dispatch.KERNELS["attention"]` impl, or "auto"
 
     @property
     def tokens_per_patch_group(self) -> int:

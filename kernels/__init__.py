@@ -1,22 +1,25 @@
 """Pallas kernels with pure-jnp references and an impl = "auto" | "xla" | "pallas" dispatcher.
 
-Import as `andesvl_jax.kernels` (never a bare `kernels`). Importing registers the "pallas" and
-"auto" attention implementations with `andesvl_jax.models.attention`. On CPU, Pallas kernels run in
-interpret mode (see `_common.use_interpret`; `ANDESVL_PALLAS_INTERPRET=1` forces it elsewhere).
+Import as `andesvl_jax.kernels` (never a bare `kernels`). Kernels sit below the models in the
+layering (they import nothing of `andesvl_jax` but themselves); the models call
+`dot_product_attention`, whose registry (`dispatch.KERNELS`) is the only attention registry. On CPU,
+Pallas kernels run in interpret mode (see `_common.use_interpret`; `ANDESVL_PALLAS_INTERPRET=1` forces it elsewhere).
 Tiling: docs/kernels.md; packed weight formats: docs/formats.md.
 """
 
 from __future__ import annotations
 
-import jax
 from andesvl_jax.kernels._common import set_interpret, use_interpret
 from andesvl_jax.kernels.attention import packed_attention
+from andesvl_jax.kernels.attention_ref import attention_mask, xla_attention
 from andesvl_jax.kernels.dispatch import (
     KERNELS,
+    dot_product_attention,
     get_kernel,
     lora_matmul,
     quantized_matmul,
     quantized_matmul_a8,
+    register_kernel,
     resolve_impl,
 )
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
@@ -34,24 +37,14 @@ from andesvl_jax.kernels.sparse_format import (
     sparsify_weight,
 )
 
-from andesvl_jax.models.attention import ATTENTION_IMPLS, register_attention
-
-# The Pallas flash kernel takes `xla_attention`'s arguments (plus tile sizes with defaults).
-register_attention("pallas")(packed_attention)
-
-
-@register_attention("auto")
-def auto_attention(q: jax.Array, k: jax.Array, v: jax.Array, **kwargs) -> jax.Array:
-    """Pallas on GPU, the XLA reference on CPU and (until the kernel meets Mosaic's tiling) TPU."""
-    return ATTENTION_IMPLS[resolve_impl("auto", "attention")](q, k, v, **kwargs)
-
-
 __all__ = [
     "KERNELS",
     "PackedWeight",
     "SparseWeight",
-    "auto_attention",
+    "attention_mask",
     "densify_weight",
+    "dequantize_weight",
+    "dot_product_attention",
     "dequantize_weight",
     "get_kernel",
     "lora_matmul",
@@ -64,8 +57,10 @@ __all__ = [
     "quantize_weight",
     "quantized_matmul",
     "quantized_matmul_a8",
+    "register_kernel",
     "resolve_impl",
     "set_interpret",
     "sparsify_weight",
     "use_interpret",
+    "xla_attention",
 ]

@@ -1,6 +1,6 @@
 """Packed-segment flash attention (Pallas): online softmax over KV tiles, GQA, custom VJP.
 
-Semantics are exactly those of `andesvl_jax.models.attention.xla_attention`, the pure-jnp reference
+Semantics are exactly those of `andesvl_jax.kernels.attention_ref.xla_attention`, the pure-jnp reference
 this kernel is tested against: a query sees a key iff their segment ids are equal, and (causal) the
 key's position <= the query's, and (mask) the extra boolean mask allows it; rows with no visible key
 return zeros. Tiling and the tile-skipping rule: docs/kernels.md.

@@ -1,9 +1,9 @@
 """impl = "auto" | "xla" | "pallas" for every kernel: one registry, no if-chains.
 
 "auto" is Pallas on GPU/TPU and the XLA reference on CPU (where Pallas only runs interpreted, which
-is exact but slow). The model's attention reaches `packed_attention` through
-`andesvl_jax.models.attention.attention(impl=...)`; the compression code calls `quantized_matmul` /
-`lora_matmul` here. Leading batch dimensions of x are flattened to rows and restored.
+is exact but slow). This is the only attention registry: the models call `dot_product_attention(...,
+impl=cfg.attention_impl)`; the compression code calls `quantized_matmul` / `lora_matmul`.
+Leading batch dimensions of x are flattened to rows and restored.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import jax
 from andesvl_jax.kernels.attention import packed_attention
+from andesvl_jax.kernels.attention_ref import xla_attention
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
 from andesvl_jax.kernels.quant_format import PackedWeight
 from andesvl_jax.kernels.quant_matmul import (
@@ -29,15 +30,9 @@ PALLAS_BACKENDS = ("gpu", "tpu", "cuda", "rocm")
 AUTO_PALLAS_BACKENDS: dict[str, tuple[str, ...]] = {"attention": ("gpu", "cuda", "rocm")}
 
 
-def _xla_attention(*args, **kwargs):
-    from andesvl_jax.models.attention import xla_attention
-
-    return xla_attention(*args, **kwargs)
-
-
 # op -> impl -> function. Weight-format ops are keyed by the packed weight's type below.
 KERNELS: dict[str, dict[str, Callable]] = {
-    "attention": {"xla": _xla_attention, "pallas": packed_attention},
+    "attention": {"xla": xla_attention, "pallas": packed_attention},
     "quantized_matmul": {"xla": quantized_matmul_ref, "pallas": quantized_matmul_pallas},
     "quantized_matmul_a8": {"xla": quantized_matmul_a8_ref, "pallas": quantized_matmul_a8_pallas},
     "sparse_matmul": {"xla": sparse_matmul_ref, "pallas": sparse_matmul_pallas},
@@ -46,13 +41,26 @@ KERNELS: dict[str, dict[str, Callable]] = {
 WEIGHT_MATMULS: dict[type, str] = {PackedWeight: "quantized_matmul", SparseWeight: "sparse_matmul"}
 
 
+def register_kernel(op: str, impl: str) -> Callable[[Callable], Callable]:
+    """Decorator: make `fn` the `impl` implementation of `op` (e.g. a new attention backend)."""
+
+    def wrap(fn: Callable) -> Callable:
+        KERNELS.setdefault(op, {})[impl] = fn
+        return fn
+
+    return wrap
+
+
 def resolve_impl(impl: str = "auto", op: str | None = None) -> str:
     """'auto' -> 'pallas' on GPU/TPU (see AUTO_PALLAS_BACKENDS), 'xla' on CPU; others unchanged."""
     if impl == "auto":
         backends = AUTO_PALLAS_BACKENDS.get(op, PALLAS_BACKENDS)
         return "pallas" if jax.default_backend() in backends else "xla"
-    if impl not in ("xla", "pallas"):
-        raise ValueError(f"unknown kernel impl {impl!r}; expected 'auto', 'xla' or 'pallas'")
+    known = sorted(KERNELS.get(op, {})) if op else ["pallas", "xla"]
+    if impl not in known:
+        raise ValueError(
+            f"unknown {op or 'kernel'} impl {impl!r}; expected 'auto' or one of {known}"
+        )
     return impl
 
 
@@ -102,3 +110,11 @@ def lora_matmul(
         _rows(x), w, lora_a, lora_b, adapter_ids.reshape(-1), scale=scale
     )
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "auto", **kwargs
+) -> jax.Array:
+    """q: [b, t, h, d]; k, v: [b, s, kv, d] -> [b, t, h, d] by the registered `impl` (arguments and
+    semantics: `attention_ref.xla_attention`)."""
+    return get_kernel("attention", impl)(q, k, v, **kwargs)

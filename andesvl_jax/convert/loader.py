@@ -26,7 +26,7 @@ from andesvl_jax.convert.safetensors_io import CheckpointError, SafetensorsReade
 from andesvl_jax.models.andesvl import AndesVL, run_options
 from andesvl_jax.models.qwen3 import Qwen3
 from andesvl_jax.models.vit import VisionEncoder
-from andesvl_jax.train.sharding import DEFAULT_RULES, LogicalRules, state_shardings
+from andesvl_jax.sharding import DEFAULT_RULES, LogicalRules, state_shardings
 
 MODULES: dict[str, Callable[[AndesVLConfig, nnx.Rngs], nnx.Module]] = {
     "andesvl": lambda cfg, rngs: AndesVL(cfg, rngs=rngs),

@@ -59,7 +59,9 @@ def format_ref(text: str) -> str:
     return f"<|object_ref_start|>{text}<|object_ref_end|>"
 
 
-THINK_OPENERS = {None: "", True: "<think>", False: "<think>\n\n</think>\n\n"}
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# What the generation prompt opens the answer with: Instruct, thinking on, thinking off (empty block).
+THINK_OPENERS = {None: "", True: THINK_OPEN, False: f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n"}
 
 
 class ChatTemplate:

@@ -122,7 +122,7 @@ def step_stats(workdir: pathlib.Path) -> dict:
 def flops_per_step(config, data: dict) -> float:
     """Model FLOPs of a mean training step (train.metrics.train_flops over the run's mean packed
     tokens and patches): the step cost without the machine's load in it."""
-    from andesvl_jax.train.loop import model_config
+    from andesvl_jax.convert.workdir import model_config
     from andesvl_jax.train.metrics import train_flops
 
     steps = max(1, data["batches"])
@@ -137,8 +137,9 @@ def flops_per_step(config, data: dict) -> float:
 
 def train_cell(config, run_dir: pathlib.Path) -> dict:
     """Train (or resume, or skip when finished) one run; its summary with step statistics."""
-    from andesvl_jax.params import count_params
-    from andesvl_jax.train.loop import model_config, train
+    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.models.params import count_params
+    from andesvl_jax.train.loop import train
 
     done = run_dir / "train_summary.json"
     if done.is_file() and json.loads(done.read_text())["steps"] == config.steps:
@@ -194,8 +195,8 @@ def evaluate_condition(model, tokenizer, mixture, condition: EvalCondition, n, b
 
 def evaluate_run(run_dir: pathlib.Path, conditions: list[str], n: int, batch: int) -> dict:
     """Every condition's scores for one trained run (cached in eval.json)."""
+    from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.infer.load import load_model
-    from andesvl_jax.train.loop import load_run_config
 
     path = run_dir / "eval.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from andesvl_jax.data.answers import strip_thinking
+from andesvl_jax.data.chat import THINK_OPEN
 from andesvl_jax.data.encode import EncodeSpec, Example, SampleEncoder
 from andesvl_jax.data.patches import pack_images
 from andesvl_jax.data.preprocess import ImageSpec
@@ -23,10 +25,9 @@ from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
-from andesvl_jax.infer.thinking import THINK_OPEN, strip_thinking
 from andesvl_jax.models.layers import Linear
 from andesvl_jax.models.stack import unstacked
-from andesvl_jax.train.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
+from andesvl_jax.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
 
 
 @dataclasses.dataclass

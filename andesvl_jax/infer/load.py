@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pathlib
 
+from andesvl_jax.convert.workdir import RUN_CONFIG, load_run_config, run_tokenizer, trained_model
 from andesvl_jax.data.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer
-from andesvl_jax.train.loop import RUN_CONFIG
 
 
 def _checkpoint_tokenizer(directory: pathlib.Path, vocab_size: int) -> TextTokenizer:
@@ -29,8 +29,6 @@ def load_model(path: str | pathlib.Path, overrides: dict | None = None):
     """(AndesVL module, TextTokenizer) from a training workdir or a safetensors directory."""
     path = pathlib.Path(path)
     if (path / "checkpoints").is_dir() and (path / RUN_CONFIG).is_file():
-        from andesvl_jax.train.loop import load_run_config, run_tokenizer, trained_model
-
         config = load_run_config(path)
         return trained_model(config, path), run_tokenizer(config)
     if any(path.glob("*.safetensors")):

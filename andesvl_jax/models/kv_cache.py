@@ -77,7 +77,7 @@ def cached_attention(
 
     q [b, t, h, d]; k, v [b * kv, S, d]; q_valid [b, t] (False = padding: output 0); q_slots [b, t]:
     each query's own slot, it sees every slot up to it. Same rule and float32 softmax as
-    `attention.xla_attention` with causal positions; GQA without repeating K/V: the g = h / kv query
+    `kernels.attention_ref.xla_attention` with causal positions; GQA without repeating K/V: the g = h / kv query
     heads of a KV head (times t) are the rows of one matmul against that head's [S, d] block.
     """
     b, t, h, d = q.shape

@@ -1,6 +1,6 @@
 """Basic NNX layers with logical axis names: Linear, RMSNorm, LayerNorm, Embed, activations.
 
-Every parameter carries `logical_axes` metadata (e.g. ('embed', 'mlp')); train/sharding.py maps
+Every parameter carries `logical_axes` metadata (e.g. ('embed', 'mlp')); andesvl_jax/sharding.py maps
 those names to mesh axes. Parameters are stored in `param_dtype`; compute happens in `dtype`.
 """
 

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from andesvl_jax.config import TextConfig
-from andesvl_jax.models.attention import attention
+from andesvl_jax.kernels import dot_product_attention
 from andesvl_jax.models.kv_cache import KVCache, cached_attention, write
 from andesvl_jax.models.layers import Embed, Linear, RMSNorm
 from andesvl_jax.models.mlp import SwiGLU
 from andesvl_jax.models.rope import apply_rotary, text_angles
 from andesvl_jax.models.stack import make_layers, run_layers
-from andesvl_jax.train.sharding import constrain
+from andesvl_jax.sharding import constrain
 
 ACT = ("batch", "length", "embed")
 __all__ = ["KVCache", "Qwen3", "Qwen3Attention", "Qwen3Layer"]
@@ -47,7 +47,7 @@ class Qwen3Attention(nnx.Module):
         angles = text_angles(positions, cfg.head_dim, cfg.rope_theta)
         q, k = apply_rotary(q, angles), apply_rotary(k, angles)
         if cache_kv is None:
-            out = attention(
+            out = dot_product_attention(
                 q,
                 k,
                 v,
@@ -72,7 +72,7 @@ class Qwen3Attention(nnx.Module):
                 kv_slots = jnp.broadcast_to(
                     jnp.arange(ck.shape[1], dtype=jnp.int32), (b, ck.shape[1])
                 )
-                out = attention(
+                out = dot_product_attention(
                     q,
                     slot_major(ck),
                     slot_major(cv),

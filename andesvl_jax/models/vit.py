@@ -13,13 +13,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from andesvl_jax.config import VisionConfig
-from andesvl_jax.models.attention import attention
+from andesvl_jax.kernels import dot_product_attention
 from andesvl_jax.models.layers import NORMS, Linear, _normal
 from andesvl_jax.models.mlp import GeluMLP, SwiGLU
 from andesvl_jax.models.posembed import resized_position_embedding
 from andesvl_jax.models.rope import apply_rotary, vision_angles
 from andesvl_jax.models.stack import make_layers, run_layers
-from andesvl_jax.train.sharding import constrain
+from andesvl_jax.sharding import constrain
 
 ACT = ("batch", "length", "vit_embed")
 
@@ -44,7 +44,9 @@ class VisionAttention(nnx.Module):
         q, k, v = (proj(x).reshape(shape) for proj in (self.q, self.k, self.v))
         if angles is not None:
             q, k = apply_rotary(q, angles), apply_rotary(k, angles)
-        out = attention(q, k, v, q_segment_ids=segment_ids, kv_segment_ids=segment_ids, impl=impl)
+        out = dot_product_attention(
+            q, k, v, q_segment_ids=segment_ids, kv_segment_ids=segment_ids, impl=impl
+        )
         return self.o(out.reshape(b, n, d))
 
 

@@ -17,7 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
         {"preset": "tiny", "overrides": ml_collections.ConfigDict()}
     )
     c.init = ml_collections.ConfigDict({"from_pretrained": "", "from_stage_workdir": ""})
-    # dcn_data > 1: multi-slice, data parallel across that many slices (train/sharding.py make_mesh)
+    # dcn_data > 1: multi-slice, data parallel across that many slices (andesvl_jax/sharding.py make_mesh)
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1})
     c.rules = ()  # empty = train.sharding.DEFAULT_RULES; else ((logical, mesh axis or None), ...)
     c.data = ml_collections.ConfigDict(

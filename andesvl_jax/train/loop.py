@@ -7,49 +7,38 @@ with logging, periodic async checkpoints, SIGTERM save, and the non-finite guard
 
 from __future__ import annotations
 
-import json
 import pathlib
 import signal
 import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from andesvl_jax.config import get_preset
-from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset, open_dataset, pipeline_stats
+from andesvl_jax.convert.workdir import (
+    RUN_CONFIG,
+    model_config,
+    restore_model_params,
+    run_tokenizer,
+)
+from andesvl_jax.data import DataConfig, make_dataset, open_dataset, pipeline_stats
 from andesvl_jax.data.batch import TrainBatch, packing_efficiency
 from andesvl_jax.data.mixture import open_mixture
 from andesvl_jax.models.andesvl import AndesVL
-from andesvl_jax.train.checkpoint import Checkpointer, restore_model_params
+from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
+from andesvl_jax.train.checkpoint import Checkpointer
 from andesvl_jax.train.config_checks import validate_config
 from andesvl_jax.train.metrics import MetricsWriter, Progress, train_flops
 from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
-from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.stages import get_stage, is_trainable
 from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
-
-RUN_CONFIG = "config.json"
-
-
-def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """The config a training run in `workdir` was launched with."""
-    path = pathlib.Path(workdir) / RUN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a training workdir (no {RUN_CONFIG})")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive non-finite steps; the last good checkpoint is kept."""
-
-
-def model_config(config):
-    return get_preset(config.model.preset, **dict(config.model.overrides))
 
 
 def initial_params(config, model_cfg, mesh, rules):
@@ -103,15 +92,6 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
         extra=jax.jit(objective.init_extra)(params),  # e.g. the reference policy: a sharded copy
     )
     return graphdef, state, optimizer
-
-
-def run_tokenizer(config) -> TextTokenizer:
-    """The run's tokenizer: data.tokenizer (a tokenizer.json), or the embedded one."""
-    return (
-        TextTokenizer.from_file(config.data.tokenizer)
-        if config.data.tokenizer
-        else TextTokenizer.default()
-    )
 
 
 def training_data(
@@ -327,17 +307,3 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
     }
     writer.enabled and writer.write(step, {"summary": summary})
     return summary
-
-
-def trained_model(config, workdir: str | pathlib.Path) -> AndesVL:
-    """The model of a finished (or interrupted) run, restored from its latest checkpoint."""
-    model_cfg = model_config(config)
-    abstract = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
-    graphdef, abs_state = nnx.split(abstract)
-    like = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(
-            a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        ),
-        abs_state,
-    )
-    return nnx.merge(graphdef, restore_model_params(workdir, like))

@@ -15,7 +15,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from andesvl_jax.infer.thinking import THINK_CLOSE, THINK_OPEN, clean_completion, strip_thinking
+from andesvl_jax.data.answers import clean_completion, strip_thinking
+from andesvl_jax.data.chat import THINK_CLOSE, THINK_OPEN
 
 RewardFn = Callable[[str, dict], float]
 REWARDS: dict[str, RewardFn] = {}

@@ -18,9 +18,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from andesvl_jax.data.batch import TrainBatch
+from andesvl_jax.sharding import LogicalRules, use_mesh_rules
 from andesvl_jax.train.objectives import Objective, next_token_objective
 from andesvl_jax.train.optim import AdamW
-from andesvl_jax.train.sharding import LogicalRules, use_mesh_rules
 
 
 class TrainState(NamedTuple):

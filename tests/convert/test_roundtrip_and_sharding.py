@@ -10,7 +10,7 @@ import pytest
 from andesvl_jax.convert.hf_config import read_config
 from andesvl_jax.convert.loader import export_official, load_checkpoint
 from andesvl_jax.convert.safetensors_io import SafetensorsReader, write_safetensors
-from andesvl_jax.train.sharding import make_mesh
+from andesvl_jax.sharding import make_mesh
 
 FLAVOURS = ["andesvl_aimv2_tiny", "andesvl_siglip2_tiny"]
 

@@ -20,7 +20,7 @@ from andesvl_jax.infer.engine import Engine, decoding_layout
 from andesvl_jax.infer.generate import _generate, generate
 from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams, allowed_logits, sample_next
 from andesvl_jax.models.andesvl import AndesVL
-from andesvl_jax.train.sharding import make_mesh
+from andesvl_jax.sharding import make_mesh
 
 GREEDY = SamplingParams()
 

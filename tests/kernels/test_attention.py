@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from andesvl_jax.kernels import packed_attention
+from andesvl_jax.kernels import dot_product_attention as attention
+from andesvl_jax.kernels import packed_attention, xla_attention
 from kernel_testing import assert_close
-
-from andesvl_jax.models.attention import attention, xla_attention
 
 TILES = dict(
     block_q=16, block_k=16

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from andesvl_jax.cli import main
-from andesvl_jax.convert.verify import verify
+from andesvl_jax.eval.verify_import import verify
 
 FLAVOURS = ["andesvl_aimv2_tiny", "andesvl_siglip2_tiny"]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from andesvl_jax.config import PRESETS, PUBLISHED_PARAMS, get_preset
-from andesvl_jax.params import count_params
+from andesvl_jax.models.params import count_params
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))

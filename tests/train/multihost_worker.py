@@ -61,10 +61,11 @@ def main(mode: str, process_id: int, num_processes: int, port: str, out: str) ->
     if mode == "grpo":
         return grpo(num_processes, out)
 
+    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
     from andesvl_jax.train.launch import load_config
-    from andesvl_jax.train.loop import global_batch, initial_state, model_config, training_data
+    from andesvl_jax.train.loop import global_batch, initial_state, training_data
     from andesvl_jax.train.objectives import next_token_objective
-    from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
     from andesvl_jax.train.stages import get_stage
     from andesvl_jax.train.trainer import batch_shardings, jit_train_step, make_train_step
 

@@ -1,11 +1,11 @@
-"""Multi-slice meshes: only the data axis crosses slices (train/sharding.py hybrid_device_grid)."""
+"""Multi-slice meshes: only the data axis crosses slices (andesvl_jax/sharding.py hybrid_device_grid)."""
 
 import types
 
 import numpy as np
 import pytest
 
-from andesvl_jax.train.sharding import hybrid_device_grid, make_mesh
+from andesvl_jax.sharding import hybrid_device_grid, make_mesh
 
 
 def fake_devices(slices: int, per_slice: int, *, tpu: bool):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from andesvl_jax.convert.workdir import model_config
 from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
-from andesvl_jax.train.loop import initial_state, model_config, train
+from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
+from andesvl_jax.train.loop import initial_state, train
 from andesvl_jax.train.objectives import mpo_objective
 from andesvl_jax.train.rollouts import PromptSchedule, RolloutIterator, RolloutSpec
-from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
 from andesvl_jax.train.stages import get_stage
 from andesvl_jax.train.trainer import make_train_step
 
@@ -129,7 +130,7 @@ def test_grpo_stage_runs_rollouts_and_updates(make_config, tmp_path):
 
 def test_demo_post_stages_have_configs_and_start_points():
     """demo-post's GRPO recipe: grpo_warmup (SFT on math_digits) from sft, then grpo from it."""
-    from andesvl_jax.demo_post import STARTS_FROM
+    from andesvl_jax.jobs.demo_post import STARTS_FROM
     from andesvl_jax.train.config_checks import validate_config
     from andesvl_jax.train.launch import load_config
 

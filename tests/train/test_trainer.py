@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from andesvl_jax.train.loop import initial_params, model_config, train, trained_model
-from andesvl_jax.train.sharding import DEFAULT_RULES, make_mesh
+from andesvl_jax.convert.workdir import model_config, trained_model
+from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
+from andesvl_jax.train.loop import initial_params, train
 
 
 def losses(workdir):
@@ -135,7 +136,7 @@ def test_a_stage_starts_from_the_previous_stage(make_config, tmp_path):
 
 def test_a_stage_may_switch_the_layer_layout(make_config, tmp_path):
     """A scan_layers=True checkpoint starts a scan_layers=False stage (and the layouts round-trip)."""
-    from andesvl_jax.train.checkpoint import match_layer_layout
+    from andesvl_jax.convert.workdir import match_layer_layout
 
     align = make_config(stage="align", steps=1)
     train(align, tmp_path / "align")

@@ -1,4 +1,4 @@
-"""The one attention function every model calls, with an `impl` registry (XLA reference; Pallas plugs in).
+"""Reference softmax attention (pure jnp): the semantics every attention kernel must match.
 
 Masking is described, not materialised by the caller: segment ids (0 = padding; a query sees only keys
 of its own segment), optional causality by absolute position (so a KV cache with per-sequence lengths
@@ -7,23 +7,8 @@ and packed training sequences use the same rule), and an optional extra boolean 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
-
-AttentionFn = Callable[..., jax.Array]
-ATTENTION_IMPLS: dict[str, AttentionFn] = {}
-
-
-def register_attention(name: str) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator: make `fn` selectable as `attention(..., impl=name)`."""
-
-    def wrap(fn: AttentionFn) -> AttentionFn:
-        ATTENTION_IMPLS[name] = fn
-        return fn
-
-    return wrap
 
 
 def attention_mask(
@@ -45,7 +30,6 @@ def attention_mask(
     return allowed
 
 
-@register_attention("xla")
 def xla_attention(
     q: jax.Array,
     k: jax.Array,
@@ -80,14 +64,3 @@ def xla_attention(
     )
     out = out * jnp.any(allowed, axis=-1)[:, :, None, None]
     return out.astype(q.dtype)
-
-
-def attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla", **kwargs
-) -> jax.Array:
-    """Dispatch to a registered implementation (see `xla_attention` for the arguments)."""
-    if impl not in ATTENTION_IMPLS and impl in ("pallas", "auto"):
-        import andesvl_jax.kernels  # noqa: F401  (registers the Pallas implementations)
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"unknown attention impl {impl!r}; registered: {sorted(ATTENTION_IMPLS)}")
-    return ATTENTION_IMPLS[impl](q, k, v, **kwargs)

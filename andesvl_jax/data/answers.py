@@ -1,8 +1,13 @@
-"""Thinking mode: a completion is `<think>reasoning</think>` then the answer; split it apart."""
+"""A completion's answer: end markers removed, the `<think>reasoning</think>` block split off.
+
+The one place that turns generated text into the answer that metrics (eval/) and rewards (train/)
+score.
+"""
 
 from __future__ import annotations
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from andesvl_jax.data.chat import THINK_CLOSE, THINK_OPEN
+
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 
 

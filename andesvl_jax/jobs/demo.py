@@ -16,9 +16,9 @@ import time
 
 from andesvl_jax.config import PRESETS, PUBLISHED_PARAMS
 from andesvl_jax.data.synthetic.tasks_scene import COLOUR_NAMES
-from andesvl_jax.params import count_params
+from andesvl_jax.models.params import count_params
 
-EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tiny.py"
+EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "tiny.py"
 
 STAGE_ORDER = ("align", "joint", "multitask", "sft")
 # Chance of a uniform guess over each task's answer set (see data/synthetic/tasks_scene.py).
@@ -62,10 +62,10 @@ def held_out(data, n: int) -> list:
 
 
 def evaluate(workdir: pathlib.Path, n: int) -> dict:
+    from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.eval.exact_match import evaluate_exact_match
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
-    from andesvl_jax.train.loop import load_run_config
 
     final = workdir / STAGE_ORDER[-1]
     d = load_run_config(final).data
@@ -84,9 +84,9 @@ def evaluate(workdir: pathlib.Path, n: int) -> dict:
 def training_overlap(workdir: pathlib.Path, n: int, correct: list[bool]) -> dict:
     """Held-out questions that the training stream also contains verbatim, and the accuracy on
     the others."""
+    from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
     from andesvl_jax.eval.contamination import seen_in_training
-    from andesvl_jax.train.loop import load_run_config
 
     config = load_run_config(workdir / STAGE_ORDER[-1])
     d = config.data

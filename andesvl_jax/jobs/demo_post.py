@@ -15,7 +15,7 @@ import json
 import pathlib
 import time
 
-EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tiny.py"
+EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "tiny.py"
 EVAL_SEED = 4321  # held-out: eval split, a seed no training config uses
 EXACT = {"exact_answer": 1.0}
 STARTS_FROM = {"mpo": "sft", "grpo_warmup": "sft", "grpo": "grpo_warmup"}
@@ -39,10 +39,10 @@ def _held_out(task: str, n: int, data) -> list:
 
 def measure(run: pathlib.Path, n: int) -> dict:
     """Preference accuracy and greedy rewards of the model trained in `run`."""
+    from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.eval.post_training import mean_reward, preference_accuracy
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
-    from andesvl_jax.train.loop import load_run_config
 
     start = time.perf_counter()
     data = load_run_config(run).data
