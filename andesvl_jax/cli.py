@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "andesvl_jax.jobs.demo",
     "andesvl_jax.jobs.demo_post",
     "andesvl_jax.train.launch",
+    "andesvl_jax.train.compile_check_cli",
     "andesvl_jax.data.inspect_cli",
     "andesvl_jax.infer.chat_cli",
     "andesvl_jax.eval.cli",

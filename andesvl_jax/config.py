@@ -94,6 +94,7 @@ class TextConfig:
     rope_theta: float = 1_000_000.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
+    max_position: int = 40960  # Qwen3 max_position_embeddings: longer rows are an error
 
     def validate(self) -> None:
         if self.num_heads % self.num_kv_heads:

@@ -98,6 +98,7 @@ def parse_qwen3(d: dict, where: str = "text_config") -> TextConfig:
         rope_theta=_rope_theta(d, 1e6),
         norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(d.get("tie_word_embeddings", True)),
+        max_position=int(d.get("max_position_embeddings", TextConfig.max_position)),
     )
 
 

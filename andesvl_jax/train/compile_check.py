@@ -1,0 +1,275 @@
+"""Ahead-of-time fit check: lower and compile the real train step for abstract inputs on a mesh.
+
+Nothing is allocated: the model, the optimizer state, the objective's extra state (e.g. MPO's
+reference policy) and the batch are `jax.ShapeDtypeStruct`s carrying their shardings, so the 4B
+model at 32 768 tokens compiles on a laptop's virtual CPU devices. XLA's memory analysis of the
+partitioned program then gives per-device bytes (arguments, outputs, temporaries), and its cost
+analysis the FLOPs per step, as MaxText's `train_compile` does for a TPU topology.
+
+The CPU compiler's buffer assignment is not a GPU's or a TPU's (it may upcast bf16 elementwise
+work to f32 and fuses differently), so the temporaries are an estimate of the accelerator's; the
+parameter and optimizer bytes are exact (they follow from the shardings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from andesvl_jax.convert.workdir import model_config
+from andesvl_jax.data.batch import TrainBatch
+from andesvl_jax.data.patches import PackedImages
+from andesvl_jax.data.pipeline import DataConfig
+from andesvl_jax.models.andesvl import AndesVL
+from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
+from andesvl_jax.train.config_checks import validate_config
+from andesvl_jax.train.objectives import OBJECTIVES
+from andesvl_jax.train.optim import make_optimizer
+from andesvl_jax.train.rollouts import RolloutBatch
+from andesvl_jax.train.stages import get_stage, is_trainable
+from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
+
+GIB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class FitReport:
+    """Per-device memory of one compiled train step (bytes) and its cost."""
+
+    config: str
+    mesh: dict[str, int]
+    rows: int
+    tokens: int
+    patches: int
+    params: int  # trainable + frozen parameters on one device
+    optimizer: int  # optimizer moments + counters on one device
+    extra: int  # the objective's state (reference policy, ...) on one device
+    batch: int
+    temp: int  # XLA temporaries: activations kept for the backward + workspace
+    output: int
+    alias: int  # outputs written in place of donated arguments
+    peak: int  # arguments + temporaries + outputs not aliased onto arguments
+    flops: float  # per device per step (XLA cost analysis)
+    compile_s: float
+    hbm: int
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.hbm
+
+    def row(self) -> dict:
+        g = lambda b: round(b / GIB, 2)  # noqa: E731
+        return {
+            "config": self.config,
+            "mesh": "x".join(f"{k}{v}" for k, v in self.mesh.items() if v > 1) or "1",
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "patches": self.patches,
+            "params_gib": g(self.params),
+            "optimizer_gib": g(self.optimizer),
+            "extra_gib": g(self.extra),
+            "temp_gib": g(self.temp),
+            "peak_gib": g(self.peak),
+            "hbm_gib": g(self.hbm),
+            "fits": self.fits,
+            "tflops_per_device": round(self.flops / 1e12, 1),
+            "compile_s": round(self.compile_s, 1),
+        }
+
+
+def step_rows(config, stage) -> tuple[int, str]:
+    """Global rows of one step and how the config names them (a GRPO step is one rollout round)."""
+    if stage.objective == "grpo":
+        rows = config.grpo.prompts_per_rollout * config.grpo.group_size
+        return rows, f"grpo.prompts_per_rollout x group_size={rows}"
+    return config.data.batch_size, f"data.batch_size={config.data.batch_size}"
+
+
+def check_rows_divide(config, stage, mesh: Mesh) -> int:
+    """The step's rows; a clear error if they do not split over data x fsdp x accumulation."""
+    rows, name = step_rows(config, stage)
+    dp = mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % (dp * config.optim.accum_steps):
+        raise ValueError(
+            f"{name} must divide by data*fsdp={dp} times optim.accum_steps={config.optim.accum_steps}"
+        )
+    return rows
+
+
+def _sds(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
+
+
+def abstract_batch(config, model_cfg, stage, rows: int, mesh: Mesh):
+    """The step's batch as sharded ShapeDtypeStructs at the stage's real lengths."""
+    d = config.data
+    spec = DataConfig.for_model(
+        model_cfg,
+        stage=d.stage or stage.data_stage,
+        max_tokens=d.max_tokens or None,
+        max_patches=d.max_patches or None,
+    ).encode_spec()
+    tokens, patches = spec.max_tokens, spec.max_patches
+    if tokens > model_cfg.text.max_position:
+        raise ValueError(
+            f"{tokens} tokens per row exceed the model's maximum position "
+            f"{model_cfg.text.max_position} (text.max_position)"
+        )
+    patch_dim = 3 * model_cfg.vision.patch_size**2
+    i32, f32 = np.int32, np.float32
+    text = {n: (rows, tokens) for n in ("input_ids", "segment_ids", "positions", "targets")}
+    fields = {n: _sds(s, i32, None) for n, s in text.items()}
+    fields["loss_mask"] = _sds((rows, tokens), f32, None)
+    images = PackedImages(
+        patches=_sds((rows, patches, patch_dim), f32, None),
+        **{n: _sds((rows, patches), i32, None) for n in PackedImages._fields[1:]},
+    )
+    if stage.objective == "grpo":
+        batch = RolloutBatch(
+            **fields,
+            images=images,
+            old_logprobs=_sds((rows, tokens), f32, None),
+            advantages=_sds((rows,), f32, None),
+            rewards=_sds((rows,), f32, None),
+        )
+    else:
+        batch = TrainBatch(**fields, images=images)
+    shardings = batch_shardings(batch, mesh)
+    batch = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), batch, shardings)
+    return batch, tokens, patches
+
+
+def _with_shardings(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
+    shardings = state_shardings(state, mesh, rules)
+    return jax.tree.map(
+        lambda v, s: v.replace(_sds(v.shape, v.dtype, s)),
+        state,
+        shardings,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
+def _mirror(tree, params, replicated: NamedSharding):
+    """Shardings for a tree whose leaves mirror parameters (moments, a reference copy) by path
+    suffix; anything else (counters, scalars) replicated."""
+    by_path = {
+        tuple(map(str, path)): leaf.sharding
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+
+    def pick(path, leaf):
+        keys = tuple(map(str, path))
+        sharding = next(
+            (by_path[keys[i:]] for i in range(len(keys)) if keys[i:] in by_path), replicated
+        )
+        return _sds(leaf.shape, leaf.dtype, sharding)
+
+    return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective):
+    """(graphdef, TrainState of sharded ShapeDtypeStructs, optimizer), as `initial_state` builds."""
+    model = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
+    graphdef, params, frozen = nnx.split(model, is_trainable(stage), ...)
+    params, frozen = _with_shardings(params, mesh, rules), _with_shardings(frozen, mesh, rules)
+    optimizer = make_optimizer(config.optim, config.steps)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    scalar = _sds((), np.int32, replicated)
+    state = TrainState(
+        step=scalar,
+        params=params,
+        frozen=frozen,
+        opt_state=_mirror(jax.eval_shape(optimizer.init, params), params, replicated),
+        rng=_sds((2,), np.uint32, replicated),
+        bad_steps=scalar,
+        skipped_steps=scalar,
+        extra=_mirror(jax.eval_shape(objective.init_extra, params), params, replicated),
+    )
+    return graphdef, state, optimizer
+
+
+def _device_bytes(tree) -> int:
+    """Bytes of one device's shards of every array in `tree`."""
+    leaves = jax.tree.leaves(tree)
+    return sum(
+        math.prod(a.sharding.shard_shape(a.shape)) * jnp.dtype(a.dtype).itemsize for a in leaves
+    )
+
+
+def compile_check(config, name: str = "", *, hbm_gib: float = 80.0, devices=None) -> FitReport:
+    """Compile `config`'s train step on its mesh (abstract inputs) and report per-device memory."""
+    validate_config(config)
+    stage = get_stage(config.stage)
+    mesh = make_mesh(dict(config.mesh), devices)
+    rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
+    rows = check_rows_divide(config, stage, mesh)
+    model_cfg = model_config(config)
+    objective = OBJECTIVES[stage.objective](config)
+    graphdef, state, optimizer = abstract_train_state(
+        config, model_cfg, mesh, rules, stage, objective
+    )
+    batch, tokens, patches = abstract_batch(config, model_cfg, stage, rows, mesh)
+    step = make_train_step(
+        graphdef,
+        optimizer,
+        accum_steps=config.optim.accum_steps,
+        objective=objective,
+        mesh=mesh,
+        rules=rules,
+    )
+    state_sh = jax.tree.map(lambda a: a.sharding, state)
+    batch_sh = jax.tree.map(lambda a: a.sharding, batch)
+    start = time.perf_counter()
+    compiled = jit_train_step(step, state_sh, batch_sh).lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    arguments = memory.argument_size_in_bytes
+    peak = arguments + memory.temp_size_in_bytes + memory.output_size_in_bytes
+    peak -= memory.alias_size_in_bytes
+    return FitReport(
+        config=name or f"{config.model.preset}/{config.stage}",
+        mesh={k: int(v) for k, v in mesh.shape.items()},
+        rows=rows,
+        tokens=tokens,
+        patches=patches,
+        params=_device_bytes((state.params, state.frozen)),
+        optimizer=_device_bytes(state.opt_state),
+        extra=_device_bytes(state.extra),
+        batch=_device_bytes(batch),
+        temp=memory.temp_size_in_bytes,
+        output=memory.output_size_in_bytes,
+        alias=memory.alias_size_in_bytes,
+        peak=peak,
+        flops=float((cost or {}).get("flops", 0.0)),
+        compile_s=compile_s,
+        hbm=int(hbm_gib * GIB),
+    )
+
+
+def shortfall(report: FitReport) -> str:
+    """What does not fit, and by how much (empty when it fits)."""
+    if report.fits:
+        return ""
+    parts = {
+        "parameters": report.params,
+        "optimizer": report.optimizer,
+        "objective state": report.extra,
+        "batch": report.batch,
+        "temporaries": report.temp,
+        "outputs not in place": report.output - report.alias,
+    }
+    detail = ", ".join(f"{k} {v / GIB:.2f}" for k, v in parts.items() if v)
+    return (
+        f"{report.config} needs {report.peak / GIB:.2f} GiB per device, "
+        f"{(report.peak - report.hbm) / GIB:.2f} GiB over the {report.hbm / GIB:.0f} GiB HBM "
+        f"({detail} GiB)"
+    )

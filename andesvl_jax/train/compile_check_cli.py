@@ -1,0 +1,92 @@
+"""`andesvl-jax compile-check --config experiments/andesvl.py:size=4b,stage=multitask --mesh fsdp=64,tensor=4`.
+
+Compiles the real train step for abstract inputs on a virtual mesh and prints per-device memory
+(train/compile_check.py). `--devices N` gives the mesh N host-platform devices on CPU (the command
+re-executes itself with `--xla_force_host_platform_device_count=N` when jax already started with
+fewer). Exit status 1 when the step does not fit `--hbm-gib`, with what does not fit and by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """'fsdp=64,tensor=4' -> {'data': 1, 'fsdp': 64, 'tensor': 4} (unnamed axes are 1)."""
+    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in (*mesh, "dcn_data"):
+            raise SystemExit(
+                f"andesvl-jax compile-check: bad --mesh item {item!r}; expected AXIS=N with AXIS "
+                "in data, fsdp, tensor, dcn_data"
+            )
+        try:
+            mesh[key] = int(value)
+        except ValueError:
+            raise SystemExit(
+                f"andesvl-jax compile-check: --mesh {key}={value!r} is not an integer"
+            ) from None
+    return mesh
+
+
+def _reexec_with_devices(n: int) -> int | None:
+    """Run this command again in a process whose CPU platform has `n` devices (None: not needed)."""
+    import jax
+
+    if jax.device_count() >= n or jax.default_backend() != "cpu":
+        return None
+    if os.environ.get("ANDESVL_COMPILE_CHECK_CHILD"):
+        raise SystemExit(
+            f"andesvl-jax compile-check: asked for {n} devices, jax has {jax.device_count()}"
+        )
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_FLAG))
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{flags} {_FLAG}={n}".strip(),
+        "JAX_PLATFORMS": "cpu",
+        "ANDESVL_COMPILE_CHECK_CHILD": "1",
+    }
+    return subprocess.call([sys.executable, "-m", "andesvl_jax", *sys.argv[1:]], env=env)
+
+
+def run(args) -> int:
+    mesh = parse_mesh(args.mesh)
+    import math
+
+    devices = args.devices or math.prod(v for k, v in mesh.items() if k != "dcn_data")
+    code = _reexec_with_devices(devices)
+    if code is not None:
+        return code
+    import jax
+
+    from andesvl_jax.train.compile_check import compile_check, shortfall
+    from andesvl_jax.train.launch import load_config
+
+    config = load_config(args.config, args.overrides)
+    with config.unlocked():
+        config.mesh.update(mesh)
+    report = compile_check(
+        config, args.config, hbm_gib=args.hbm_gib, devices=jax.devices()[:devices]
+    )
+    print(json.dumps(report.row(), indent=2))
+    if not report.fits:
+        print(f"does not fit: {shortfall(report)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compile-check", help="compile the real train step ahead of time; per-device memory, fit"
+    )
+    p.add_argument("--config", required=True, help="experiments/FILE.py[:ARG]")
+    p.add_argument("--mesh", default="", help="e.g. fsdp=64,tensor=4 (unnamed axes are 1)")
+    p.add_argument("--devices", type=int, default=0, help="virtual devices (default: mesh size)")
+    p.add_argument("--hbm-gib", type=float, default=80.0, help="device memory to fit, GiB")
+    p.set_defaults(func=run, accepts_overrides=True)
