@@ -149,7 +149,16 @@ def _indices(source, cfg: DataConfig, process_index, process_count) -> grain.Map
     ds = grain.MapDataset.range(len(source))[pi::pc]
     if len(ds) == 0:
         raise ValueError(f"process {pi} of {pc} gets no samples from a source of {len(source)}")
-    return ds.shuffle(seed=cfg.seed) if cfg.shuffle else ds
+    return ds.shuffle(seed=shuffle_seed(cfg.seed)) if cfg.shuffle else ds
+
+
+def shuffle_seed(seed: int) -> int:
+    """The grain shuffle seed of run seed `seed`: a hash, not `seed` itself.
+
+    grain shuffles epoch e with seed + e, so with the run seed as is, seed s + 1 would replay
+    seed s's order one epoch later (a seed ablation comparing the same data order).
+    """
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
 
 
 def example_dataset(
