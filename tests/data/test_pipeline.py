@@ -62,8 +62,7 @@ def _epoch_orders(seed: int, n: int, epochs: int) -> list[list[str]]:
 def test_shuffle_seed_alone_changes_the_order_of_the_same_data():
     source = SyntheticSource("demo", size=24, seed=5)
     runs = [
-        list(make_dataset(source, dataclasses.replace(CFG, seed=s, num_epochs=1)))
-        for s in (7, 8)
+        list(make_dataset(source, dataclasses.replace(CFG, seed=s, num_epochs=1))) for s in (7, 8)
     ]
     assert not _eq(runs[0][0], runs[1][0])  # another order from the first batch on
     assert _segments(runs[0]) == _segments(runs[1])  # and the very same samples
