@@ -1,5 +1,7 @@
 """Preference accuracy and mean reward against direct computation on a tiny random model."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -42,11 +44,21 @@ def test_preference_accuracy_matches_direct_log_probs():
 
 
 def test_mean_reward_scores_greedy_completions():
+    """Gold answers set to what the model answers for samples 0 and 2 only: mean 2/3, not 0."""
     model, tok = AndesVL(get_preset("tiny"), rngs=nnx.Rngs(1)), TextTokenizer.default()
     src = SyntheticSource({"count": 1.0}, size=3, seed=3, split="eval", ctx=TaskContext(56, 84))
-    samples = [src[i] for i in range(3)]
     engine = Engine(model, tok, image_max_size=84, max_prompt_tokens=128, max_patches=64)
+    samples = [src[i] for i in range(3)]
+    done = engine.generate(samples, max_new_tokens=3)  # greedy: mean_reward sees the same
+    assert all(c.answer for c in done) and done[1].answer != samples[1].meta["answer"]
+    gold = [done[0].answer, samples[1].meta["answer"], done[2].answer]
+    samples = [
+        dataclasses.replace(s, meta={**s.meta, "answer": a, "difficulty": d})
+        for s, a, d in zip(samples, gold, ["easy", "hard", "hard"], strict=True)
+    ]
     out = mean_reward(engine, samples, {"exact_answer": 1.0}, max_new_tokens=3)
-    done = engine.generate(samples, max_new_tokens=3)
-    expected = np.mean([c.answer == s.meta["answer"] for c, s in zip(done, samples, strict=True)])
-    assert out["n"] == 3 and out["mean_reward"] == expected
+    assert out["n"] == 3
+    np.testing.assert_allclose(out["mean_reward"], 2 / 3)
+    assert out["per_difficulty"] == {"easy": 1.0, "hard": 0.5}
+    assert [e["completion"] for e in out["examples"]] == [c.text for c in done]
+    assert [e["reference"] for e in out["examples"]] == gold
