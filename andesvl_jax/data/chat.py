@@ -5,13 +5,13 @@
 `<think>\n{reasoning}\n</think>\n\n{answer}`; the no-thinking variant of a Thinking model writes an
 empty think block (Qwen3 convention) so one model can switch modes. Each image becomes
 `<img>` + `<|vision_pad|>` x N + `</img>`. GUI boxes are `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`
-on a 0-1000 scale of the image; referred objects `<|object_ref_start|>..<|object_ref_end|>`.
+on a 0-1000 scale of the image (written and read by data/boxes.py); referred objects
+`<|object_ref_start|>..<|object_ref_end|>`.
 Piece kinds are what loss masks select on (see encode.LOSS_MASKS).
 """
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +20,6 @@ from andesvl_jax.data.sample import IMAGE_TAG, Message
 from andesvl_jax.data.tokenizer import TextTokenizer
 
 ROLES = ("system", "user", "assistant")
-BOX_SCALE = 1000
 
 
 class Piece(NamedTuple):
@@ -32,27 +31,6 @@ class Piece(NamedTuple):
     kind: str
     ids: np.ndarray
     image: int = -1
-
-
-def format_box(box: tuple[float, float, float, float], width: int, height: int) -> str:
-    """Pixel box (x1, y1, x2, y2) on a width x height image -> AndesVL box text (0-1000 ints)."""
-    x1, y1, x2, y2 = box
-    q = [
-        round(x1 / width * BOX_SCALE),
-        round(y1 / height * BOX_SCALE),
-        round(x2 / width * BOX_SCALE),
-        round(y2 / height * BOX_SCALE),
-    ]
-    q = [min(max(v, 0), BOX_SCALE) for v in q]
-    return f"<|box_start|>({q[0]},{q[1]}),({q[2]},{q[3]})<|box_end|>"
-
-
-_BOX_RE = re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>")
-
-
-def parse_boxes(text: str) -> list[tuple[int, int, int, int]]:
-    """All AndesVL boxes in `text` as (x1, y1, x2, y2) on the 0-1000 scale."""
-    return [tuple(int(v) for v in m.groups()) for m in _BOX_RE.finditer(text)]
 
 
 def format_ref(text: str) -> str:

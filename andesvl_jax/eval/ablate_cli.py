@@ -165,7 +165,7 @@ def train_cell(config, run_dir: pathlib.Path) -> dict:
 
 def evaluate_condition(model, tokenizer, mixture, condition: EvalCondition, n, batch) -> dict:
     """Exact match of one model on one condition's questions, with the image token cost."""
-    from andesvl_jax.eval.exact_match import evaluate_exact_match
+    from andesvl_jax.eval.metrics import evaluate_exact_match
     from andesvl_jax.infer.engine import Engine
 
     engine = Engine(

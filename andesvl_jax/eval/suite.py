@@ -10,7 +10,7 @@ samples a long training run also drew (docs/evaluation.md, "Held out"). Variants
 and aspect ratios outside the training range (56-112 px sides): `general_large` at 224-448 px, and
 `general_extreme_aspect` padded to 4:1 and 1:4.
 
-Each sample's meta is what its metric reads (eval/metrics.py): 'answer', 'metric', 'benchmark',
+Each sample's meta is what its metric reads (eval/metrics/): 'answer', 'metric', 'benchmark',
 'index', 'domain', 'category' (the task, or the POPE-style probe), and per task 'box' (0-1000
 numbers) or 'options'.
 """
@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from andesvl_jax.data.boxes import parse_box
 from andesvl_jax.data.errors import SkipStats
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
-from andesvl_jax.eval.metrics import METRICS, parse_box
+from andesvl_jax.eval.metrics import METRICS
 from andesvl_jax.eval.readers.base import BenchmarkSet
 
 # AndesVL's evaluation domains (DESIGN.md section 9), in report order.

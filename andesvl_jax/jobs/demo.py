@@ -63,7 +63,7 @@ def held_out(data, n: int) -> list:
 
 def evaluate(workdir: pathlib.Path, n: int) -> dict:
     from andesvl_jax.convert.workdir import load_run_config
-    from andesvl_jax.eval.exact_match import evaluate_exact_match
+    from andesvl_jax.eval.metrics import evaluate_exact_match
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from andesvl_jax.data.chat import parse_boxes
+from andesvl_jax.data.boxes import parse_boxes
 from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
 from andesvl_jax.data.interleave import move_images_first
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from andesvl_jax.config import get_preset
-from andesvl_jax.data.chat import ChatTemplate, format_box, parse_boxes
+from andesvl_jax.data.boxes import format_box, parse_boxes
+from andesvl_jax.data.chat import ChatTemplate
 from andesvl_jax.data.encode import LOSS_MASKS, EncodeSpec, SampleEncoder
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.preprocess import ImageSpec

@@ -3,23 +3,22 @@
 import numpy as np
 import pytest
 
+from andesvl_jax.data.answers import strip_thinking
+from andesvl_jax.data.boxes import format_box, iou, parse_box, parse_point
+from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.eval.metrics import (
     METRICS,
+    evaluate_exact_match,
     evaluate_predictions,
     extract_choice,
     extract_yes_no,
-    format_box,
-    iou,
     lcs_length,
     levenshtein,
     longest_common_substring,
     normalize_vqa_answer,
-    parse_box,
-    parse_point,
     relaxed_match,
     rouge_1,
     rouge_l,
-    strip_reasoning,
     top1_consistency,
 )
 
@@ -100,6 +99,8 @@ def test_levenshtein_and_lcs():
         ("$12", "12", True),
         ("0", "0", True),
         ("0.01", "0", False),
+        ("1/2", "0.5", True),  # fractions parse as numbers (data/answers.parse_number)
+        ("1,2", "12", False),  # a comma that is no thousands separator is not ignored
         ("Yes", "yes", True),
         ("blue", "red", False),
     ],
@@ -158,7 +159,7 @@ def test_multiple_choice_scoring_and_unparsable():
 
 def test_thinking_output_is_scored_after_think():
     reply = "<think>maybe A, maybe B</think>The answer is C"
-    assert strip_reasoning(reply) == "The answer is C"
+    assert strip_thinking(reply)[1] == "The answer is C"
     assert score("multiple_choice", reply, answer="C", options=OPTIONS)["score"] == 1.0
     assert score("multiple_choice", "<think>A or B", answer="A", options=OPTIONS)["unparsable"]
 
@@ -255,6 +256,41 @@ def test_referring_longest_common_substring():
     assert score("andesui_referring", "<|box_end|>!", answer="box")["score"] == 0.0
 
 
+# ---- exact match ----
+
+
+def test_exact_match_uses_the_normalised_answer():
+    assert score("exact_match", "<think>r</think> Red.<|im_end|>", answer="red")["score"] == 1.0
+    assert score("exact_match", "re", answer="red")["score"] == 0.0
+    assert score("exact_match", "4.0", answers=["four", "4"])["score"] == 0.0  # not numeric
+    assert score("exact_match", "", answer="red")["unparsable"]
+
+
+class _FakeEngine:
+    """Answers each sample with its meta['reply'] (what `Engine.generate` is used for here)."""
+
+    def generate(self, samples, max_new_tokens):
+        class Done:
+            def __init__(self, answer):
+                self.answer = answer
+
+        return [Done(s.meta["reply"]) for s in samples]
+
+
+def test_evaluate_exact_match_per_task():
+    def sample(task, answer, reply):
+        meta = {"task": task, "answer": answer, "reply": reply}
+        return Sample([Message("user", "q"), Message("assistant", answer)], meta=meta)
+
+    samples = [sample("count", "3", "3"), sample("count", "4", "5"), sample("color", "red", "Red")]
+    out = evaluate_exact_match(_FakeEngine(), samples)
+    assert out["correct"] == [True, False, True]
+    assert out["accuracy"] == pytest.approx(2 / 3)
+    assert out["per_task"] == {"color": 1.0, "count": 0.5}
+    assert out["counts"] == {"count": 2, "color": 1}
+    assert out["examples"][1] == {"task": "count", "answer": "4", "prediction": "5"}
+
+
 # ---- registry, per-category aggregation ----
 
 
@@ -272,7 +308,7 @@ def test_evaluate_predictions_per_category():
         evaluate_predictions("bleu", [], [])
     with pytest.raises(ValueError, match="2 predictions for 1 samples"):
         evaluate_predictions("yes_no", ["a", "b"], metas[:1])
-    with pytest.raises(ValueError, match="no 'answers' or 'answer'"):
+    with pytest.raises(KeyError, match="metric 'anls' needs sample meta 'answer' or 'answers'"):
         METRICS["anls"]("x", {})
 
 

@@ -2,14 +2,8 @@
 
 import pytest
 
-from andesvl_jax.train.rewards import (
-    REWARDS,
-    combined_reward,
-    last_boxed,
-    parse_number,
-    register_reward,
-    strip_thinking,
-)
+from andesvl_jax.data.answers import last_boxed, parse_number, strip_thinking
+from andesvl_jax.train.rewards import REWARDS, combined_reward, register_reward
 
 BOX = "<|box_start|>({},{}),({},{})<|box_end|>"
 
@@ -162,8 +156,9 @@ def test_think_format(completion, meta, expected):
         (BOX.format(100, 100, 300, 300) + BOX.format(0, 0, 10, 10), 1.0),  # two boxes: first
         (BOX.format(0, 0, 10, 10) + BOX.format(100, 100, 300, 300), 0.0),
         (BOX.format(600, 600, 900, 900), 0.0),  # disjoint
-        (BOX.format(300, 300, 100, 100), 0.0),  # inverted
-        ("(100,100),(300,300)", 0.0),  # no box tokens
+        (BOX.format(300, 300, 100, 100), 1.0),  # corners in either order (data/boxes.py)
+        ("(100,100),(300,300)", 1.0),  # plain notations count, as in the eval metric
+        ("[200, 100, 400, 300]", (100 * 200) / (2 * 200 * 200 - 100 * 200)),
         ("<|box_start|>(100,100)<|box_end|>", 0.0),  # a point is not a box
         ("<|box_start|>(a,b),(c,d)<|box_end|>", 0.0),
         ("<think>" + BOX.format(100, 100, 300, 300) + "</think>none", 0.0),
@@ -183,7 +178,9 @@ def test_box_iou(completion, expected):
         (BOX.format(100, 100, 200, 200), 1.0),  # centre (150, 150)
         (BOX.format(0, 0, 100, 100), 0.0),  # centre (50, 50)
         ("<|box_start|>(350,250)<|box_end|>", 0.0),
-        ("<|box_start|>garbage<|box_end|> (150,150)", 0.0),  # a box span that does not parse
+        ("<|box_start|>garbage<|box_end|> (150,150)", 1.0),  # an unreadable span is no location
+        ("(50,50) then (150,150)", 0.0),  # only the first location counts
+        ("[110,110,310,310]", 1.0),  # centre (210, 210); the eval metric scores it a hit too
         ("somewhere in the middle", 0.0),
     ],
 )
@@ -192,8 +189,17 @@ def test_point_in_box(completion, expected):
 
 
 def test_box_rewards_need_a_box():
-    with pytest.raises(KeyError, match="box"):
+    with pytest.raises(KeyError, match="reward 'box_iou' needs sample meta 'box'"):
         REWARDS["box_iou"]("x", {})
+    with pytest.raises(ValueError, match="reward 'point_in_box'.*not a box"):
+        REWARDS["point_in_box"]("x", {"box": [1, 2, 3]})
+
+
+def test_box_rewards_read_a_box_stored_as_text():
+    # The synthetic GUI tasks store the gold box as its answer text.
+    meta = {"box": BOX.format(100, 100, 300, 300)}
+    assert REWARDS["point_in_box"]("(150,150)", meta) == 1.0
+    assert REWARDS["box_iou"](BOX.format(100, 100, 300, 300), meta) == 1.0
 
 
 def test_combined_reward():

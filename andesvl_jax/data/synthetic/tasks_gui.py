@@ -6,7 +6,8 @@ referring: box -> description; qa: instruction -> box to tap.
 
 from __future__ import annotations
 
-from andesvl_jax.data.chat import format_box, format_ref
+from andesvl_jax.data.boxes import format_box
+from andesvl_jax.data.chat import format_ref
 from andesvl_jax.data.synthetic.registry import qa, register_task
 from andesvl_jax.data.synthetic.render import draw_text, new_canvas
 

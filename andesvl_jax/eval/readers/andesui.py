@@ -21,9 +21,9 @@ import os
 import pathlib
 from collections.abc import Callable
 
+from andesvl_jax.data.boxes import format_box
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
-from andesvl_jax.eval.metrics import format_box
 from andesvl_jax.eval.readers.base import (
     CLICK_QA_PROMPT,
     GROUNDING_PROMPT,

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from andesvl_jax.data.boxes import to_box_scale
 from andesvl_jax.data.errors import ON_ERROR_POLICIES, DataError, Skipped, SkipStats, apply_policy
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.eval.metrics import METRICS
@@ -155,7 +156,7 @@ def pixel_box_to_1000(box: list, size: tuple[int, int], origin: str) -> list[int
     x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])
     if not (x1 < x2 and y1 < y2):
         raise DataError(origin, "bad_box", f"box {box!r} has no area inside the {w}x{h} image")
-    return [round(x1 * 1000 / w), round(y1 * 1000 / h), round(x2 * 1000 / w), round(y2 * 1000 / h)]
+    return [round(v) for v in to_box_scale((x1, y1, x2, y2), w, h)]
 
 
 def resolve_image(

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+from andesvl_jax.data.boxes import format_box
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
-from andesvl_jax.eval.metrics import format_box
 from andesvl_jax.eval.readers.base import (
     GROUNDING_PROMPT,
     BenchmarkSet,
