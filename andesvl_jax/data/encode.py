@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from andesvl_jax.data.chat import ChatTemplate, Piece
-from andesvl_jax.data.errors import DataError
+from andesvl_jax.data.errors import DataError, at_image
 from andesvl_jax.data.preprocess import (
     ImageSpec,
     ProcessedImage,
@@ -99,23 +99,25 @@ class SampleEncoder:
     def _images(self, sample: Sample, patch_budget: int) -> tuple[list[ProcessedImage], int]:
         """Preprocess all images; if together they exceed the budget, shrink each proportionally."""
         spec = self.spec.image
-        images = [
-            preprocess_image(src, spec, _image_origin(sample, k))
-            for k, src in enumerate(sample.images)
-        ]
+        images = []
+        for k, src in enumerate(sample.images):
+            with at_image(k):
+                images.append(preprocess_image(src, spec, _image_origin(sample, k)))
         total = sum(im.num_patches for im in images)
         if total <= patch_budget:
             return images, 0
         out, shrunk = [], 0
         for k, (src, im) in enumerate(zip(sample.images, images, strict=True)):
             share = max(4, (patch_budget * im.num_patches // total) // 4 * 4)
-            new, was = preprocess_within_budget(src, spec, share, _image_origin(sample, k))
+            with at_image(k):
+                new, was = preprocess_within_budget(src, spec, share, _image_origin(sample, k))
             if new.num_patches > share:
                 raise DataError(
                     sample.origin,
                     "image_over_budget",
                     f"image[{k}] needs {new.num_patches} patches even at the smallest size; "
                     f"budget {share}",
+                    image=k,
                 )
             out.append(new)
             shrunk += int(was)

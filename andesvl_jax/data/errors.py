@@ -2,28 +2,41 @@
 
 Every reader and transform reports a problem by raising `DataError(origin, reason, detail)`;
 `origin` says where (``file.jsonl:17``, ``synthetic:ocr:42``), `reason` is a short stable key used
-for counting (``corrupt_image``, ``too_many_image_tags`` ...). The pipeline's `on_error` policy
-(a registry, see ON_ERROR_POLICIES) then decides: ``raise`` re-raises, ``skip`` turns the sample
-into a `Skipped` marker that the packer counts in `SkipStats`.
+for counting (``corrupt_image``, ``too_many_image_tags`` ...) and `image` the index of the image at
+fault when one is (set by `at_image`, so tools report it without parsing `origin`). The pipeline's
+`on_error` policy (a registry, see ON_ERROR_POLICIES) then decides: ``raise`` re-raises, ``skip``
+turns the sample into a `Skipped` marker that the packer counts in `SkipStats`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
 class DataError(ValueError):
     """A specific problem with one sample: where it came from, a reason key and what was wrong."""
 
-    def __init__(self, origin: str, reason: str, detail: str):
-        self.origin, self.reason, self.detail = origin, reason, detail
+    def __init__(self, origin: str, reason: str, detail: str, image: int | None = None):
+        self.origin, self.reason, self.detail, self.image = origin, reason, detail, image
         super().__init__(f"{origin}: {reason}: {detail}")
 
     def __reduce__(self):  # keeps the fields across multiprocessing pickling
-        return (DataError, (self.origin, self.reason, self.detail))
+        return (DataError, (self.origin, self.reason, self.detail, self.image))
+
+
+@contextlib.contextmanager
+def at_image(index: int) -> Iterator[None]:
+    """Tag a DataError raised inside with the sample's image index (unless already tagged)."""
+    try:
+        yield
+    except DataError as err:
+        if err.image is None:
+            err.image = index
+        raise
 
 
 @dataclasses.dataclass(frozen=True)

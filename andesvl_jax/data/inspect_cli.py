@@ -1,9 +1,10 @@
 """`andesvl-jax data inspect --format F PATH`: validate a dataset and report what packing would do.
 
 Reads every record (or --limit), encodes it as the trainer would (image preprocessing, chat
-template, budgets), and prints: ok / skipped by reason (with the first error of each reason),
-canvas size and aspect histograms, token and patch totals, and the packing efficiency at the given
-row budgets.
+template, budgets), and prints: ok / skipped by reason, the first --show bad records of each reason
+(with how many more), canvas size and aspect histograms, token and patch totals, and the packing
+efficiency at the given row budgets. --errors FILE writes every bad record as JSONL (see
+data/error_log.py for the line format and why it is written line by line).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import numpy as np
 
 from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
+from andesvl_jax.data.error_log import BadRecordLog, format_location, record_location
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.formats import FORMATS, open_dataset
 from andesvl_jax.data.packing import RowPacker
@@ -38,11 +40,19 @@ def _histogram(values, edges) -> dict[str, int]:
 
 
 def inspect_source(
-    source, encoder: SampleEncoder, batch_size: int = 8, limit: int | None = None
+    source,
+    encoder: SampleEncoder,
+    batch_size: int = 8,
+    limit: int | None = None,
+    log: BadRecordLog | None = None,
 ) -> dict:
-    """Encode every sample; return counts, histograms, totals and packing efficiency."""
+    """Encode every sample; return counts, histograms, totals and packing efficiency.
+
+    Every bad record goes to `log` (default: an in-memory log keeping 5 per kind).
+    """
     spec = encoder.spec
-    counts, first_error = collections.Counter(), {}
+    log = BadRecordLog() if log is None else log
+    counts = collections.Counter()
     sides, aspects, tokens, patches, downscaled = [], [], 0, 0, 0
     packer, batches, used_t, used_p = (
         RowPacker(batch_size, spec.max_tokens, spec.max_patches),
@@ -52,11 +62,13 @@ def inspect_source(
     )
     n = len(source) if limit is None else min(limit, len(source))
     for i in range(n):
+        sample = None
         try:
-            ex = encoder(source[i])
+            sample = source[i]
+            ex = encoder(sample)
         except DataError as e:
             counts[f"skipped/{e.reason}"] += 1
-            first_error.setdefault(e.reason, str(e))
+            log.add(record_location(source, i), e, sample.images if sample is not None else ())
             continue
         counts["ok"] += 1
         tokens += ex.num_tokens
@@ -78,7 +90,9 @@ def inspect_source(
     return {
         "records": n,
         "counts": dict(sorted(counts.items())),
-        "first_error": first_error,
+        "errors_shown": log.shown,
+        "errors_more": {kind: log.more(kind) for kind in sorted(log.counts)},
+        "errors_file": log.path,
         "images": len(sides),
         "downscaled_images": downscaled,
         "canvas_long_side_hist": _histogram(sides, SIDE_BINS),
@@ -95,8 +109,14 @@ def _print_report(path: str, rep: dict) -> None:
     print(f"dataset {path}: {rep['records']} records")
     for k, v in rep["counts"].items():
         print(f"  {k:32s} {v}")
-    for reason, msg in rep["first_error"].items():
-        print(f"  first {reason}: {msg}")
+    for reason in sorted(rep["errors_more"]):
+        shown, more = rep["errors_shown"].get(reason, []), rep["errors_more"][reason]
+        print(f"  {reason} ({len(shown) + more}):")
+        for entry in shown:
+            print(f"    {format_location(entry)}: {entry['message']}")
+        if more:
+            where = f" (all in {rep['errors_file']})" if rep["errors_file"] else ""
+            print(f"    ... and {more} more{where}")
     print(f"  images {rep['images']} (downscaled to fit: {rep['downscaled_images']})")
     for name in ("canvas_long_side_hist", "aspect_w_over_h_hist"):
         print(f"  {name}: " + "  ".join(f"{b}:{c}" for b, c in rep[name].items()))
@@ -118,12 +138,20 @@ def run_inspect(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_patches=args.max_patches,
     )
-    rep = inspect_source(source, SampleEncoder(tok, spec), args.batch_size, args.limit)
+    with BadRecordLog(args.errors, args.show) as log:
+        rep = inspect_source(source, SampleEncoder(tok, spec), args.batch_size, args.limit, log)
     _print_report(args.path, rep)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rep, f, indent=1)
     return 0 if rep["counts"].get("ok", 0) or not rep["records"] else 1
+
+
+def _non_negative(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def register(subparsers) -> None:
@@ -145,4 +173,17 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.add_argument(
+        "--errors",
+        default=None,
+        metavar="FILE",
+        help="write every bad record here as JSONL (file, line|record, image, kind, message)",
+    )
+    p.add_argument(
+        "--show",
+        type=_non_negative,
+        default=5,
+        metavar="N",
+        help="bad records printed per kind (the rest are counted; default 5)",
+    )
     p.set_defaults(func=run_inspect)

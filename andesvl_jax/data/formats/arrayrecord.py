@@ -7,7 +7,9 @@ with `write_arrayrecord(path, samples)`, read with `ArrayRecordSource(path)`.
 from __future__ import annotations
 
 import base64
+import bisect
 import io
+import itertools
 import json
 import os
 
@@ -86,15 +88,28 @@ class ArrayRecordSource:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"ArrayRecord file not found: {p}")
         self._source = grain.sources.ArrayRecordDataSource(self.paths)
+        # Global index -> (file, record within that file); grain concatenates files in order.
+        self._ends = (
+            [len(self._source)]
+            if len(self.paths) == 1
+            else list(
+                itertools.accumulate(
+                    len(grain.sources.ArrayRecordDataSource([p])) for p in self.paths
+                )
+            )
+        )
 
     def __len__(self) -> int:
         return len(self._source)
 
+    def locate(self, index: int) -> dict:
+        """Where record `index` lives: {"file": path, "record": index within that file}."""
+        f = bisect.bisect_right(self._ends, index)
+        return {"file": self.paths[f], "record": index - (self._ends[f - 1] if f else 0)}
+
     def __getitem__(self, index: int) -> Sample:
-        return record_to_sample(
-            self._source[index],
-            f"{self.paths[0] if len(self.paths) == 1 else 'arrayrecord'}#{index}",
-        )
+        loc = self.locate(index)
+        return record_to_sample(self._source[index], f"{loc['file']}#{loc['record']}")
 
     def __getstate__(self):
         return {"paths": self.paths}

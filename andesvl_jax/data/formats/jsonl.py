@@ -141,6 +141,12 @@ class JsonlSource:
     def __len__(self) -> int:
         return len(self._records) if self._records is not None else len(self._offsets)
 
+    def locate(self, index: int) -> dict:
+        """Where record `index` lives: {"file", "line"} (.jsonl) or {"file", "record"} (.json)."""
+        if self._records is not None:
+            return {"file": str(self.path), "record": index}
+        return {"file": str(self.path), "line": self._offsets[index][0]}
+
     def __getitem__(self, index: int) -> Sample:
         if self._records is not None:
             rec, origin = self._records[index], f"{self.path}[{index}]"

@@ -47,6 +47,10 @@ class TfdsSource:
     def __len__(self) -> int:
         return len(self._source)
 
+    def locate(self, index: int) -> dict:
+        """Where record `index` lives: {"file": "tfds:name/split", "record": index in the split}."""
+        return {"file": f"tfds:{self.args['name']}/{self.args['split']}", "record": index}
+
     def __getitem__(self, index: int) -> Sample:
         a = self.args
         origin = f"tfds:{a['name']}/{a['split']}#{index}"
