@@ -6,13 +6,27 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from andesvl_jax.convert.hf_config import read_config
 from andesvl_jax.convert.loader import export_official, load_checkpoint
 from andesvl_jax.convert.safetensors_io import SafetensorsReader, write_safetensors
-from andesvl_jax.sharding import make_mesh
+from andesvl_jax.sharding import make_mesh, state_shardings
 
 FLAVOURS = ["andesvl_aimv2_tiny", "andesvl_siglip2_tiny"]
+
+
+def _flat(state) -> list[tuple[str, object]]:
+    """(dotted path, leaf) of every leaf of an nnx.State, Variables kept whole."""
+    leaves = jax.tree_util.tree_leaves_with_path(
+        state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in leaves]
+
+
+def _leaves(model) -> dict[str, np.ndarray]:
+    """Every parameter of a model as a host array, by path."""
+    return {path: np.asarray(var.get_value()) for path, var in _flat(nnx.state(model))}
 
 
 @pytest.mark.parametrize("name", FLAVOURS)
@@ -30,16 +44,32 @@ def test_export_round_trip_is_bit_identical(fixtures_dir, tmp_path, name, scan):
 
 
 def test_bf16_tensors_read_and_write(tmp_path):
+    """Every tensor (bf16 and the other dtypes), written by us and read by the `safetensors`
+    package and the other way round: same names, dtype, shape and bytes."""
     import ml_dtypes
+    from safetensors.numpy import load_file, save_file
 
-    x = (np.arange(12, dtype=np.float32) / 7).astype(ml_dtypes.bfloat16).reshape(3, 4)
-    write_safetensors(tmp_path / "t.safetensors", {"w": x, "b": np.ones(3, np.float16)})
-    r = SafetensorsReader(tmp_path)
-    assert r.read("w").dtype == ml_dtypes.bfloat16 and r.read("w").tobytes() == x.tobytes()
-    # Interoperable with the reference implementation.
-    from safetensors.numpy import load_file
-
-    assert np.array_equal(load_file(tmp_path / "t.safetensors")["b"], np.ones(3, np.float16))
+    tensors = {
+        "w": (np.arange(12, dtype=np.float32) / 7).astype(ml_dtypes.bfloat16).reshape(3, 4),
+        "b": (np.arange(3) / 3 - 0.5).astype(np.float16),
+        "f": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
+        "i": np.arange(-3, 3, dtype=np.int64),
+        "mask": np.array([True, False, True]),
+    }
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    write_safetensors(ours / "model.safetensors", tensors)
+    save_file(tensors, str(theirs / "model.safetensors"))
+    reads = {
+        "ours by safetensors": load_file(ours / "model.safetensors"),
+        "theirs by us": {k: np.asarray(SafetensorsReader(theirs).read(k)) for k in tensors},
+        "ours by us": {k: np.asarray(SafetensorsReader(ours).read(k)) for k in tensors},
+    }
+    for how, got in reads.items():
+        assert sorted(got) == sorted(tensors), how
+        for k, x in tensors.items():
+            assert got[k].dtype == x.dtype and got[k].shape == x.shape, (how, k, got[k].dtype)
+            assert got[k].tobytes() == x.tobytes(), (how, k)
 
 
 def test_sharded_index_checkpoint(fixtures_dir, tmp_path):
@@ -58,9 +88,11 @@ def test_sharded_index_checkpoint(fixtures_dir, tmp_path):
     shutil.copy(src / "config.json", tmp_path / "config.json")
     a, _ = load_checkpoint(src)
     b, _ = load_checkpoint(tmp_path)
-    np.testing.assert_array_equal(
-        a.llm.embed.embedding.get_value(), b.llm.embed.embedding.get_value()
-    )
+    leaves_a, leaves_b = _leaves(a), _leaves(b)
+    assert leaves_a.keys() == leaves_b.keys()
+    for path, x in leaves_a.items():
+        y = leaves_b[path]
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), path
 
 
 def test_loads_straight_into_shardings(fixtures_dir):
@@ -74,9 +106,15 @@ def test_loads_straight_into_shardings(fixtures_dir):
     assert q.addressable_shards[0].data.shape == (2, 32, 32)
     emb = sharded.llm.embed.embedding.get_value()  # [vocab, embed]: (tensor, fsdp)
     assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
-    np.testing.assert_array_equal(
-        np.asarray(q), np.asarray(plain.llm.layers.attn.q.kernel.get_value())
-    )
+    # every parameter: the sharding the rules give its logical axes, and the same values
+    want = state_shardings(nnx.state(plain), mesh)
+    placed = nnx.state(sharded)
+    for (path, var), (_, sh) in zip(_flat(placed), _flat(want), strict=True):
+        assert var.get_value().sharding.is_equivalent_to(sh, var.get_value().ndim), path
+    plain_leaves = _leaves(plain)
+    for path, x in _leaves(sharded).items():
+        np.testing.assert_array_equal(x, plain_leaves[path], err_msg=path)
+    assert len(plain_leaves) == len(_flat(placed))
     inputs = np.load(src / "inputs.npz")
     from andesvl_jax.data.patches import pack_images
 
