@@ -67,6 +67,21 @@ def decoding_layout(model):
     return model
 
 
+def placed(model, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES):
+    """`model` with every parameter placed on `mesh` by the logical-axis `rules` (host arrays or
+    arrays on other devices are copied shard by shard)."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.device_put(state, state_shardings(state, mesh, rules)))
+
+
+def with_weights_dtype(model, dtype: str):
+    """A copy of `model` whose floating parameters are stored as `dtype`."""
+    graphdef, state = nnx.split(model)
+    target = jnp.dtype(dtype)
+    cast = lambda a: a.astype(target) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
+    return nnx.merge(graphdef, jax.tree.map(cast, state))
+
+
 def mode_sampling(thinking: bool | None) -> SamplingParams:
     """AndesVL's default sampling for a request's mode (DESIGN.md §5)."""
     return MODE_DEFAULTS["thinking" if thinking else "instruct"]
@@ -93,9 +108,20 @@ class Engine:
         batch_size: int = 8,
         mesh: jax.sharding.Mesh | None = None,
         rules=DEFAULT_RULES,
+        weights_dtype: str | None = None,
     ):
+        """mesh: where generation runs (tensor/data parallel by `rules`); the weights are placed
+        there before they are re-laid out for decoding, so no device ever holds a whole replica.
+        weights_dtype: store the floating weights in this dtype for generation (e.g. "bfloat16":
+        half the memory and weight traffic; compute stays in the model's dtype)."""
         cfg = model.cfg
+        if mesh is not None:
+            model = placed(model, mesh, rules)
         model = decoding_layout(model)
+        if weights_dtype is not None:
+            model = with_weights_dtype(model, weights_dtype)
+        if mesh is not None:
+            model = placed(model, mesh, rules)
         self.model, self.tok, self.cfg = model, tokenizer, cfg
         self.prefill_chunk, self.batch_size, self.mesh, self.rules = (
             prefill_chunk,
@@ -103,11 +129,6 @@ class Engine:
             mesh,
             rules,
         )
-        if mesh is not None:
-            graphdef, state = nnx.split(model)
-            self.model = nnx.merge(
-                graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
-            )
         self.spec = EncodeSpec(
             image=ImageSpec(
                 flavour=cfg.vision.flavour,

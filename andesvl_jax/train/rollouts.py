@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from andesvl_jax.data.encode import Example
 from andesvl_jax.data.packing import assemble_batch
@@ -42,8 +44,9 @@ from andesvl_jax.data.patches import PackedImages
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.data.tokenizer import TextTokenizer
-from andesvl_jax.infer.engine import Engine
+from andesvl_jax.infer.engine import Engine, placed
 from andesvl_jax.infer.sampling import SamplingParams
+from andesvl_jax.sharding import make_mesh
 from andesvl_jax.train.grpo import group_advantages
 from andesvl_jax.train.rewards import combined_reward
 from andesvl_jax.train.sequence_logprobs import batch_token_logprobs
@@ -84,6 +87,11 @@ class RolloutSpec:
     image_max_size: int
     seed: int
     ctx: TaskContext = TaskContext()
+    # Where the engine samples: a mesh over this host's devices, e.g. (("tensor", 4),) (empty: the
+    # policy stays where training put it; with several processes, on one device), and the dtype
+    # its weights are stored in for sampling (None: the training dtype).
+    generation_mesh: tuple[tuple[str, int], ...] = ()
+    generation_dtype: str | None = None
 
     @classmethod
     def from_config(cls, config) -> RolloutSpec:
@@ -108,6 +116,12 @@ class RolloutSpec:
             image_max_size=d.image_max_size or 448,
             seed=config.seed,
             ctx=TaskContext(d.min_side, d.max_side),
+            generation_mesh=tuple(
+                (axis, size or 1) for axis, size in dict(g.generation_mesh).items()
+            )
+            if any(dict(g.generation_mesh).values())
+            else (),
+            generation_dtype=g.generation_dtype or None,
         )
 
 
@@ -167,17 +181,31 @@ def _old_logprobs(graphdef, state, batch, temperature: float):
     return batch_token_logprobs(nnx.merge(graphdef, state), batch, temperature)
 
 
-def host_replica(model):
+def host_replica(model, mesh: Mesh | None = None):
     """`model` with every parameter whole on this process: an all-gather of the sharded state.
 
     A multi-process training state is sharded over every host's devices, and a jitted call on one
-    host cannot read another host's shards; the copy lives on this host's default device.
+    host cannot read another host's shards. The gathered copy is placed on `mesh` (this host's
+    devices, by the logical-axis rules) or, without one, on this host's default device.
     """
     from jax.experimental import multihost_utils
 
     graphdef, state = nnx.split(model)
     full = multihost_utils.process_allgather(state, tiled=True)
+    if mesh is not None:
+        return placed(nnx.merge(graphdef, full), mesh)
     return nnx.merge(graphdef, jax.tree.map(jnp.asarray, full))
+
+
+def generation_mesh(spec: RolloutSpec) -> Mesh | None:
+    """The rollout engine's mesh over this host's devices (None: no generation mesh set)."""
+    if not spec.generation_mesh:
+        return None
+    shape = dict(spec.generation_mesh)
+    devices = jax.local_devices()
+    if -1 not in shape.values():  # a fixed mesh takes the first devices it needs
+        devices = devices[: math.prod(shape.values())]
+    return make_mesh(shape, devices)
 
 
 class RolloutIterator:
@@ -224,8 +252,11 @@ class RolloutIterator:
     def rollout(self, r: int) -> RolloutBatch:
         s = self.spec
         model = self.policy()
+        mesh = generation_mesh(s)
         if self.process_count > 1:
-            model = host_replica(model)
+            model = host_replica(model, mesh)
+        elif mesh is not None:
+            model = placed(model, mesh)
         share = s.prompts_per_rollout // self.process_count
         first = self.process_index * share  # this process's first group of the round
         engine = Engine(
@@ -235,6 +266,8 @@ class RolloutIterator:
             max_prompt_tokens=s.max_tokens - s.max_new_tokens,
             max_patches=s.max_patches,
             batch_size=share * s.group_size,
+            mesh=mesh,
+            weights_dtype=s.generation_dtype,
         )
         groups = self.schedule(r)[first : first + share]
         prompts = [p for p in groups for _ in range(s.group_size)]
