@@ -264,6 +264,7 @@ def qwen3_fields(t: TextConfig) -> dict:
         "num_key_value_heads": t.num_kv_heads,
         "head_dim": t.head_dim,
         "rope_theta": t.rope_theta,
+        "max_position_embeddings": t.max_position,
         "rms_norm_eps": t.norm_eps,
         "tie_word_embeddings": t.tie_embeddings,
         "hidden_act": "silu",

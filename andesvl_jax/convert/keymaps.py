@@ -17,6 +17,7 @@ import numpy as np
 from andesvl_jax.config import AndesVLConfig
 
 Transform = Callable[..., tuple[np.ndarray, ...]]
+Index = tuple[slice, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,9 @@ class Rule:
     load: Transform
     save: Transform
     tower: str | None = None  # 'vision' or 'text' when the templates contain {i}
+    # For one source tensor whose `load` only permutes or drops axes: our index -> theirs, so that a
+    # device's shard reads only its slice of the file (None: read the whole tensor, then slice).
+    theirs_index: Callable[[Index], Index] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +94,24 @@ def _patch_permutation(channels: int, patch: int) -> tuple[Transform, Transform]
     return load, save
 
 
+def _swap01(ix: Index) -> Index:
+    ix = tuple(ix) + (slice(None),) * (2 - len(ix))
+    return (ix[1], ix[0], *ix[2:])
+
+
+# load transform -> how it maps our index to theirs (the transforms that are pure axis moves)
+SLICEABLE: dict[Transform, Callable[[Index], Index]] = {
+    _same: tuple,
+    _transpose: _swap01,
+    _squeeze: lambda ix: (slice(None), *ix),
+}
+
+
 def _rule(theirs, ours, load=_same, save=_same, tower=None) -> Rule:
     theirs = (theirs,) if isinstance(theirs, str) else tuple(theirs)
     ours = (ours,) if isinstance(ours, str) else tuple(ours)
-    return Rule(theirs, ours, load, save, tower)
+    index = SLICEABLE.get(load) if len(theirs) == len(ours) == 1 else None
+    return Rule(theirs, ours, load, save, tower, index)
 
 
 def _linear(theirs: str, ours: str, bias: bool, tower: str | None) -> list[Rule]:

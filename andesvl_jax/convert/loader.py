@@ -3,12 +3,14 @@
 Loading never builds the model's random weights: the module is created abstractly (`nnx.eval_shape`),
 each parameter is produced from the checkpoint by its key-map rule, and with a mesh it is placed
 straight into its target sharding with `jax.make_array_from_callback` — each device's shard reads
-only its slice (for scanned layers, only its layers) from the memory-mapped file.
+only its slice (for scanned layers, only its layers) from the file (`safetensors` `get_slice`; rules
+that mix tensors, such as a fused qkv, read the whole tensor and slice it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from collections.abc import Callable
@@ -111,8 +113,9 @@ def load_checkpoint(
         )
 
     sources: dict[str, dict[int | None, tuple[_Placed, int]]] = {}
+    load_shapes = functools.cache(_load_shapes)  # the layers of a tower repeat the same shapes
     for p in placed:
-        arrays = p.rule.load(*(reader.read(k) for k in p.theirs))
+        arrays = load_shapes(p.rule, tuple(reader.shape(k) for k in p.theirs))
         for j, (path, arr) in enumerate(zip(p.ours, arrays, strict=True)):
             if path not in targets:
                 raise CheckpointError(
@@ -133,9 +136,11 @@ def load_checkpoint(
     if uncovered:
         raise CheckpointError(f"{directory}: no checkpoint tensor provides {uncovered[:8]}")
 
-    def produce(path: str, layer: int | None) -> np.ndarray:
+    def produce(path: str, layer: int | None, index: tuple[slice, ...]) -> np.ndarray:
         p, j = sources[path][layer]
-        return p.rule.load(*(reader.read(k) for k in p.theirs))[j]
+        if p.rule.theirs_index is not None:
+            return p.rule.load(reader.read(p.theirs[0], p.rule.theirs_index(index)))[j]
+        return p.rule.load(*(reader.read(k) for k in p.theirs))[j][index]
 
     shardings = _flat(state_shardings(abstract, mesh, rules)) if mesh is not None else {}
     values = {}
@@ -146,10 +151,8 @@ def load_checkpoint(
         def read(index, path=path, stacked=stacked, dtype=dtype, shape=shape):
             if stacked:
                 layers = range(shape[0])[index[0]]
-                return np.stack([np.asarray(produce(path, i)[index[1:]]) for i in layers]).astype(
-                    dtype
-                )
-            return np.asarray(produce(path, None)[index]).astype(dtype)
+                return np.stack([produce(path, i, index[1:]) for i in layers]).astype(dtype)
+            return np.asarray(produce(path, None, index)).astype(dtype)
 
         if path in shardings:
             values[path] = jax.make_array_from_callback(shape, shardings[path], read)
@@ -164,6 +167,13 @@ def load_checkpoint(
     used = len(wanted)
     ignored = tuple(k for k in reader.keys() if k not in wanted)
     return nnx.merge(graphdef, state), LoadReport(model_type, cfg, used, ignored)
+
+
+def _load_shapes(rule: Rule, shapes: tuple[tuple[int, ...], ...]):
+    """The shapes `rule.load` gives for their tensors of `shapes`, without reading them."""
+    return jax.eval_shape(
+        lambda *ws: rule.load(*ws), *(jax.ShapeDtypeStruct(s, np.float32) for s in shapes)
+    )
 
 
 def _split_path(dotted: str) -> list:
@@ -184,6 +194,6 @@ def export_official(model: AndesVL, directory: str | pathlib.Path) -> None:
     for p in _expand(KEYMAPS[model_type](cfg, ()), cfg):
         ours = [flat[o] if p.layer is None else flat[o][p.layer] for o in p.ours]
         for key, arr in zip(p.theirs, p.rule.save(*ours), strict=True):
-            tensors[key] = np.ascontiguousarray(arr)
+            tensors[key] = arr
     write_safetensors(directory / "model.safetensors", tensors)
     (directory / "config.json").write_text(json.dumps(official_config(cfg), indent=2) + "\n")

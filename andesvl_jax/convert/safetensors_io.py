@@ -1,8 +1,8 @@
-"""Lazy safetensors reading (memory-mapped, per tensor, bf16 included) and writing, single or sharded.
+"""A checkpoint directory's tensors (one safetensors file or a sharded index) through the
+`safetensors` library, read per tensor or per slice, and the writer.
 
-The format is an 8-byte little-endian header length, a JSON header {name: {dtype, shape,
-data_offsets}} and the raw little-endian data. Reading through `np.memmap` means a tensor (or a slice
-of it) is read from disk only when asked for, so a large checkpoint never has to fit in memory.
+Only glue is ours: the sharded index (`model.safetensors.index.json`), errors that name the file and
+tensor, and the guards the library lacks (non-contiguous writes, zero-size slices, truncation).
 """
 
 from __future__ import annotations
@@ -11,24 +11,13 @@ import json
 import pathlib
 import struct
 
-import ml_dtypes
+# Registers 'bfloat16' (and float8) with numpy by name; safetensors' numpy reader looks BF16 up by
+# that name and fails with "data type 'bfloat16' not understood" when ml_dtypes was never imported.
+import ml_dtypes  # noqa: F401
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save, save_file
 
-DTYPES = {
-    "F64": np.dtype(np.float64),
-    "F32": np.dtype(np.float32),
-    "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "I64": np.dtype(np.int64),
-    "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16),
-    "I8": np.dtype(np.int8),
-    "U8": np.dtype(np.uint8),
-    "BOOL": np.dtype(np.bool_),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-}
-NAMES = {v: k for k, v in DTYPES.items()}
 INDEX_NAME = "model.safetensors.index.json"
 
 
@@ -36,22 +25,41 @@ class CheckpointError(ValueError):
     """A checkpoint does not match what was expected; the message names the file and tensor."""
 
 
-def _read_header(path: pathlib.Path) -> tuple[dict, int]:
-    with path.open("rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise CheckpointError(f"{path}: truncated safetensors file (no header)")
-        (n,) = struct.unpack("<Q", raw)
-        header_bytes = f.read(n)
-    if len(header_bytes) != n:
-        raise CheckpointError(
-            f"{path}: truncated safetensors header ({len(header_bytes)} of {n} bytes)"
-        )
+def _truncation(path: pathlib.Path) -> str:
+    """Which tensor a short file cuts (error path only: the library says only 'file not fully
+    covered'); '' when the header itself is unreadable."""
+    size = path.stat().st_size
     try:
-        header = json.loads(header_bytes)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from e
-    return header, 8 + n
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        ends = {k: 8 + n + v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"}
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    cut = sorted((end, k) for k, end in ends.items() if end > size)
+    return f"; tensor {cut[0][1]} ends at byte {cut[0][0]} but the file has {size}" if cut else ""
+
+
+def _open(path: pathlib.Path):
+    try:
+        return safe_open(path, framework="np")
+    except SafetensorError as e:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({e}){_truncation(path)}"
+        ) from e
+
+
+def _weight_map(index: pathlib.Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError(f"weight_map is a {type(weight_map).__name__}")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{index}: not a safetensors index (a JSON object with a 'weight_map' of "
+            f"tensor -> file): {type(e).__name__}: {e}"
+        ) from e
+    return weight_map
 
 
 class SafetensorsReader:
@@ -60,83 +68,84 @@ class SafetensorsReader:
     def __init__(self, directory: str | pathlib.Path):
         self.directory = pathlib.Path(directory)
         index = self.directory / INDEX_NAME
-        if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = _weight_map(index) if index.exists() else None
+        if weight_map is not None:
             files = sorted(set(weight_map.values()))
         else:
             files = sorted(p.name for p in self.directory.glob("*.safetensors"))
         if not files:
             raise CheckpointError(f"{self.directory}: no *.safetensors files (and no {INDEX_NAME})")
-        self._entries: dict[str, tuple[pathlib.Path, dict, int]] = {}
+        self._handles = {}
+        self._file_of: dict[str, str] = {}
         self.metadata: dict[str, str] = {}
         for name in files:
             path = self.directory / name
             if not path.exists():
                 raise CheckpointError(f"{index}: lists {name}, which does not exist")
-            header, offset = _read_header(path)
-            self.metadata.update(header.pop("__metadata__", {}) or {})
-            size = path.stat().st_size
-            for key, entry in header.items():
-                if entry["dtype"] not in DTYPES:
-                    raise CheckpointError(
-                        f"{path}: tensor {key} has unsupported dtype {entry['dtype']}"
-                    )
-                end = offset + entry["data_offsets"][1]
-                if end > size:
-                    raise CheckpointError(
-                        f"{path}: tensor {key} ends at byte {end} but the file has {size}"
-                    )
-                self._entries[key] = (path, entry, offset)
+            handle = self._handles[name] = _open(path)
+            self.metadata.update(handle.metadata() or {})
+            for key in handle.keys():
+                if key in self._file_of:
+                    raise CheckpointError(f"{path}: tensor {key} is also in {self._file_of[key]}")
+                self._file_of[key] = name
+        for key, name in (weight_map or {}).items():
+            if self._file_of.get(key) != name:
+                found = self._file_of.get(key, "none of the files it lists")
+                raise CheckpointError(f"{index}: lists tensor {key} in {name}, but {found} has it")
 
     def keys(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._file_of)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        return key in self._file_of
+
+    def _slice(self, key: str):
+        if key not in self._file_of:
+            raise CheckpointError(f"{self.directory}: tensor {key!r} not found")
+        return self._handles[self._file_of[key]].get_slice(key)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._entry(key)[1]["shape"])
+        return tuple(self._slice(key).get_shape())
 
-    def _entry(self, key: str):
-        if key not in self._entries:
-            raise CheckpointError(f"{self.directory}: tensor {key!r} not found")
-        return self._entries[key]
+    def read(self, key: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
+        """The tensor, or only its slice `index` (slices, one per leading axis): only those bytes
+        are read from the file (`get_slice`)."""
+        view = self._slice(key)
+        try:
+            if 0 in view.get_shape():  # the library refuses to slice a zero-size tensor
+                whole = self._handles[self._file_of[key]].get_tensor(key)
+                return whole if index is None else whole[tuple(index)]
+            return view[() if index is None else tuple(index)]
+        except (SafetensorError, TypeError, AttributeError, ValueError) as e:
+            # e.g. F8_*: safetensors 0.8's numpy reader looks up numpy.float8_e4m3fn (AttributeError)
+            raise CheckpointError(
+                f"{self.directory / self._file_of[key]}: cannot read tensor {key} "
+                f"(dtype {view.get_dtype()}, shape {view.get_shape()}, index {index}): "
+                f"{type(e).__name__}: {e}"
+            ) from e
 
-    def read(self, key: str) -> np.ndarray:
-        """The tensor as a read-only memory-mapped array (no copy until used)."""
-        path, entry, offset = self._entry(key)
-        start, end = entry["data_offsets"]
-        dtype = DTYPES[entry["dtype"]]
-        shape = tuple(entry["shape"])
-        if end == start:
-            return np.zeros(shape, dtype)
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset + start, shape=shape)
+
+def _unwritable(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Keys whose dtype safetensors cannot store (its error names the dtype, not the tensor)."""
+    bad = set()
+    for dtype in {a.dtype for a in arrays.values()}:
+        try:
+            save({"probe": np.zeros(0, dtype)})
+        except (SafetensorError, TypeError, ValueError):
+            bad.add(dtype)
+    return sorted(k for k, a in arrays.items() if a.dtype in bad)
 
 
 def write_safetensors(
     path: str | pathlib.Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write one safetensors file (keys sorted, data 8-byte aligned as the reference writer does)."""
-    header: dict[str, dict] = {"__metadata__": dict(metadata or {"format": "pt"})}
-    offset = 0
-    arrays = {}
-    for key in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[key])
-        if arr.dtype not in NAMES:
-            raise CheckpointError(
-                f"cannot write tensor {key}: dtype {arr.dtype} has no safetensors name"
-            )
-        arrays[key] = arr
-        header[key] = {
-            "dtype": NAMES[arr.dtype],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with pathlib.Path(path).open("wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for key in sorted(arrays):
-            f.write(arrays[key].tobytes())
+    """Write one safetensors file with `safetensors.numpy.save_file` (metadata default: format=pt,
+    which transformers requires)."""
+    # save_file writes a strided array's buffer as if it were C-contiguous: wrong data, no error.
+    arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # keeps 0-d as 0-d
+    try:
+        save_file(arrays, path, metadata=dict(metadata or {"format": "pt"}))
+    except (SafetensorError, TypeError, ValueError) as e:
+        bad = _unwritable(arrays)
+        named = ", ".join(f"{k} ({arrays[k].dtype})" for k in bad[:8]) or "?"
+        raise CheckpointError(f"{path}: cannot write tensor(s) {named}: {e}") from e

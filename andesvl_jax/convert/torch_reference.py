@@ -12,8 +12,7 @@ def hf_qwen3_config(text_cfg: TextConfig, max_positions: int):
     import transformers
 
     cfg = transformers.Qwen3Config(
-        **qwen3_fields(text_cfg),
-        max_position_embeddings=max(max_positions, 64),
+        **{**qwen3_fields(text_cfg), "max_position_embeddings": max(max_positions, 64)},
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,

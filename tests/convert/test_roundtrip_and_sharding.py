@@ -1,6 +1,7 @@
 """Export back to the official layout (bit-identical) and sharded loading straight into shardings."""
 
 import json
+import math
 import shutil
 
 import jax
@@ -95,12 +96,23 @@ def test_sharded_index_checkpoint(fixtures_dir, tmp_path):
         assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), path
 
 
-def test_loads_straight_into_shardings(fixtures_dir):
+def test_loads_straight_into_shardings(fixtures_dir, monkeypatch):
     assert jax.device_count() == 8
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     src = fixtures_dir / "andesvl_aimv2_tiny"
-    sharded, _ = load_checkpoint(src, mesh=mesh)
     plain, _ = load_checkpoint(src)
+    reads, read = [], SafetensorsReader.read
+
+    def recording(self, key, index=None):
+        out = read(self, key, index)
+        reads.append((key, out.size, math.prod(self.shape(key))))
+        return out
+
+    monkeypatch.setattr(SafetensorsReader, "read", recording)
+    sharded, _ = load_checkpoint(src, mesh=mesh)
+    # A transposed kernel's shard (fsdp x tensor = 1/4) reads only its quarter of their tensor.
+    q = [(n, full) for k, n, full in reads if k.endswith("layers.0.self_attn.q_proj.weight")]
+    assert len(q) == 8 and all(n == full // 4 for n, full in q), q
     q = sharded.llm.layers.attn.q.kernel.get_value()  # [layers, embed, heads]: (None, fsdp, tensor)
     assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     assert q.addressable_shards[0].data.shape == (2, 32, 32)
