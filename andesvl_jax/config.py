@@ -8,7 +8,8 @@ with other vocabularies (e.g. the tiny official fixtures) put them elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 VisionFlavour = Literal["aimv2", "siglip2"]
 
@@ -214,8 +215,31 @@ PRESETS: dict[str, AndesVLConfig] = {
 PUBLISHED_PARAMS = {"0.6b": 0.695e9, "1b": 0.927e9, "2b": 2.055e9, "4b": 4.360e9}
 
 
+def replace_fields(cfg, overrides: Mapping[str, Any], where: str = ""):
+    """`cfg` (a config dataclass) with `overrides` applied; a mapping for a nested dataclass
+    field (e.g. `vision={"use_rope2d": False}`) changes only the fields it names."""
+    known = [f.name for f in dataclasses.fields(cfg)]
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        names = ", ".join(f"{where}{k}" for k in unknown)
+        raise ValueError(
+            f"unknown {type(cfg).__name__} field(s) {names}; expected one of {known}"
+        )
+    changes = {}
+    for key, value in overrides.items():
+        current = getattr(cfg, key)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+            value = replace_fields(current, value, f"{where}{key}.")
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)
+
+
 def get_preset(name: str, **overrides) -> AndesVLConfig:
-    """A preset by name, with execution/structure overrides (e.g. `scan_layers=False`)."""
+    """A preset by name, with overrides: top-level fields (`scan_layers=False`) and nested ones as
+    mappings (`vision={"use_rope2d": False}`, `text={"num_layers": 4}`)."""
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name].replace(**overrides).validate()
+    try:
+        return replace_fields(PRESETS[name], overrides).validate()
+    except ValueError as e:
+        raise ValueError(f"get_preset({name!r}): {e}") from None

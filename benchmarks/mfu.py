@@ -74,15 +74,15 @@ def main() -> None:
     from andesvl_jax.train.compile_check import abstract_batch
     from andesvl_jax.train.launch import load_config
     from andesvl_jax.train.loop import initial_state
-    from andesvl_jax.train.metrics import train_flops
     from andesvl_jax.train.objectives import OBJECTIVES
     from andesvl_jax.train.stages import get_stage
+    from andesvl_jax.train.telemetry import train_flops
     from andesvl_jax.train.trainer import jit_train_step, make_train_step
 
     config = load_config(args.config, overrides)
     with config.unlocked():
         config.mesh.update({"data": 1, "fsdp": -1, "tensor": 1})
-        config.init.from_pretrained = config.init.from_stage_workdir = ""
+        config.init.from_pretrained = config.init.from_stage_workdir = None
         if args.rows:
             config.data.batch_size = args.rows
     stage, model_cfg = get_stage(config.stage), model_config(config)

@@ -28,7 +28,7 @@ SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
 
 def bench_optimizer(steps: int):
     """The training loop's optimizer (`train.optim.make_optimizer`): constant LR 1e-4, decay 0.05."""
-    from andesvl_jax.train.config_checks import base_config
+    from andesvl_jax.configs import base_config
     from andesvl_jax.train.optim import make_optimizer
 
     cfg = base_config().optim

@@ -6,30 +6,20 @@ mixture of experiments/tiny.py, the same step budget, seed and patch budget in e
     andesvl-jax train --config experiments/ablations.py:rope2d=off,shuffle=on,seed=1 \
         --workdir runs/ablations/rope2d_off-shuffle_on-s1
 
-Args (comma-separated): rope2d=on|off, shuffle=on|off, seed=N, steps=N.
+Args (ARGS): rope2d=on|off, shuffle=on|off (default on), seed=N (default 0), steps=N (default
+STEPS).
 
 `andesvl-jax ablate` (andesvl_jax/eval/ablate_cli.py) trains every cell for every seed and then
 evaluates each model at the training resolution, 2x / 4x more patches and extreme aspect ratios.
 
-The structure switches are `VisionConfig.use_rope2d` and `AndesVLConfig.pixel_shuffle`. The
-latter is a top-level field (`model.overrides.pixel_shuffle`); `get_preset` overrides only
-top-level fields, so the RoPE-off vision tower is registered here as its own preset
-(`tiny_no_rope2d`). Loading this file registers it: a RoPE-off run can be reloaded in any process
-that loaded this config first (`ablate` does).
+The structure switches are the model fields `model.vision.use_rope2d` (VisionConfig) and
+`model.pixel_shuffle` (AndesVLConfig) of the run config; the saved run config carries them, so a
+run reloads with its own architecture in any process.
 """
 
-import dataclasses
-
-from andesvl_jax.config import PRESETS
-from andesvl_jax.train.config_checks import base_config
+from andesvl_jax.configs import Arg, base_config, parse_config_arg
 
 SWITCHES = {"on": True, "off": False}
-# The RoPE switch picks a preset, because it lives in the nested VisionConfig.
-ROPE_PRESETS = {True: "tiny", False: "tiny_no_rope2d"}
-PRESETS.setdefault(
-    "tiny_no_rope2d",
-    PRESETS["tiny"].replace(vision=dataclasses.replace(PRESETS["tiny"].vision, use_rope2d=False)),
-)
 
 STEPS = 150  # about 2.5 minutes per run on 2 shared CPU cores (docs/ablations.md)
 MAX_PATCHES = 256  # the same patch budget per packed row in every cell
@@ -40,21 +30,28 @@ TEXT_ROOM = 320
 MAX_TOKENS = {True: MAX_PATCHES // 4 + TEXT_ROOM, False: MAX_PATCHES + TEXT_ROOM}
 MIXTURE = {"count": 1.0, "colour": 0.5, "ocr_digits": 1.5}  # as experiments/tiny.py
 
+ARGS = {
+    "rope2d": Arg("on", choices=SWITCHES, help="2D-RoPE in the vision tower"),
+    "shuffle": Arg("on", choices=SWITCHES, help="2x2 pixel shuffle before the projector"),
+    "seed": Arg("0", type=int, help="training seed", example="1"),
+    "steps": Arg(str(STEPS), type=int, help="training steps", example="3"),
+}
+
 
 def get_config(arg: str = "rope2d=on,shuffle=on"):
-    args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-    rope2d, shuffle = SWITCHES[args.get("rope2d", "on")], SWITCHES[args.get("shuffle", "on")]
+    args = parse_config_arg(arg, ARGS, __file__)
     c = base_config()
     c.stage = "sft"
-    c.steps = int(args.get("steps", STEPS))
-    c.seed = int(args.get("seed", 0))
-    c.model.preset = ROPE_PRESETS[rope2d]
-    c.model.overrides.pixel_shuffle = shuffle
+    c.steps = args["steps"]
+    c.seed = args["seed"]
+    c.model.preset = "tiny"
+    c.model.vision.use_rope2d = args["rope2d"]
+    c.model.pixel_shuffle = args["shuffle"]
     c.data.stage = "demo"  # answer-only loss, 112 px area budget
     c.data.mixture = dict(MIXTURE)
     c.data.worker_count = 1
     c.data.batch_size = 16
-    c.data.max_tokens = MAX_TOKENS[shuffle]
+    c.data.max_tokens = MAX_TOKENS[args["shuffle"]]
     c.data.max_patches = MAX_PATCHES
     c.data.image_max_size = 112
     c.optim.lr = 2e-3

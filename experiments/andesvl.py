@@ -4,57 +4,72 @@
         --config.init.from_pretrained=/models/AndesVL-1B-Instruct --workdir /ckpt/andesvl-1b/align \
         --config.data.format=llava --config.data.path=/data/align.jsonl --config.data.image_root=/data/images
     andesvl-jax train --config experiments/andesvl.py:size=4b,stage=joint \
-        --config.init.from_stage_workdir=/ckpt/andesvl-4b/align_hr --workdir /ckpt/andesvl-4b/joint
+        --config.init.from_stage_workdir=/ckpt/andesvl-4b/align_hr --workdir /ckpt/andesvl-4b/joint \
+        --config.data.path=/data/joint.jsonl
 
-size: 0.6b | 1b | 2b | 4b (presets in andesvl_jax/config.py); stage: align | align_hr | joint |
-multitask | sft. Budgets follow DESIGN.md section 6 (896 px then 1792 px alignment, 2048->8192 token joint
-context, 16384 patches / 32768 tokens multitask). Parameters are FSDP-sharded over every device by
-default (`mesh.fsdp=-1`); set `--config.mesh.tensor=N` for tensor parallelism. bf16 compute, fp32
-master weights, full remat, layers scanned. Expect the loss to fall steadily from the imported
-checkpoint's starting level; on an H100 the 1B joint stage at 8192 tokens is the MFU reference
+Args (ARGS): size=0.6b|1b|2b|4b (default 1b; presets in andesvl_jax/config.py),
+stage=align|align_hr|joint|multitask|sft (default sft; a row of STAGE_BUDGETS).
+
+The data is real: `--config.data.path` (or `data.sources`) must be given (REQUIRED lists it).
+Budgets follow DESIGN.md section 6 (896 px then 1792 px alignment, 2048->8192 token joint context,
+16384 patches / 32768 tokens multitask). Parameters are FSDP-sharded over every device by default
+(`mesh.fsdp=-1`); set `--config.mesh.tensor=N` for tensor parallelism. bf16 compute, fp32 master
+weights, full remat, layers scanned. Expect the loss to fall steadily from the imported checkpoint's
+starting level; on an H100 the 1B joint stage at 8192 tokens is the MFU reference
 (benchmarks/train_step.py).
 """
 
-from andesvl_jax.train.config_checks import base_config
+from typing import NamedTuple
 
-# stage -> (steps, peak lr, global batch rows, max tokens per row, max patches per row)
-STAGES = {
-    "align": (20_000, 1e-4, 256, 2048, 4096),
-    "align_hr": (10_000, 5e-5, 128, 8192, 16384),
-    "joint": (50_000, 2e-5, 128, 8192, 16384),
-    "multitask": (30_000, 2e-5, 64, 32768, 16384),
-    "sft": (10_000, 1e-5, 128, 8192, 16384),
+from andesvl_jax.configs import Arg, base_config, parse_config_arg
+
+
+class Budget(NamedTuple):
+    """One stage's schedule and packed-batch geometry."""
+
+    steps: int
+    lr: float  # peak
+    batch: int  # global batch rows
+    tokens: int  # max tokens per row
+    patches: int  # max patches per row
+    llm_lr: float = 1.0  # the LLM's LR multiplier
+
+
+# stage (an andesvl_jax/train/stages.py STAGES key) -> its budget; a new stage is a new row
+STAGE_BUDGETS: dict[str, Budget] = {
+    "align": Budget(20_000, 1e-4, 256, 2048, 4096),
+    "align_hr": Budget(10_000, 5e-5, 128, 8192, 16384),
+    "joint": Budget(50_000, 2e-5, 128, 8192, 16384, llm_lr=0.5),
+    "multitask": Budget(30_000, 2e-5, 64, 32768, 16384),
+    "sft": Budget(10_000, 1e-5, 128, 8192, 16384),
 }
+
+ARGS = {
+    "size": Arg("1b", choices=("0.6b", "1b", "2b", "4b"), help="model preset"),
+    "stage": Arg("sft", choices=tuple(STAGE_BUDGETS), help="training stage"),
+}
+# Fields the command line must set, with example values (tests/test_experiment_configs.py).
+REQUIRED = {"data.path": "/data/train.jsonl"}
 
 
 def get_config(arg: str = "size=1b,stage=sft"):
-    args = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-    size, stage = args.get("size", "1b"), args.get("stage", "sft")
-    steps, lr, batch, tokens, patches = STAGES[stage]
+    args = parse_config_arg(arg, ARGS, __file__)
+    b = STAGE_BUDGETS[args["stage"]]
     c = base_config()
-    c.stage = stage
-    c.steps = steps
-    c.model.preset = size
-    c.model.overrides = {
-        "dtype": "bfloat16",
-        "param_dtype": "float32",
-        "remat": "full",
-        "scan_layers": True,
-    }
-    c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
+    c.stage = args["stage"]
+    c.steps = b.steps
+    c.model.preset = args["size"]
+    c.model.update(dtype="bfloat16", param_dtype="float32", remat="full", scan_layers=True)
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
     c.data.format = "llava"
-    c.data.batch_size = batch
-    c.data.max_tokens = tokens
-    c.data.max_patches = patches
+    c.data.batch_size = b.batch
+    c.data.max_tokens = b.tokens
+    c.data.max_patches = b.patches
     c.data.worker_count = 8
-    c.optim.lr = lr
-    c.optim.warmup_steps = int(0.03 * steps)
+    c.optim.lr = b.lr
+    c.optim.warmup_steps = int(0.03 * b.steps)
     c.optim.weight_decay = 0.05
-    c.optim.lr_multipliers = {
-        "vision": 1.0,
-        "projector": 1.0,
-        "llm": 1.0 if stage != "joint" else 0.5,
-    }
+    c.optim.lr_multipliers.update(vision=1.0, projector=1.0, llm=b.llm_lr)
     c.log_every = 50
     c.save_every = 1000
     c.peak_flops = 989e12  # H100 SXM dense bf16; set to your device's peak for the MFU column

@@ -12,9 +12,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Lower rank = lower layer. A module may import its own package or packages of lower rank only.
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "__init__": 0,
     "config": 0,
+    "configs": 0.5,  # run-config schema and experiment args, over the model presets (config)
     "sharding": 1,
     "kernels": 2,
     "models": 3,

@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from andesvl_jax.config import get_preset
+from andesvl_jax.configs import model_config
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.models.andesvl import AndesVL
 
@@ -29,10 +29,6 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a training workdir (no {RUN_CONFIG})")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def model_config(config):
-    return get_preset(config.model.preset, **dict(config.model.overrides))
 
 
 def run_tokenizer(config) -> TextTokenizer:

@@ -120,10 +120,10 @@ def step_stats(workdir: pathlib.Path) -> dict:
 
 
 def flops_per_step(config, data: dict) -> float:
-    """Model FLOPs of a mean training step (train.metrics.train_flops over the run's mean packed
+    """Model FLOPs of a mean training step (train.telemetry.train_flops over the run's mean packed
     tokens and patches): the step cost without the machine's load in it."""
     from andesvl_jax.convert.workdir import model_config
-    from andesvl_jax.train.metrics import train_flops
+    from andesvl_jax.train.telemetry import train_flops
 
     steps = max(1, data["batches"])
     return train_flops(

@@ -33,7 +33,7 @@ def run_stages(workdir: pathlib.Path, steps_scale: float) -> list[dict]:
     from andesvl_jax.train.launch import load_config
     from andesvl_jax.train.loop import train
 
-    summaries, previous = [], ""
+    summaries, previous = [], None  # align starts from random weights
     for stage in STAGE_ORDER:
         config = load_config(f"{EXPERIMENT}:stage={stage}", [])
         config.steps = max(1, int(config.steps * steps_scale))

@@ -113,8 +113,8 @@ def abstract_batch(config, model_cfg, stage, rows: int, mesh: Mesh):
     spec = DataConfig.for_model(
         model_cfg,
         stage=d.stage or stage.data_stage,
-        max_tokens=d.max_tokens or None,
-        max_patches=d.max_patches or None,
+        max_tokens=d.max_tokens,
+        max_patches=d.max_patches,
     ).encode_spec()
     tokens, patches = spec.max_tokens, spec.max_patches
     if tokens > model_cfg.text.max_position:

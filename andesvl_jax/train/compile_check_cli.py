@@ -18,21 +18,15 @@ _FLAG = "--xla_force_host_platform_device_count"
 
 def parse_mesh(text: str) -> dict[str, int]:
     """'fsdp=64,tensor=4' -> {'data': 1, 'fsdp': 64, 'tensor': 4} (unnamed axes are 1)."""
-    mesh = {"data": 1, "fsdp": 1, "tensor": 1}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in (*mesh, "dcn_data"):
-            raise SystemExit(
-                f"andesvl-jax compile-check: bad --mesh item {item!r}; expected AXIS=N with AXIS "
-                "in data, fsdp, tensor, dcn_data"
-            )
-        try:
-            mesh[key] = int(value)
-        except ValueError:
-            raise SystemExit(
-                f"andesvl-jax compile-check: --mesh {key}={value!r} is not an integer"
-            ) from None
-    return mesh
+    from andesvl_jax.configs import Arg, ConfigArgError, parse_config_arg
+
+    axes = {"data": Arg("1", type=int), "fsdp": Arg("1", type=int), "tensor": Arg("1", type=int)}
+    axes["dcn_data"] = Arg(None, type=int)  # only when given: the config's otherwise
+    try:
+        mesh = parse_config_arg(text, axes, "--mesh")
+    except ConfigArgError as e:
+        raise SystemExit(f"andesvl-jax compile-check: {e}") from None
+    return {k: v for k, v in mesh.items() if v is not None}
 
 
 def _reexec_with_devices(n: int) -> int | None:

@@ -1,7 +1,9 @@
 """`andesvl-jax train --config experiments/x.py:arg --workdir DIR [--config.a.b=value ...]`.
 
 The config is an ml_collections `get_config(arg)` file (big_vision convention) parsed with absl's
-`config_flags`, so `--config.x=y` overrides are type-checked and unknown keys are rejected.
+`config_flags`, so `--config.x=y` overrides are type-checked and unknown keys are rejected; ARG is
+`k=v,...` checked against the file's ARGS table (andesvl_jax/configs/args.py). Every field, its
+default and what unset (None) means: andesvl_jax/configs/base.py `base_config()`.
 Multi-host: pass `--coordinator HOST:PORT --num-processes N --process-id I` (or set JAX's
 environment variables) and every process runs the same command.
 """
@@ -13,8 +15,14 @@ import sys
 
 
 def load_config(config_arg: str, overrides: list[str]):
+    """`experiments/x.py:arg` with `--config.a.b=value` overrides applied -> a locked ConfigDict.
+
+    A bad argument or override exits (SystemExit) with the file, the item and what is expected.
+    """
     from absl import flags
     from ml_collections import config_flags
+
+    from andesvl_jax.configs import ConfigArgError
 
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
@@ -26,6 +34,8 @@ def load_config(config_arg: str, overrides: list[str]):
         values(argv)
     except (flags.Error, AttributeError, KeyError) as e:
         raise SystemExit(f"andesvl-jax train: bad --config or override: {e}") from e
+    except ConfigArgError as e:
+        raise SystemExit(f"andesvl-jax train: bad --config argument: {e}") from e
     finally:
         sys.argv = saved
     return values.config

@@ -30,10 +30,10 @@ from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.checkpoint import Checkpointer
 from andesvl_jax.train.config_checks import validate_config
-from andesvl_jax.train.metrics import MetricsWriter, Progress, train_flops
 from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.stages import get_stage, is_trainable
+from andesvl_jax.train.telemetry import MetricsWriter, Progress, train_flops
 from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
 
 
@@ -109,9 +109,9 @@ def training_data(
         stage=data_stage,
         batch_size=local_batch,
         seed=config.seed,
-        max_tokens=d.max_tokens or None,
-        max_patches=d.max_patches or None,
-        image_max_size=d.image_max_size or None,
+        max_tokens=d.max_tokens,
+        max_patches=d.max_patches,
+        image_max_size=d.image_max_size,
         on_error=d.on_error,
         worker_count=d.worker_count,
     )
@@ -130,7 +130,7 @@ def training_data(
     elif d.sources:
         source = open_mixture(d.sources.to_dict(), seed=config.seed)
     else:
-        source = open_dataset(d.format, d.path, image_root=d.image_root or None)
+        source = open_dataset(d.format, d.path, image_root=d.image_root)
     return make_dataset(source, dcfg, tokenizer, process_index, process_count)
 
 
@@ -243,7 +243,7 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         start, config.steps, f"{config.stage}", enabled=config.progress and jax.process_index() == 0
     )
     terminate = _Terminate()
-    peak = config.peak_flops or 0.0
+    peak = config.peak_flops  # None: no MFU column
     losses, stop_reason, t_last, tokens_since, flops_since = (
         [],
         "completed",

@@ -152,10 +152,8 @@ def _fields(cls, section) -> dict:
 
 
 def grpo_config(section) -> GRPOConfig:
-    """GRPOConfig from the run config's `grpo` section (epsilon_high 0 = symmetric clipping)."""
-    fields = _fields(GRPOConfig, section)
-    fields["epsilon_high"] = fields.get("epsilon_high") or None
-    return GRPOConfig(**fields)
+    """GRPOConfig from the run config's `grpo` section (epsilon_high unset = symmetric clipping)."""
+    return GRPOConfig(**_fields(GRPOConfig, section))
 
 
 # stage.objective -> factory(run config) -> Objective

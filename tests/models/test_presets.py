@@ -33,3 +33,20 @@ def test_presets_have_the_documented_towers():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown model preset"):
         get_preset("7b")
+
+
+def test_nested_overrides_change_only_the_named_fields():
+    cfg = get_preset("1b", vision={"use_rope2d": False}, text={"num_layers": 2}, scan_layers=False)
+    assert cfg.vision.use_rope2d is False and cfg.text.num_layers == 2 and not cfg.scan_layers
+    base = get_preset("1b")
+    assert cfg.vision.hidden_size == base.vision.hidden_size == 1024
+    assert cfg.text.hidden_size == base.text.hidden_size and base.vision.use_rope2d
+    assert PRESETS["1b"].vision.use_rope2d  # the registry is not mutated
+
+
+def test_unknown_override_field_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"get_preset\('1b'\): unknown VisionConfig field\(s\) "
+                       r"vision.use_rope;"):  # fmt: skip
+        get_preset("1b", vision={"use_rope": False})
+    with pytest.raises(ValueError, match=r"unknown AndesVLConfig field\(s\) scan;"):
+        get_preset("tiny", scan=False)

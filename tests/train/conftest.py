@@ -2,7 +2,7 @@
 
 import pytest
 
-from andesvl_jax.train.config_checks import base_config
+from andesvl_jax.configs import base_config
 
 
 def tiny_config(**overrides):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from andesvl_jax.train.config_checks import base_config
+from andesvl_jax.configs import base_config
 from andesvl_jax.train.grpo import GRPOConfig, group_advantages
 from andesvl_jax.train.objectives import grpo_objective
 from andesvl_jax.train.optim import make_optimizer

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from andesvl_jax.train.config_checks import base_config
+from andesvl_jax.configs import base_config
 from andesvl_jax.train.optim import decay_mask, make_optimizer, module_labels
 
 

@@ -144,7 +144,7 @@ def test_a_stage_may_switch_the_layer_layout(make_config, tmp_path):
     unrolled_cfg = make_config(
         stage="joint", steps=1, **{"init.from_stage_workdir": str(tmp_path / "align")}
     )
-    unrolled_cfg.model.overrides.scan_layers = False
+    unrolled_cfg.model.scan_layers = False
     graphdef, start = initial_params(
         unrolled_cfg, model_config(unrolled_cfg), make_mesh({"data": -1}), DEFAULT_RULES
     )
