@@ -94,7 +94,7 @@ def base_config() -> ConfigDict:
             "path": placeholder(str),
             "image_root": placeholder(str),  # unset = the data file's folder
             "tokenizer": placeholder(str),  # a tokenizer.json; unset = the embedded one
-            "stage": placeholder(str),  # a data/pipeline.py STAGES key; unset = the stage's own
+            "stage": placeholder(str),  # a data/pipeline.py DATA_STAGES key; unset = the stage's own
             "mixture": ConfigDict(),  # synthetic: task -> weight
             # real datasets mixed by weight: name -> {format, path, image_root, weight} (data/mixture.py)
             "sources": ConfigDict(),
@@ -102,7 +102,7 @@ def base_config() -> ConfigDict:
             "min_side": 56,
             "max_side": 112,
             "batch_size": 8,
-            # per packed row; unset = the data stage's default (data/pipeline.py STAGES)
+            # per packed row; unset = the data stage's default (data/pipeline.py DATA_STAGES)
             "max_tokens": placeholder(int),
             "max_patches": placeholder(int),
             "image_max_size": placeholder(int),
@@ -150,9 +150,9 @@ def base_config() -> ConfigDict:
             # "task,task;task" = multimodal then text-only phases; unset = one phase
             "phases": placeholder(str),
             "curriculum": "difficulty",  # easy -> hard by meta difficulty ('' = off)
-            # rollout engine: a mesh over this host's devices (all 0 = sample where the policy is;
-            # else an axis left 0 is 1, one may be -1), and its weights' dtype (unset = training's)
-            "generation_mesh": ConfigDict({"data": 0, "fsdp": 0, "tensor": 0}),
+            # rollout engine: a mesh over this host's devices (all unset = sample where the policy
+            # is; else an unset axis is 1, one may be -1), and its weights' dtype (unset = training's)
+            "generation_mesh": ConfigDict({a: placeholder(int) for a in ("data", "fsdp", "tensor")}),
             "generation_dtype": placeholder(str),
         }
     )

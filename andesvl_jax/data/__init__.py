@@ -7,7 +7,7 @@ from andesvl_jax.data.errors import DataError, Skipped
 from andesvl_jax.data.formats import FORMATS, open_dataset
 from andesvl_jax.data.patches import PackedImages, pack_images, patchify_2x2
 from andesvl_jax.data.pipeline import (
-    STAGES,
+    DATA_STAGES,
     DataConfig,
     make_dataset,
     pipeline_stats,
@@ -22,7 +22,7 @@ from andesvl_jax.data.tokenizer import TextTokenizer
 __all__ = [
     "FORMATS",
     "LOSS_MASKS",
-    "STAGES",
+    "DATA_STAGES",
     "DataConfig",
     "DataError",
     "EncodeSpec",

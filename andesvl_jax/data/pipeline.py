@@ -46,7 +46,7 @@ class StageDefaults:
     pairs: bool = False  # preference pairs, two rows each (data/preference.py), not packed
 
 
-STAGES: dict[str, StageDefaults] = {
+DATA_STAGES: dict[str, StageDefaults] = {
     "align_896": StageDefaults("answer_only", 896, 4096, 2048, "align"),
     "align_1792": StageDefaults("answer_only", 1792, 16384, 8192, "align"),
     "joint": StageDefaults(
@@ -62,7 +62,7 @@ STAGES: dict[str, StageDefaults] = {
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """One stage's data pipeline. None fields take the stage default (STAGES)."""
+    """One stage's data pipeline. None fields take the stage default (DATA_STAGES)."""
 
     stage: str = "sft"
     batch_size: int = 8
@@ -97,9 +97,9 @@ class DataConfig:
 
     @property
     def defaults(self) -> StageDefaults:
-        if self.stage not in STAGES:
-            raise KeyError(f"data stage {self.stage!r} unknown; expected one of {sorted(STAGES)}")
-        return STAGES[self.stage]
+        if self.stage not in DATA_STAGES:
+            raise KeyError(f"data stage {self.stage!r} unknown; expected one of {sorted(DATA_STAGES)}")
+        return DATA_STAGES[self.stage]
 
     def resolved(self, name: str):
         v = getattr(self, name)

@@ -75,7 +75,7 @@ def _check_init(config) -> None:
 
 def _check_data(config) -> None:
     from andesvl_jax.data.formats import FORMATS
-    from andesvl_jax.data.pipeline import STAGES as DATA_STAGES
+    from andesvl_jax.data.pipeline import DATA_STAGES
     from andesvl_jax.data.synthetic import TASKS
 
     d = config.data

@@ -116,13 +116,16 @@ class RolloutSpec:
             image_max_size=d.image_max_size or 448,
             seed=config.seed,
             ctx=TaskContext(d.min_side, d.max_side),
-            generation_mesh=tuple(
-                (axis, size or 1) for axis, size in dict(g.generation_mesh).items()
-            )
-            if any(dict(g.generation_mesh).values())
-            else (),
+            generation_mesh=_generation_mesh_shape(dict(g.generation_mesh)),
             generation_dtype=g.generation_dtype or None,
         )
+
+
+def _generation_mesh_shape(axes: dict) -> tuple[tuple[str, int], ...]:
+    """grpo.generation_mesh -> ((axis, size), ...): () when every axis is unset, else unset = 1."""
+    if all(size is None for size in axes.values()):
+        return ()
+    return tuple((axis, 1 if size is None else int(size)) for axis, size in axes.items())
 
 
 class PromptSchedule:

@@ -15,7 +15,7 @@ ALL = ("vision", "projector", "llm")
 class Stage:
     name: str
     trainable: tuple[str, ...]  # top-level AndesVL modules that train
-    data_stage: str  # andesvl_jax.data.pipeline.STAGES key: loss mask, budgets, mixture
+    data_stage: str  # andesvl_jax.data.pipeline.DATA_STAGES key: loss mask, budgets, mixture
     description: str
     objective: str = "next_token"  # train/objectives.py OBJECTIVES key
 
