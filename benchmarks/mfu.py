@@ -69,7 +69,7 @@ def main() -> None:
 
     import jax
 
-    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.configs import model_config
     from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
     from andesvl_jax.train.compile_check import abstract_batch
     from andesvl_jax.train.launch import load_config

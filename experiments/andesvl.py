@@ -8,9 +8,13 @@
         --config.data.path=/data/joint.jsonl
 
 Args (ARGS): size=0.6b|1b|2b|4b (default 1b; presets in andesvl_jax/config.py),
-stage=align|align_hr|joint|multitask|sft (default sft; a row of STAGE_BUDGETS).
+stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo (default sft; a row of STAGE_BUDGETS).
 
-The data is real: `--config.data.path` (or `data.sources`) must be given (REQUIRED lists it).
+The data is real: `--config.data.path` (or `data.sources`) must be given (REQUIRED lists it); for mpo
+a preference file (chosen/rejected). GRPO's prompts come from the synthetic reasoning tasks
+(`data.mixture`, train/rollouts.py); real-data prompt sources for rollouts are not built yet.
+Check that a size x stage fits before booking a pod:
+    andesvl-jax compile-check --config experiments/andesvl.py:size=4b,stage=multitask --mesh fsdp=64,tensor=4
 Budgets follow DESIGN.md section 6 (896 px then 1792 px alignment, 2048->8192 token joint context,
 16384 patches / 32768 tokens multitask). Parameters are FSDP-sharded over every device by default
 (`mesh.fsdp=-1`); set `--config.mesh.tensor=N` for tensor parallelism. bf16 compute, fp32 master
@@ -42,7 +46,23 @@ STAGE_BUDGETS: dict[str, Budget] = {
     "joint": Budget(50_000, 2e-5, 128, 8192, 16384, llm_lr=0.5),
     "multitask": Budget(30_000, 2e-5, 64, 32768, 16384),
     "sft": Budget(10_000, 1e-5, 128, 8192, 16384),
+    # InternVL's MPO recipe: lr 5e-6, 1 epoch, cosine, warm-up 3 %, wd 0.05; rows = 2 x pairs
+    "mpo": Budget(3_000, 5e-6, 128, 8192, 16384),
+    "grpo_warmup": Budget(500, 1e-5, 128, 8192, 16384),
+    # DeepSeekMath-style GRPO: lr 1e-6; a step is one rollout round of GRPO_ROLLOUT rows
+    "grpo": Budget(2_000, 1e-6, 256, 8192, 16384),
 }
+# A GRPO round: 32 prompts x 8 samples = 256 rows, completions up to 4096 tokens, sampled on a
+# tensor-parallel mesh over each host's devices with bf16 weights (train/rollouts.py).
+GRPO_ROLLOUT = dict(
+    prompts_per_rollout=32,
+    group_size=8,
+    updates_per_rollout=2,
+    max_new_tokens=4096,
+    temperature=1.0,
+    top_p=1.0,
+    generation_dtype="bfloat16",
+)
 
 ARGS = {
     "size": Arg("1b", choices=("0.6b", "1b", "2b", "4b"), help="model preset"),
@@ -72,5 +92,10 @@ def get_config(arg: str = "size=1b,stage=sft"):
     c.optim.lr_multipliers.update(vision=1.0, projector=1.0, llm=b.llm_lr)
     c.log_every = 50
     c.save_every = 1000
+    if args["stage"] == "grpo":
+        c.data.format = "synthetic"
+        c.data.mixture = {"math": 1.0}
+        c.grpo.update(GRPO_ROLLOUT)
+        c.grpo.generation_mesh.update(data=1, fsdp=1, tensor=-1)
     c.peak_flops = 989e12  # H100 SXM dense bf16; set to your device's peak for the MFU column
     return c

@@ -122,7 +122,7 @@ def step_stats(workdir: pathlib.Path) -> dict:
 def flops_per_step(config, data: dict) -> float:
     """Model FLOPs of a mean training step (train.telemetry.train_flops over the run's mean packed
     tokens and patches): the step cost without the machine's load in it."""
-    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.configs import model_config
     from andesvl_jax.train.telemetry import train_flops
 
     steps = max(1, data["batches"])
@@ -137,7 +137,7 @@ def flops_per_step(config, data: dict) -> float:
 
 def train_cell(config, run_dir: pathlib.Path) -> dict:
     """Train (or resume, or skip when finished) one run; its summary with step statistics."""
-    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.configs import model_config
     from andesvl_jax.models.params import count_params
     from andesvl_jax.train.loop import train
 

@@ -61,7 +61,7 @@ def main(mode: str, process_id: int, num_processes: int, port: str, out: str) ->
     if mode == "grpo":
         return grpo(num_processes, out)
 
-    from andesvl_jax.convert.workdir import model_config
+    from andesvl_jax.configs import model_config
     from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
     from andesvl_jax.train.launch import load_config
     from andesvl_jax.train.loop import global_batch, initial_state, training_data

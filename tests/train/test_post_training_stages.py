@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from andesvl_jax.convert.workdir import model_config
+from andesvl_jax.configs import model_config
 from andesvl_jax.data import DataConfig, TextTokenizer, make_dataset
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh

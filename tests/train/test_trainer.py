@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from andesvl_jax.convert.workdir import model_config, trained_model
+from andesvl_jax.configs import model_config
+from andesvl_jax.convert.workdir import trained_model
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
 from andesvl_jax.train.loop import initial_params, train
 
