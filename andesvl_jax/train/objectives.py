@@ -7,6 +7,10 @@ accumulation equals one large batch exactly, whatever the objective.
 
 `extra` is the objective's own state in TrainState (checkpointed with it): the frozen reference
 policy of MPO/GRPO, and MPO's running BCO shift delta.
+
+`loss_chunk` (config `optim.loss_chunk`): sequence positions per LM-head chunk (train/chunked_loss.py),
+so no objective materialises the full [b, t, vocab] logits; None / 0 = the model's full logits
+(what a model without `return_hidden` / `llm.logits`, e.g. a test's bigram table, needs).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
-from andesvl_jax.train.losses import next_token_loss
+from andesvl_jax.train.losses import chunked_next_token_loss, next_token_loss
 from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
 from andesvl_jax.train.sequence_logprobs import batch_token_logprobs, sequence_logprob
 
@@ -36,18 +40,32 @@ class Objective:
     summarise: Callable[[dict], dict] = lambda stats: {}
 
 
-def _forward(model, batch):
-    logits, _ = model(
-        batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+def _forward(model, batch, return_hidden: bool = False):
+    out, _ = model(
+        batch.input_ids,
+        batch.images,
+        positions=batch.positions,
+        segment_ids=batch.segment_ids,
+        **({"return_hidden": True} if return_hidden else {}),
     )
-    return logits
+    return out
 
 
-def next_token_objective(z_loss: float = 0.0) -> Objective:
+def next_token_objective(z_loss: float = 0.0, loss_chunk: int | None = None) -> Objective:
     def loss(model, reference, batch, extra):
-        total, stats = next_token_loss(
-            _forward(model, batch), batch.targets, batch.loss_mask, z_loss
-        )
+        if loss_chunk:
+            total, stats = chunked_next_token_loss(
+                model.llm.logits,
+                _forward(model, batch, return_hidden=True),
+                batch.targets,
+                batch.loss_mask,
+                z_loss,
+                chunk=loss_chunk,
+            )
+        else:
+            total, stats = next_token_loss(
+                _forward(model, batch), batch.targets, batch.loss_mask, z_loss
+            )
         return total, {**stats, "normaliser": stats["tokens"]}
 
     return Objective(
@@ -59,18 +77,18 @@ def _reference_copy(params):
     return {"reference": jax.tree.map(jnp.copy, params)}
 
 
-def _row_logprobs(model, batch) -> jax.Array:
+def _row_logprobs(model, batch, chunk: int | None) -> jax.Array:
     """Sum of trained-token log-probs per row [B] (one sequence per row)."""
-    return sequence_logprob(batch_token_logprobs(model, batch), batch.loss_mask)
+    return sequence_logprob(batch_token_logprobs(model, batch, chunk=chunk), batch.loss_mask)
 
 
-def mpo_objective(cfg: MPOConfig | None = None) -> Objective:
+def mpo_objective(cfg: MPOConfig | None = None, loss_chunk: int | None = None) -> Objective:
     """Rows 2i / 2i+1 of a batch are prompt+chosen / prompt+rejected (data/preference.py)."""
     cfg = cfg or MPOConfig()
 
     def loss(model, reference, batch, extra):
-        policy = _row_logprobs(model, batch)
-        ref = jax.lax.stop_gradient(_row_logprobs(reference, batch))
+        policy = _row_logprobs(model, batch, loss_chunk)
+        ref = jax.lax.stop_gradient(_row_logprobs(reference, batch, loss_chunk))
         chosen_tokens = jnp.sum(batch.loss_mask[0::2], axis=1)
         mean, m = mpo_loss(
             policy[0::2],
@@ -111,16 +129,18 @@ def mpo_objective(cfg: MPOConfig | None = None) -> Objective:
     return Objective(loss, init_extra, update_extra, summarise)
 
 
-def grpo_objective(cfg: GRPOConfig | None = None) -> Objective:
+def grpo_objective(cfg: GRPOConfig | None = None, loss_chunk: int | None = None) -> Objective:
     """Batches are rollouts (train/rollouts.py): one completion per row, `old_logprobs` [B, L]
     from the policy that sampled them (at cfg.temperature) and `advantages` [B]."""
     cfg = cfg or GRPOConfig()
 
     def loss(model, reference, batch, extra):
-        policy = batch_token_logprobs(model, batch, cfg.temperature)
+        policy = batch_token_logprobs(model, batch, cfg.temperature, loss_chunk)
         ref = None
         if cfg.beta:
-            ref = jax.lax.stop_gradient(batch_token_logprobs(reference, batch, cfg.temperature))
+            ref = jax.lax.stop_gradient(
+                batch_token_logprobs(reference, batch, cfg.temperature, loss_chunk)
+            )
         mean, m = grpo_loss(policy, batch.old_logprobs, ref, batch.advantages, batch.loss_mask, cfg)
         n = m["normaliser"]
         stats = {
@@ -158,7 +178,7 @@ def grpo_config(section) -> GRPOConfig:
 
 # stage.objective -> factory(run config) -> Objective
 OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
-    "next_token": lambda c: next_token_objective(c.optim.z_loss),
-    "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo))),
-    "grpo": lambda c: grpo_objective(grpo_config(c.grpo)),
+    "next_token": lambda c: next_token_objective(c.optim.z_loss, c.optim.loss_chunk),
+    "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo)), c.optim.loss_chunk),
+    "grpo": lambda c: grpo_objective(grpo_config(c.grpo), c.optim.loss_chunk),
 }

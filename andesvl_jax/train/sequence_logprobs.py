@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from andesvl_jax.train.chunked_loss import Head, map_head_chunks
+
 
 def token_logprobs(logits: jax.Array, targets: jax.Array, temperature: float = 1.0) -> jax.Array:
     """log softmax(logits / temperature)[target] in float32.
@@ -45,10 +47,46 @@ def sequence_logprob(token_logps: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(token_logps.astype(jnp.float32) * mask.astype(jnp.float32), axis=-1)
 
 
-def batch_token_logprobs(model, batch, temperature: float = 1.0) -> jax.Array:
-    """log pi(target) [B, L] of an AndesVL model on a (packed) TrainBatch-like batch; with a
-    temperature, of the distribution softmax(logits / temperature) a sampler at it draws from."""
-    logits, _ = model(
-        batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+def chunked_token_logprobs(
+    head: Head,
+    hidden: jax.Array,
+    targets: jax.Array,
+    temperature: float = 1.0,
+    *,
+    chunk: int | None,
+) -> jax.Array:
+    """`token_logprobs(head(hidden), targets, temperature)` [b, t], the head applied `chunk`
+    positions at a time (train/chunked_loss.py). hidden [b, t, d]; targets [b, t] int."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return map_head_chunks(
+        lambda logits, tgt: token_logprobs(logits, tgt, temperature),
+        head,
+        hidden,
+        targets,
+        chunk=chunk,
     )
-    return token_logprobs(logits, batch.targets, temperature)
+
+
+def batch_token_logprobs(
+    model, batch, temperature: float = 1.0, chunk: int | None = None
+) -> jax.Array:
+    """log pi(target) [B, L] of an AndesVL model on a (packed) TrainBatch-like batch; with a
+    temperature, of the distribution softmax(logits / temperature) a sampler at it draws from.
+
+    chunk: sequence positions per LM-head chunk (None / 0: the model's full logits); a chunked
+    call needs an AndesVL-like model (`return_hidden=True`, `model.llm.logits`).
+    """
+    if not chunk:
+        logits, _ = model(
+            batch.input_ids, batch.images, positions=batch.positions, segment_ids=batch.segment_ids
+        )
+        return token_logprobs(logits, batch.targets, temperature)
+    hidden, _ = model(
+        batch.input_ids,
+        batch.images,
+        positions=batch.positions,
+        segment_ids=batch.segment_ids,
+        return_hidden=True,
+    )
+    return chunked_token_logprobs(model.llm.logits, hidden, batch.targets, temperature, chunk=chunk)
