@@ -3,10 +3,15 @@
 mesh -> model (random, imported weights, or the previous stage's checkpoint) split into trainable /
 frozen -> optimizer -> data iterator -> resume from the latest checkpoint if any -> jitted step loop
 with logging, periodic async checkpoints, SIGTERM save, and the non-finite guard.
+
+The step loop never waits on the device between sync steps (log, save, last, SIGTERM): metrics and
+the guard's counters stay on device and are fetched in one transfer at the next sync step, and the
+token/patch counts come from the host batch, so dispatch runs ahead of the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import signal
 import time
@@ -157,6 +162,43 @@ def global_batch(batch: TrainBatch, shardings: TrainBatch) -> TrainBatch:
     )
 
 
+def _global_count(segment_ids) -> float:
+    """Non-padding entries of this process's host batch [B, L], times the process count: counted
+    on the host, since reading the device copy would wait for the step."""
+    return float(np.count_nonzero(np.asarray(segment_ids) > 0) * jax.process_count())
+
+
+class BadStepWatch:
+    """The non-finite guard without a per-step sync.
+
+    Each step's on-device `finite` flag (a metric of the step; the state's own `bad_steps` is
+    donated to the next step) is recorded and read at the next sync step, where the consecutive
+    count is replayed on the host exactly as trainer.py counts `bad_steps`: a run of `limit` bad
+    steps is caught there even if a good step ended it since (skipped updates change no weights).
+    """
+
+    def __init__(self, limit: int, bad_steps: int = 0):
+        self.limit, self.bad_steps = limit, bad_steps  # consecutive bad steps at the last check
+        self._pending: list[tuple[int, jax.Array]] = []
+
+    def record(self, step: int, finite: jax.Array) -> None:
+        self._pending.append((step, finite))
+
+    def check(self) -> tuple[int | None, int]:
+        """(first recorded step where the count reached the limit, or None; the latest count)."""
+        hit = None
+        for step, finite in zip(
+            [s for s, _ in self._pending],
+            jax.device_get([f for _, f in self._pending]),
+            strict=True,
+        ):
+            self.bad_steps = 0 if bool(finite) else self.bad_steps + 1
+            if hit is None and self.bad_steps >= self.limit:
+                hit = step
+        self._pending = []
+        return hit, self.bad_steps
+
+
 class _Terminate:
     """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly."""
 
@@ -171,10 +213,14 @@ class _Terminate:
         signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
+def train(config, workdir: str | pathlib.Path, devices=None, step_context=None) -> dict:
     """Run (or resume) one stage; returns a summary dict (also written to the metrics file).
 
     devices: the devices of the mesh (default: all); tests use it for single-device references.
+    step_context: `step_context(syncs)` -> a context manager around each step's body (fetching its
+    batch, counting its tokens, dispatching it); `syncs` is False on steps that must not wait on
+    the device (tests wrap those in `jax.transfer_guard_device_to_host("disallow")`). A GRPO
+    batch fetch samples a rollout round from the device, so only non-GRPO stages are sync-free.
     """
     validate_config(config)
     workdir = pathlib.Path(workdir)
@@ -252,46 +298,54 @@ def train(config, workdir: str | pathlib.Path, devices=None) -> dict:
         0.0,
     )
     seq_len, max_patches = first.input_ids.shape[1], first.images.patches.shape[1]
-    batch, step = first, start
+    step_context = step_context or (lambda syncs: contextlib.nullcontext())
+    watch = BadStepWatch(config.max_bad_steps, int(state.bad_steps))
+    batch, step, steps_since = first, start, 0
     try:
         while step < config.steps:
-            fill = packing_efficiency(batch)
-            text_tokens = float((batch.segment_ids > 0).sum()) * jax.process_count()
-            patches = float((batch.images.segment_ids > 0).sum()) * jax.process_count()
-            state, metrics = step_fn(state, global_batch(batch, batch_sh))
-            step += 1
-            tokens_since += text_tokens
-            flops_since += train_flops(model_cfg, text_tokens, patches, seq_len, max_patches)
-            if int(state.bad_steps) >= config.max_bad_steps:
+            log_now = (step + 1) % config.log_every == 0 or step + 1 == config.steps
+            save_due = (step + 1) % config.save_every == 0 or step + 1 == config.steps
+            with step_context(log_now or save_due):
+                batch = next(iterator) if batch is None else batch
+                fill = packing_efficiency(batch)
+                text_tokens = _global_count(batch.segment_ids)
+                patches = _global_count(batch.images.segment_ids)
+                state, metrics = step_fn(state, global_batch(batch, batch_sh))
+                batch, step, steps_since = None, step + 1, steps_since + 1
+                watch.record(step, metrics["finite"])
+                tokens_since += text_tokens
+                flops_since += train_flops(model_cfg, text_tokens, patches, seq_len, max_patches)
+            if not (log_now or save_due or terminate.requested):
+                continue
+            hit, bad_now = watch.check()
+            if hit is not None:
                 stop_reason = f"{config.max_bad_steps} non-finite steps in a row"
                 raise NonFiniteError(
-                    f"step {step}: {stop_reason}; last good checkpoint kept at step "
-                    f"{ckpt.latest_step()}"
+                    f"step {hit}: {stop_reason} (seen at step {step}); last good checkpoint kept "
+                    f"at step {ckpt.latest_step()}"
                 )
-            if step % config.log_every == 0 or step == config.steps:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if log_now:
+                m, skipped = jax.device_get((metrics, state.skipped_steps))
+                m = {k: float(v) for k, v in m.items()}
                 elapsed = time.perf_counter() - t_last
                 m.update(
                     tokens_per_s=tokens_since / elapsed,
-                    step_time_s=elapsed / config.log_every,
+                    step_time_s=elapsed / steps_since,
                     token_fill=fill["token_fill"],
                     patch_fill=fill["patch_fill"],
-                    skipped_steps=int(state.skipped_steps),
+                    skipped_steps=int(skipped),
                 )
                 if peak:
                     m["mfu"] = flops_since / elapsed / peak
                 losses.append((step, m["loss"]))
                 writer.write(step, m)
-                progress.update(config.log_every, m)
-                t_last, tokens_since, flops_since = time.perf_counter(), 0.0, 0.0
-            save_now = step % config.save_every == 0 or step == config.steps or terminate.requested
-            if save_now and int(state.bad_steps) == 0:
+                progress.update(steps_since, m)
+                t_last, tokens_since, flops_since, steps_since = time.perf_counter(), 0.0, 0.0, 0
+            if (save_due or terminate.requested) and bad_now == 0:
                 ckpt.save(step, state, iterator.get_state(), force=True)
             if terminate.requested:
                 stop_reason = "SIGTERM"
                 break
-            if step < config.steps:
-                batch = next(iterator)
     finally:
         terminate.restore()
         progress.close()
