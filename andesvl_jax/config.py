@@ -143,7 +143,9 @@ class AndesVLConfig:
     remat: str = "none"  # see models/remat.py
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype
-    attention_impl: str = "xla"  # a `kernels.dispatch.KERNELS["attention"]` impl, or "auto"
+    # A `kernels.dispatch.KERNELS["attention"]` impl, or "auto": the reference at one-tile sizes,
+    # else the best impl validated on the backend, never one materialising [t, s] (docs/kernels.md).
+    attention_impl: str = "auto"
 
     @property
     def tokens_per_patch_group(self) -> int:

@@ -1,9 +1,10 @@
-"""impl = "auto" | "xla" | "pallas" for every kernel: one registry, no if-chains.
+"""impl = "auto" | "xla" | "pallas" | ... for every kernel: one registry, no if-chains.
 
-"auto" is Pallas on GPU/TPU and the XLA reference on CPU (where Pallas only runs interpreted, which
-is exact but slow). This is the only attention registry: the models call `dot_product_attention(...,
-impl=cfg.attention_impl)`; the compression code calls `quantized_matmul` / `lora_matmul`.
-Leading batch dimensions of x are flattened to rows and restored.
+"auto" picks, per backend, the first impl of `AUTO_ORDER` that has run compiled on that backend
+(`VALIDATED`), so a kernel that has only been lowered, never run, is never chosen silently. This is
+the only attention registry: the models call `dot_product_attention(..., impl=cfg.attention_impl)`;
+the compression code calls `quantized_matmul` / `lora_matmul`. Leading batch dimensions of x are
+flattened to rows and restored. Policy and status: docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 
 import jax
 from andesvl_jax.kernels.attention import packed_attention
+from andesvl_jax.kernels.attention_blockwise import DEFAULT_BLOCK, blockwise_attention
+from andesvl_jax.kernels.attention_cudnn import cudnn_attention, cudnn_unsupported
 from andesvl_jax.kernels.attention_ref import xla_attention
 from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
 from andesvl_jax.kernels.quant_format import PackedWeight
@@ -24,21 +27,46 @@ from andesvl_jax.kernels.quant_matmul import (
 from andesvl_jax.kernels.sparse_format import SparseWeight
 from andesvl_jax.kernels.sparse_matmul import sparse_matmul_pallas, sparse_matmul_ref
 
-PALLAS_BACKENDS = ("gpu", "tpu", "cuda", "rocm")
-# Per-op exceptions to "auto": the attention kernel's blocks do not meet Mosaic's (8, 128) rule yet
-# (tests/kernels/test_gpu_lowering.py checks Triton only), so on TPU "auto" keeps the XLA attention.
-AUTO_PALLAS_BACKENDS: dict[str, tuple[str, ...]] = {"attention": ("gpu", "cuda", "rocm")}
-
-
 # op -> impl -> function. Weight-format ops are keyed by the packed weight's type below.
 KERNELS: dict[str, dict[str, Callable]] = {
-    "attention": {"xla": xla_attention, "pallas": packed_attention},
+    "attention": {
+        "xla": xla_attention,  # the reference: materialises float32 [b, h, t, s] logits
+        "blockwise": blockwise_attention,  # pure XLA, O(t) memory, blockwise backward
+        "cudnn": cudnn_attention,  # jax.nn cuDNN flash (GPU, bf16/fp16)
+        "pallas": packed_attention,  # our Triton flash kernel
+    },
     "quantized_matmul": {"xla": quantized_matmul_ref, "pallas": quantized_matmul_pallas},
     "quantized_matmul_a8": {"xla": quantized_matmul_a8_ref, "pallas": quantized_matmul_a8_pallas},
     "sparse_matmul": {"xla": sparse_matmul_ref, "pallas": sparse_matmul_pallas},
     "lora_matmul": {"xla": lora_matmul_ref, "pallas": lora_matmul_pallas},
 }
 WEIGHT_MATMULS: dict[type, str] = {PackedWeight: "quantized_matmul", SparseWeight: "sparse_matmul"}
+
+# Plain XLA programs: no backend-specific lowering, so the program the CPU tests run compiled is
+# the one XLA compiles for GPU/TPU. They count as validated everywhere; custom kernels do not.
+PORTABLE = frozenset({"xla", "blockwise"})
+# backend -> op -> custom kernels that have run compiled there and matched the reference (by
+# benchmarks/device_check.sh). Pallas runs only interpreted on CPU; no kernel has run on a device
+# yet, so this is empty: add (e.g.) VALIDATED["gpu"]["attention"] = {"cudnn"} once one has.
+VALIDATED: dict[str, dict[str, frozenset[str]]] = {}
+# op -> backend -> impls "auto" tries in order (first validated wins); "*" = any other backend.
+_DEFAULT_ORDER = {"gpu": ("pallas", "xla"), "tpu": ("pallas", "xla"), "*": ("xla",)}
+AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
+    "attention": {
+        "gpu": ("cudnn", "pallas", "blockwise"),
+        "tpu": ("pallas", "blockwise"),
+        "*": ("blockwise",),
+    },
+}
+# op -> (size, impl): at or below this problem size "auto" takes impl. For attention the size is
+# t*s score entries per (row, head): up to one blockwise tile the reference holds no more than a
+# tile, is as fast, and compiles ~2x faster (what keeps the tiny CPU models and tests quick).
+AUTO_SMALL: dict[str, tuple[int, str]] = {"attention": (DEFAULT_BLOCK * DEFAULT_BLOCK, "xla")}
+# (op, impl) -> f(*args) -> why it cannot run these arguments (None: it can); "auto" skips it then.
+AUTO_GUARDS: dict[tuple[str, str], Callable[..., str | None]] = {
+    ("attention", "cudnn"): cudnn_unsupported,
+}
+_BACKENDS = {"cuda": "gpu", "rocm": "gpu"}
 
 
 def register_kernel(op: str, impl: str) -> Callable[[Callable], Callable]:
@@ -51,24 +79,51 @@ def register_kernel(op: str, impl: str) -> Callable[[Callable], Callable]:
     return wrap
 
 
-def resolve_impl(impl: str = "auto", op: str | None = None) -> str:
-    """'auto' -> 'pallas' on GPU/TPU (see AUTO_PALLAS_BACKENDS), 'xla' on CPU; others unchanged."""
-    if impl == "auto":
-        backends = AUTO_PALLAS_BACKENDS.get(op, PALLAS_BACKENDS)
-        return "pallas" if jax.default_backend() in backends else "xla"
-    known = sorted(KERNELS.get(op, {})) if op else ["pallas", "xla"]
-    if impl not in known:
-        raise ValueError(
-            f"unknown {op or 'kernel'} impl {impl!r}; expected 'auto' or one of {known}"
-        )
-    return impl
+def backend() -> str:
+    """The default backend's family name: 'cpu', 'gpu' (CUDA or ROCm) or 'tpu'."""
+    name = jax.default_backend()
+    return _BACKENDS.get(name, name)
 
 
-def get_kernel(op: str, impl: str = "auto") -> Callable:
-    """The function implementing `op` for `impl`."""
+def is_validated(op: str, impl: str, on: str | None = None) -> bool:
+    """Has `impl` of `op` run compiled on backend `on` (default: this one) and matched?"""
+    return impl in PORTABLE or impl in VALIDATED.get(on or backend(), {}).get(op, frozenset())
+
+
+def resolve_impl(
+    impl: str = "auto", op: str | None = None, *, size: int | None = None, args: tuple = ()
+) -> str:
+    """'auto' -> the first validated impl of AUTO_ORDER[op] for this backend (AUTO_SMALL at or below
+    `size`; an impl whose AUTO_GUARDS rejects `args` is skipped); other names are checked."""
+    if impl != "auto":
+        known = sorted(KERNELS.get(op, {})) if op else ["pallas", "xla"]
+        if impl not in known:
+            raise ValueError(
+                f"unknown {op or 'kernel'} impl {impl!r}; expected 'auto' or one of {known}"
+            )
+        return impl
+    small = AUTO_SMALL.get(op)
+    if small is not None and size is not None and size <= small[0]:
+        return small[1]
+    orders = AUTO_ORDER.get(op, _DEFAULT_ORDER)
+    here = backend()
+    for name in orders.get(here, orders["*"]):
+        guard = AUTO_GUARDS.get((op, name))
+        if is_validated(op, name, here) and not (guard and args and guard(*args)):
+            return name
+    raise RuntimeError(f"no validated {op} impl for backend {here!r} in {orders}")  # a table bug
+
+
+def get_kernel(op: str, impl: str = "auto", **policy) -> Callable:
+    """The function implementing `op` for `impl` (`policy`: resolve_impl's size / args)."""
     if op not in KERNELS:
         raise KeyError(f"unknown kernel {op!r}; registered: {sorted(KERNELS)}")
-    return KERNELS[op][resolve_impl(impl, op)]
+    return KERNELS[op][resolve_impl(impl, op, **policy)]
+
+
+def resolve_attention(impl: str, q: jax.Array, k: jax.Array) -> str:
+    """The attention impl `impl` means for q: [b, t, h, d] against k: [b, s, kv, d] here."""
+    return resolve_impl(impl, "attention", size=q.shape[1] * k.shape[1], args=(q, k))
 
 
 def _rows(x: jax.Array) -> jax.Array:
@@ -116,5 +171,5 @@ def dot_product_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "auto", **kwargs
 ) -> jax.Array:
     """q: [b, t, h, d]; k, v: [b, s, kv, d] -> [b, t, h, d] by the registered `impl` (arguments and
-    semantics: `attention_ref.xla_attention`)."""
-    return get_kernel("attention", impl)(q, k, v, **kwargs)
+    semantics: `attention_ref.xla_attention`; "auto": `resolve_attention`)."""
+    return KERNELS["attention"][resolve_attention(impl, q, k)](q, k, v, **kwargs)

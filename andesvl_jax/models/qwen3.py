@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from andesvl_jax.config import TextConfig
-from andesvl_jax.kernels import dot_product_attention
+from andesvl_jax.kernels import dot_product_attention, resolve_attention
 from andesvl_jax.models.kv_cache import KVCache, cached_attention, write
 from andesvl_jax.models.layers import Embed, Linear, RMSNorm
 from andesvl_jax.models.mlp import SwiGLU
@@ -62,7 +62,7 @@ class Qwen3Attention(nnx.Module):
         else:
             ck, cv = write(cache_kv[0], k, cache_lengths), write(cache_kv[1], v, cache_lengths)
             slots = cache_lengths[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-            if impl == "xla":
+            if resolve_attention(impl, q, ck) == "xla":  # e.g. "auto" for a decode step
                 out = cached_attention(q, ck, cv, segment_ids != 0, slots)
             else:  # a registered kernel takes slot-major [b, S, kv, hd] keys and values
 

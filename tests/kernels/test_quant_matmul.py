@@ -88,7 +88,8 @@ def test_auto_resolves_per_backend(monkeypatch):
 
     assert dispatch.resolve_impl("auto") == "xla"  # the tests run on CPU
     monkeypatch.setattr(dispatch.jax, "default_backend", lambda: "tpu")
-    assert dispatch.resolve_impl("auto", "quantized_matmul") == "pallas"
-    assert dispatch.resolve_impl("auto", "attention") == "xla"
-    monkeypatch.setattr(dispatch.jax, "default_backend", lambda: "gpu")
-    assert dispatch.resolve_impl("auto", "attention") == "pallas"
+    # A Pallas kernel that has never run compiled on the backend is not picked (VALIDATED empty)...
+    assert dispatch.resolve_impl("auto", "quantized_matmul") == "xla"
+    monkeypatch.setitem(dispatch.VALIDATED, "tpu", {"quantized_matmul": frozenset({"pallas"})})
+    assert dispatch.resolve_impl("auto", "quantized_matmul") == "pallas"  # ...until it has.
+    assert dispatch.resolve_impl("auto", "sparse_matmul") == "xla"
