@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -72,9 +73,7 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
             f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, "
             f"{len(devices)} available"
         )
-    slices = int(shape.get("dcn_data", 1))
-    grid = hybrid_device_grid(devices, sizes, slices) if slices > 1 else np.asarray(devices)
-    return Mesh(grid.reshape(sizes), MESH_AXES)
+    return Mesh(device_grid(devices, sizes, int(shape.get("dcn_data", 1))), MESH_AXES)
 
 
 def device_slice(device) -> int:
@@ -83,27 +82,34 @@ def device_slice(device) -> int:
     return device.slice_index if device.platform == "tpu" else device.process_index
 
 
-def hybrid_device_grid(devices: Sequence, sizes: Sequence[int], slices: int) -> np.ndarray:
-    """Devices as a [data, fsdp, tensor] array whose `data` axis is slices x data-within-a-slice,
-    so that only the data axis crosses slices."""
-    groups: dict[int, list] = {}
-    for d in devices:
-        groups.setdefault(device_slice(d), []).append(d)
-    if len(groups) != slices:
-        raise ValueError(f"mesh.dcn_data={slices} but the devices form {len(groups)} slice(s)")
+def device_grid(devices: Sequence, sizes: Sequence[int], slices: int = 1) -> np.ndarray:
+    """Devices as a [data, fsdp, tensor] array (`jax.experimental.mesh_utils`): in the physical
+    topology's order on TPU, and with `slices` > 1 a hybrid mesh whose `data` axis is slices x
+    data-within-a-slice, so that only the data axis crosses slices (our slice: `device_slice`)."""
+    # Every process must build the same mesh whatever order its caller listed the devices in.
+    devices = sorted(devices, key=lambda d: d.id)
+    if slices == 1:
+        try:
+            return mesh_utils.create_device_mesh(sizes, devices)
+        except AssertionError:  # TPU devices that are not a whole cuboid (a subset of a slice)
+            return np.asarray(devices, dtype=object).reshape(sizes)
+    found = len({device_slice(d) for d in devices})
+    if found != slices:
+        raise ValueError(f"mesh.dcn_data={slices} but the devices form {found} slice(s)")
     if sizes[0] % slices:
         raise ValueError(f"mesh data={sizes[0]} does not split over dcn_data={slices} slices")
     per_slice = [sizes[0] // slices, *sizes[1:]]
-    blocks = []
-    for key in sorted(groups):
-        group = sorted(groups[key], key=lambda d: d.id)
-        if len(group) != math.prod(per_slice):
-            raise ValueError(
-                f"slice {key} has {len(group)} devices; a {per_slice} (data, fsdp, tensor) block "
-                f"per slice needs {math.prod(per_slice)}"
-            )
-        blocks.append(np.asarray(group, dtype=object).reshape(per_slice))
-    return np.concatenate(blocks, axis=0)
+    try:
+        return mesh_utils.create_hybrid_device_mesh(
+            per_slice,
+            [slices, 1, 1],
+            devices,
+            process_is_granule=devices[0].platform != "tpu",
+        )
+    except ValueError as e:
+        raise ValueError(
+            f"a {per_slice} (data, fsdp, tensor) block per slice x dcn_data={slices}: {e}"
+        ) from e
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: LogicalRules) -> PartitionSpec:
