@@ -76,6 +76,7 @@ def main() -> None:
     from andesvl_jax.train.loop import initial_state
     from andesvl_jax.train.objectives import OBJECTIVES
     from andesvl_jax.train.stages import get_stage
+    from andesvl_jax.train.step_shape import step_shape
     from andesvl_jax.train.telemetry import train_flops
     from andesvl_jax.train.trainer import jit_train_step, make_train_step
 
@@ -90,9 +91,9 @@ def main() -> None:
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     objective = OBJECTIVES[stage.objective](config)
     graphdef, state, optimizer = initial_state(config, model_cfg, mesh, rules, stage, objective)
-    abstract, tokens, patches = abstract_batch(
-        config, model_cfg, stage, config.data.batch_size, mesh
-    )
+    shape = step_shape(config, model_cfg, stage, mesh)
+    rows, tokens, patches = shape
+    abstract = abstract_batch(model_cfg, shape, stage.objective, mesh)
     batch = random_batch(abstract, model_cfg.text.vocab_size)
     step = jit_train_step(
         make_train_step(graphdef, optimizer, objective=objective, mesh=mesh, rules=rules),
@@ -109,7 +110,6 @@ def main() -> None:
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
-    rows = config.data.batch_size
     flops = train_flops(model_cfg, rows * tokens, rows * patches, tokens, patches)
     median = statistics.median(times)
     devices = jax.device_count()

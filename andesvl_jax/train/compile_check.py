@@ -26,7 +26,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from andesvl_jax.configs import model_config
 from andesvl_jax.data.batch import TrainBatch
 from andesvl_jax.data.patches import PackedImages
-from andesvl_jax.data.pipeline import DataConfig
 from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.config_checks import validate_config
@@ -34,6 +33,7 @@ from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.rollouts import RolloutBatch
 from andesvl_jax.train.stages import get_stage, is_trainable
+from andesvl_jax.train.step_shape import StepShape, step_shape
 from andesvl_jax.train.telemetry import train_flops
 from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
 
@@ -85,44 +85,13 @@ class FitReport:
         }
 
 
-def step_rows(config, stage) -> tuple[int, str]:
-    """Global rows of one step and how the config names them (a GRPO step is one rollout round)."""
-    if stage.objective == "grpo":
-        rows = config.grpo.prompts_per_rollout * config.grpo.group_size
-        return rows, f"grpo.prompts_per_rollout x group_size={rows}"
-    return config.data.batch_size, f"data.batch_size={config.data.batch_size}"
-
-
-def check_rows_divide(config, stage, mesh: Mesh) -> int:
-    """The step's rows; a clear error if they do not split over data x fsdp x accumulation."""
-    rows, name = step_rows(config, stage)
-    dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    if rows % (dp * config.optim.accum_steps):
-        raise ValueError(
-            f"{name} must divide by data*fsdp={dp} times optim.accum_steps={config.optim.accum_steps}"
-        )
-    return rows
-
-
 def _sds(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
 
 
-def abstract_batch(config, model_cfg, stage, rows: int, mesh: Mesh):
+def abstract_batch(model_cfg, shape: StepShape, objective: str, mesh: Mesh):
     """The step's batch as sharded ShapeDtypeStructs at the stage's real lengths."""
-    d = config.data
-    spec = DataConfig.for_model(
-        model_cfg,
-        stage=d.stage or stage.data_stage,
-        max_tokens=d.max_tokens,
-        max_patches=d.max_patches,
-    ).encode_spec()
-    tokens, patches = spec.max_tokens, spec.max_patches
-    if tokens > model_cfg.text.max_position:
-        raise ValueError(
-            f"{tokens} tokens per row exceed the model's maximum position "
-            f"{model_cfg.text.max_position} (text.max_position)"
-        )
+    rows, tokens, patches = shape
     patch_dim = 3 * model_cfg.vision.patch_size**2
     i32, f32 = np.int32, np.float32
     text = {n: (rows, tokens) for n in ("input_ids", "segment_ids", "positions", "targets")}
@@ -132,7 +101,7 @@ def abstract_batch(config, model_cfg, stage, rows: int, mesh: Mesh):
         patches=_sds((rows, patches, patch_dim), f32, None),
         **{n: _sds((rows, patches), i32, None) for n in PackedImages._fields[1:]},
     )
-    if stage.objective == "grpo":
+    if objective == "grpo":
         batch = RolloutBatch(
             **fields,
             images=images,
@@ -143,8 +112,7 @@ def abstract_batch(config, model_cfg, stage, rows: int, mesh: Mesh):
     else:
         batch = TrainBatch(**fields, images=images)
     shardings = batch_shardings(batch, mesh)
-    batch = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), batch, shardings)
-    return batch, tokens, patches
+    return jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), batch, shardings)
 
 
 def _with_shardings(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
@@ -210,13 +178,14 @@ def compile_check(config, name: str = "", *, hbm_gib: float = 80.0, devices=None
     stage = get_stage(config.stage)
     mesh = make_mesh(dict(config.mesh), devices)
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
-    rows = check_rows_divide(config, stage, mesh)
     model_cfg = model_config(config)
+    shape = step_shape(config, model_cfg, stage, mesh)
+    rows, tokens, patches = shape
     objective = OBJECTIVES[stage.objective](config)
     graphdef, state, optimizer = abstract_train_state(
         config, model_cfg, mesh, rules, stage, objective
     )
-    batch, tokens, patches = abstract_batch(config, model_cfg, stage, rows, mesh)
+    batch = abstract_batch(model_cfg, shape, stage.objective, mesh)
     step = make_train_step(
         graphdef,
         optimizer,

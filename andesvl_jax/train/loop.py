@@ -38,6 +38,7 @@ from andesvl_jax.train.config_checks import validate_config
 from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.stages import get_stage, is_trainable
+from andesvl_jax.train.step_shape import step_shape
 from andesvl_jax.train.telemetry import MetricsWriter, Progress, train_flops
 from andesvl_jax.train.trainer import TrainState, batch_shardings, jit_train_step, make_train_step
 
@@ -231,16 +232,7 @@ def train(config, workdir: str | pathlib.Path, devices=None, step_context=None) 
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     stage = get_stage(config.stage)
     model_cfg = model_config(config)
-    dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    rows, rows_name = config.data.batch_size, f"data.batch_size={config.data.batch_size}"
-    if stage.objective == "grpo":  # a batch is one rollout round
-        rows = config.grpo.prompts_per_rollout * config.grpo.group_size
-        rows_name = f"grpo.prompts_per_rollout x group_size={rows}"
-    if rows % (dp * config.optim.accum_steps):
-        raise ValueError(
-            f"{rows_name} must divide by data*fsdp={dp} times "
-            f"optim.accum_steps={config.optim.accum_steps}"
-        )
+    step_shape(config, model_cfg, stage, mesh)  # clear errors before anything compiles
 
     objective = OBJECTIVES[stage.objective](config)
     graphdef, state, optimizer = initial_state(config, model_cfg, mesh, rules, stage, objective)

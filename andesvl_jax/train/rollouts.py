@@ -92,6 +92,7 @@ class RolloutSpec:
     # its weights are stored in for sampling (None: the training dtype).
     generation_mesh: tuple[tuple[str, int], ...] = ()
     generation_dtype: str | None = None
+    logprob_chunk: int | None = None  # LM-head chunk for the old log-probs (optim.loss_chunk)
 
     @classmethod
     def from_config(cls, config) -> RolloutSpec:
@@ -118,6 +119,7 @@ class RolloutSpec:
             ctx=TaskContext(d.min_side, d.max_side),
             generation_mesh=_generation_mesh_shape(dict(g.generation_mesh)),
             generation_dtype=g.generation_dtype or None,
+            logprob_chunk=config.optim.loss_chunk or None,
         )
 
 
@@ -179,9 +181,9 @@ class PromptSchedule:
         return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _old_logprobs(graphdef, state, batch, temperature: float):
-    return batch_token_logprobs(nnx.merge(graphdef, state), batch, temperature)
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _old_logprobs(graphdef, state, batch, temperature: float, chunk: int | None):
+    return batch_token_logprobs(nnx.merge(graphdef, state), batch, temperature, chunk)
 
 
 def host_replica(model, mesh: Mesh | None = None):
@@ -298,6 +300,6 @@ class RolloutIterator:
             rows, s.max_tokens, s.max_patches, self.tok.special_tokens, model.cfg.vision.patch_size
         )
         graphdef, state = nnx.split(model)
-        old = np.asarray(_old_logprobs(graphdef, state, batch, s.temperature))
+        old = np.asarray(_old_logprobs(graphdef, state, batch, s.temperature, s.logprob_chunk))
         advantages = np.asarray(group_advantages(jnp.asarray(rewards), s.group_size))
         return RolloutBatch(*batch, old_logprobs=old, advantages=advantages, rewards=rewards)
