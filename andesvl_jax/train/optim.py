@@ -1,6 +1,7 @@
 """Optimizer from config: AdamW, warmup + cosine/linear/constant schedule, global-norm clipping,
 weight decay only on matrices (not norms, biases, position tables), per-module LR multipliers, and
-the skip of a non-finite step — fused, one elementwise pass per parameter (`AdamW`)."""
+the skip of a non-finite step — fused, one elementwise pass per parameter (`AdamW`; also as an optax
+GradientTransformation, `AdamW.as_gradient_transformation`, to chain with other transformations)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,20 @@ class AdamW:
         out = jax.tree.map(leaf, params, grads, state.mu, state.nu, labels, decays)
         pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda o: isinstance(o, tuple))  # noqa: E731
         return pick(0), AdamWState(jnp.where(apply, count, state.count), pick(1), pick(2))
+
+    def as_gradient_transformation(self) -> optax.GradientTransformationExtraArgs:
+        """The same step as an optax transformation (updates = new params - params), so it chains
+        with other optax transformations; a step whose gradient norm is not finite gives zero
+        updates and leaves the state as it was, as `update(apply=False)` does."""
+
+        def update(grads, state, params=None, **extra):
+            if params is None:
+                raise ValueError("the fused AdamW needs params (weight decay and module labels)")
+            grad_norm = optax.tree.norm(grads)
+            new, state = self.update(grads, state, params, grad_norm, jnp.isfinite(grad_norm))
+            return jax.tree.map(lambda n, p: n - p, new, params), state
+
+        return optax.GradientTransformationExtraArgs(self.init, update)
 
 
 def make_optimizer(cfg, steps: int) -> AdamW:

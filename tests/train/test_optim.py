@@ -76,3 +76,35 @@ def test_skipped_step_changes_nothing():
         jax.tree.leaves((new_params, new_state)), jax.tree.leaves((params, state)), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fused_adamw_as_optax_transformation_chains():
+    """The fused step as an optax GradientTransformation: optax.apply_updates reproduces the fused
+    parameters, it chains (a following optax.scale halves every update), and a non-finite
+    gradient gives zero updates and an unchanged state."""
+    cfg = base_config().optim
+    cfg.update(lr=1e-2, warmup_steps=1, weight_decay=0.1, clip_norm=1.0)
+    ours = make_optimizer(cfg, steps=6)
+    tx = ours.as_gradient_transformation()
+    halved = optax.chain(tx, optax.scale(0.5))
+    params, grads = params_and_grads(1, 1.0)
+    p_fused, s_fused = params, ours.init(params)
+    p_tx, s_tx = params, tx.init(params)
+    s_half = halved.init(params)
+    for g in grads[:3]:
+        fused_next, s_fused = ours.update(g, s_fused, p_fused, optax.tree.norm(g), True)
+        u, s_tx = jax.jit(tx.update)(g, s_tx, p_tx)
+        u_half, s_half = halved.update(g, s_half, p_tx)
+        for a, b in zip(jax.tree.leaves(u_half), jax.tree.leaves(u), strict=True):
+            np.testing.assert_allclose(a, 0.5 * b, rtol=1e-5, atol=1e-8)
+        p_tx = optax.apply_updates(p_tx, u)
+        for a, b in zip(jax.tree.leaves(p_tx), jax.tree.leaves(fused_next), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        p_fused = fused_next
+    bad = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(jnp.nan), grads[3])
+    u, s_after = tx.update(bad, s_tx, p_tx)
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(u))
+    for a, b in zip(jax.tree.leaves(s_after), jax.tree.leaves(s_tx), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(grads[0], s_tx)
