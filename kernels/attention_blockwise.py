@@ -65,7 +65,18 @@ def _tile_mask(st: _Static, qrow, krow, mask, i, j) -> jax.Array:
 def _logits(st: _Static, q_i, k_j, allowed):
     """q_i: [b, kv, bq*g, d], k_j: [b, kv, bk, d] -> masked float32 logits [b, kv, bq*g, bk]."""
     s = jnp.einsum("bkmd,bksd->bkms", q_i, k_j, preferred_element_type=jnp.float32) * st.scale
-    return jnp.where(_expand(st, allowed), s, _NEG)
+    return _keep(_expand(st, allowed), s, _NEG)
+
+
+def _keep(allowed, x, fill: float):
+    """x where allowed, else `fill`, with the fill built from x (x * 0 + fill, exact for finite x).
+
+    A `jnp.where(allowed, x, fill)` broadcasts the literal: under grad of a scanned, rematerialised
+    layer, partial evaluation sees that broadcast (and a mask from integer ids) as independent of
+    the weights, computes it once in the forward and stores one copy per tile as a residual -- the
+    [nq, nk, b, h, bq, bk] tensors this kernel exists to avoid (tests/kernels/test_attention_memory.py).
+    """
+    return lax.select(jnp.broadcast_to(allowed, x.shape), x, x * 0 + fill)
 
 
 def _expand(st: _Static, allowed):
@@ -90,11 +101,14 @@ def _forward(st: _Static, q, k, v, qrows: _Rows, krows: _Rows, mask, visit):
 
             def update(carry):
                 m, l, acc = carry
-                allowed = _tile_mask(st, (qseg, qpos), (kseg, kpos), mask, i, j)
-                s = _logits(st, q_i, k_j, allowed)
+                # the ids pass a barrier with q, so the tile mask counts as depending on the
+                # weights and is rebuilt in the backward rather than stored per tile (`_keep`)
+                q_b, rows_b = lax.optimization_barrier((q_i, (qseg, qpos, kseg, kpos)))
+                allowed = _tile_mask(st, rows_b[:2], rows_b[2:], mask, i, j)
+                s = _logits(st, q_b, k_j, allowed)
                 m_new = jnp.maximum(m, s.max(axis=-1))
                 alpha = jnp.exp(m - m_new)
-                p = jnp.where(_expand(st, allowed), jnp.exp(s - m_new[..., None]), 0.0)
+                p = _keep(_expand(st, allowed), jnp.exp(s - m_new[..., None]), 0.0)
                 pv = jnp.einsum(
                     "bkms,bksd->bkmd", p.astype(v_j.dtype), v_j, preferred_element_type=jnp.float32
                 )
@@ -132,7 +146,7 @@ def _backward(st: _Static, res, do):
                 dk, dv = carry
                 allowed = _tile_mask(st, (qseg, qpos), (kseg, kpos), mask, i, j)
                 s = _logits(st, q_i, k_j, allowed)
-                p = jnp.where(_expand(st, allowed), jnp.exp(s - lse_i[..., None]), 0.0)
+                p = _keep(_expand(st, allowed), jnp.exp(s - lse_i[..., None]), 0.0)
                 dv = dv + jnp.einsum(
                     "bkms,bkmd->bksd",
                     p.astype(do_i.dtype),
