@@ -172,15 +172,28 @@ def _device_bytes(tree) -> int:
     )
 
 
-def compile_check(config, name: str = "", *, hbm_gib: float = 80.0, devices=None) -> FitReport:
-    """Compile `config`'s train step on its mesh (abstract inputs) and report per-device memory."""
+@dataclasses.dataclass(frozen=True)
+class LoweredStep:
+    """The train step lowered for a config's abstract, sharded state and batch (not compiled)."""
+
+    lowered: jax.stages.Lowered
+    state: TrainState
+    batch: object
+    mesh: Mesh
+    shape: StepShape
+    model_cfg: object
+
+
+def lower_train_step(config, devices=None) -> LoweredStep:
+    """Validate `config` (without opening its data), check the step's shape against the mesh and
+    the model, and lower the real train step for abstract inputs: every config error and every
+    shape or sharding mismatch of the traced step surfaces here, in seconds, before a compile."""
     validate_config(config, reads_data=False)
     stage = get_stage(config.stage)
     mesh = make_mesh(dict(config.mesh), devices)
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     model_cfg = model_config(config)
     shape = step_shape(config, model_cfg, stage, mesh)
-    rows, tokens, patches = shape
     objective = OBJECTIVES[stage.objective](config)
     graphdef, state, optimizer = abstract_train_state(
         config, model_cfg, mesh, rules, stage, objective
@@ -196,31 +209,40 @@ def compile_check(config, name: str = "", *, hbm_gib: float = 80.0, devices=None
     )
     state_sh = jax.tree.map(lambda a: a.sharding, state)
     batch_sh = jax.tree.map(lambda a: a.sharding, batch)
+    lowered = jit_train_step(step, state_sh, batch_sh).lower(state, batch)
+    return LoweredStep(lowered, state, batch, mesh, shape, model_cfg)
+
+
+def compile_check(config, name: str = "", *, hbm_gib: float = 80.0, devices=None) -> FitReport:
+    """Compile `config`'s train step on its mesh (abstract inputs) and report per-device memory."""
+    step = lower_train_step(config, devices)
     start = time.perf_counter()
-    compiled = jit_train_step(step, state_sh, batch_sh).lower(state, batch).compile()
+    compiled = step.lowered.compile()
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
+    rows, tokens, patches = step.shape
     # XLA's cost analysis counts a while-loop body once (the scanned layers, remat), so the
     # FLOPs are the model's, as the MFU column of the training log counts them.
-    flops = train_flops(model_cfg, rows * tokens, rows * patches, tokens, patches)
+    flops = train_flops(step.model_cfg, rows * tokens, rows * patches, tokens, patches)
     arguments = memory.argument_size_in_bytes
     peak = arguments + memory.temp_size_in_bytes + memory.output_size_in_bytes
     peak -= memory.alias_size_in_bytes
+    state = step.state
     return FitReport(
         config=name or f"{config.model.preset}/{config.stage}",
-        mesh={k: int(v) for k, v in mesh.shape.items()},
+        mesh={k: int(v) for k, v in step.mesh.shape.items()},
         rows=rows,
         tokens=tokens,
         patches=patches,
         params=_device_bytes((state.params, state.frozen)),
         optimizer=_device_bytes(state.opt_state),
         extra=_device_bytes(state.extra),
-        batch=_device_bytes(batch),
+        batch=_device_bytes(step.batch),
         temp=memory.temp_size_in_bytes,
         output=memory.output_size_in_bytes,
         alias=memory.alias_size_in_bytes,
         peak=peak,
-        flops=flops / mesh.size,
+        flops=flops / step.mesh.size,
         compile_s=compile_s,
         hbm=int(hbm_gib * GIB),
     )

@@ -3,7 +3,9 @@
 Compiles the real train step for abstract inputs on a virtual mesh and prints per-device memory
 (train/compile_check.py). `--devices N` gives the mesh N host-platform devices on CPU (the command
 re-executes itself with `--xla_force_host_platform_device_count=N` when jax already started with
-fewer). Exit status 1 when the step does not fit `--hbm-gib`, with what does not fit and by how much.
+fewer). Exit status 1 when the step does not fit `--hbm-gib`, with what does not fit and by how much;
+2 when the config cannot run at all (a bad field, a mesh the batch does not split over, rows longer
+than the model's positions), with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def parse_mesh(text: str) -> dict[str, int]:
     try:
         mesh = parse_config_arg(text, axes, "--mesh")
     except ConfigArgError as e:
-        raise SystemExit(f"andesvl-jax compile-check: {e}") from None
+        print(f"andesvl-jax compile-check: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     return {k: v for k, v in mesh.items() if v is not None}
 
 
@@ -62,12 +65,19 @@ def run(args) -> int:
     from andesvl_jax.train.compile_check import compile_check, shortfall
     from andesvl_jax.train.launch import load_config
 
-    config = load_config(args.config, args.overrides)
-    with config.unlocked():
-        config.mesh.update(mesh)
-    report = compile_check(
-        config, args.config, hbm_gib=args.hbm_gib, devices=jax.devices()[:devices]
-    )
+    try:  # a config that cannot run (bad field, mesh, length): its message, not a traceback
+        try:
+            config = load_config(args.config, args.overrides)
+        except SystemExit as e:  # load_config's message for a bad argument or override
+            raise ValueError(str(e).removeprefix("andesvl-jax train: ")) from None
+        with config.unlocked():
+            config.mesh.update(mesh)
+        report = compile_check(
+            config, args.config, hbm_gib=args.hbm_gib, devices=jax.devices()[:devices]
+        )
+    except ValueError as e:
+        print(f"andesvl-jax compile-check: {args.config}: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(report.row(), indent=2))
     if not report.fits:
         print(f"does not fit: {shortfall(report)}", file=sys.stderr)
