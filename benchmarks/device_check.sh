@@ -33,7 +33,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.tx
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c \
   "import jax; print(jax.__version__, jax.devices())"; } > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
-step kernels 120 python3 benchmarks/kernels.py --out "$OUT/kernels.json"
+step kernels 120 python3 benchmarks/kernel_speed.py --out "$OUT/kernels.json"
 step tests_kernels 150 python3 -m pytest -q -x -p no:cacheprovider tests/kernels
 step attention_impls 60 python3 benchmarks/attention_impls_check.py --out "$OUT/attention_impls.json"
 step mfu_1b_joint 180 python3 benchmarks/mfu.py --config experiments/andesvl.py:size=1b,stage=joint \

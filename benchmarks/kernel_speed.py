@@ -1,8 +1,8 @@
 """Kernel benchmarks: Pallas vs the XLA reference for every kernel over a sweep of shapes.
 
-    python benchmarks/kernels.py                # full sweep (decode M=1..16, prefill M=512..4096,
+    python benchmarks/kernel_speed.py                # full sweep (decode M=1..16, prefill M=512..4096,
                                                 # K,N=1024..8192, attention 1k-16k tokens); GPU/TPU
-    python benchmarks/kernels.py --quick        # small shapes; what runs on a CPU box
+    python benchmarks/kernel_speed.py --quick        # small shapes; what runs on a CPU box
 
 Prints a table and writes JSON (--out). Each row gives the median time of both implementations and
 what it achieved: GB/s for the weight-streaming matmuls, TFLOP/s for attention and prefill, each
