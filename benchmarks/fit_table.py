@@ -1,6 +1,6 @@
 """Will every AndesVL size x stage fit? `compile-check` at full depth for the whole matrix.
 
-    python benchmarks/fit_table.py                          # 4 sizes x 8 stages, 256 devices (2 cores: ~1 h)
+    python benchmarks/fit_table.py                          # 4 sizes x 8 stages, 256 devices (2 cores: ~26 min)
     python benchmarks/fit_table.py --sizes 0.6b --stages joint --single-device
     python benchmarks/fit_table.py --sizes 4b --stages multitask --remat full
 

@@ -18,9 +18,11 @@ Check that a size x stage fits before booking a pod:
 Budgets follow DESIGN.md section 6 (896 px then 1792 px alignment, 2048->8192 token joint context,
 16384 patches / 32768 tokens multitask). Parameters are FSDP-sharded over every device by default
 (`mesh.fsdp=-1`); set `--config.mesh.tensor=N` for tensor parallelism. bf16 compute, fp32 master
-weights, full remat, layers scanned. Expect the loss to fall steadily from the imported checkpoint's
-starting level; on an H100 the 1B joint stage at 8192 tokens is the MFU reference
-(benchmarks/train_step.py).
+weights, layers scanned, remat `dots_no_batch` (the weight products' outputs are kept, the rest
+recomputed: every size x stage fits 80 GB at one row per device with it, docs/training.md "Will it fit";
+use `--config.model.remat=full` for several rows per device). Expect the loss to fall steadily
+from the imported checkpoint's starting level; on an H100 the 1B joint stage at 8192 tokens is the
+MFU reference (benchmarks/mfu.py, run by benchmarks/device_check.sh).
 """
 
 from typing import NamedTuple
@@ -79,7 +81,8 @@ def get_config(arg: str = "size=1b,stage=sft"):
     c.stage = args["stage"]
     c.steps = b.steps
     c.model.preset = args["size"]
-    c.model.update(dtype="bfloat16", param_dtype="float32", remat="full", scan_layers=True)
+    # dots_no_batch: the cheapest remat that fits every row of the fit table (benchmarks/fit_table.py)
+    c.model.update(dtype="bfloat16", param_dtype="float32", remat="dots_no_batch", scan_layers=True)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
     c.data.format = "llava"
     c.data.batch_size = b.batch
