@@ -2,7 +2,9 @@
 
 Streams the answer to stdout as it is generated. --thinking / --no-thinking pick the mode of a
 Thinking model (default: Instruct, no think block); sampling defaults follow the mode (DESIGN §5)
-unless --temperature / --top-k / --top-p / --presence-penalty are given.
+unless --temperature / --top-k / --top-p / --presence-penalty are given. --kv-policy NAME with
+--kv-budget (fraction kept, e.g. 0.25, or a token count, e.g. 512) evicts the KV cache
+(docs/kv_eviction.md) and prints what was kept and the cache bytes to stderr.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import sys
 
 
 def run(args) -> int:
-    from andesvl_jax.infer.engine import Engine, mode_sampling
+    from andesvl_jax.infer.engine import Engine, check_kv_request, mode_sampling
     from andesvl_jax.infer.load import load_model
 
+    if args.kv_policy is not None or args.kv_budget is not None:
+        try:
+            check_kv_request(args.kv_policy, args.kv_budget)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     model, tok = load_model(args.checkpoint)
     engine = Engine(model, tok, image_max_size=args.image_max_size)
     sampling = mode_sampling(args.thinking)
@@ -29,8 +37,12 @@ def run(args) -> int:
         sampling=sampling,
         max_new_tokens=args.max_new_tokens,
         on_text=lambda piece: print(piece, end="", flush=True),
+        kv_policy=args.kv_policy,
+        kv_budget=args.kv_budget,
     )
     print()
+    for report in engine.kv_reports:
+        print(f"[{report}]", file=sys.stderr)
     if reply.reasoning is not None:
         print(f"[answer] {reply.answer}")
     if reply.finish_reason == "length":
@@ -52,5 +64,12 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float)
     p.add_argument("--presence-penalty", type=float)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kv-policy",
+        help="evict the KV cache: streaming, h2o, snapkv, pyramidkv, adakv or multiwindow",
+    )
+    p.add_argument(
+        "--kv-budget", help="KV entries kept: a fraction in (0, 1] (0.25) or a token count (512)"
+    )
     p.add_argument("question")
     p.set_defaults(func=run)

@@ -24,6 +24,7 @@ from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.generate import bucket, generate
+from andesvl_jax.infer.kv import Budget, get_policy
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
 from andesvl_jax.models.layers import Linear
 from andesvl_jax.models.stack import unstacked
@@ -80,6 +81,14 @@ def with_weights_dtype(model, dtype: str):
     target = jnp.dtype(dtype)
     cast = lambda a: a.astype(target) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
     return nnx.merge(graphdef, jax.tree.map(cast, state))
+
+
+def check_kv_request(policy, budget) -> None:
+    """Fail early (before encoding or compiling) on an unknown policy or a malformed budget."""
+    if policy is None or budget is None:
+        raise ValueError("kv_policy and kv_budget go together: give both or neither")
+    get_policy(policy)
+    Budget.parse(budget)
 
 
 def mode_sampling(thinking: bool | None) -> SamplingParams:
@@ -144,6 +153,7 @@ class Engine:
         st = tokenizer.special_tokens
         self.stop_tokens, self.pad_id = (st.im_end, st.pad), st.pad
         self._encoders: dict[bool | None, SampleEncoder] = {}
+        self.kv_reports: list = []
 
     def encoder(self, thinking: bool | None) -> SampleEncoder:
         if thinking not in self._encoders:
@@ -164,12 +174,20 @@ class Engine:
         sampling: SamplingParams | Sequence[SamplingParams] | None = None,
         max_new_tokens: int = 256,
         stream: Callable | None = None,
+        kv_policy=None,
+        kv_budget=None,
     ) -> list[Completion]:
         """Completions for samples, in order, `batch_size` prompts per compiled call.
 
         thinking / sampling: one value for all or one per sample; sampling None = the mode default.
         stream: called with (step, tokens [b], done [b]) after every decode step of each batch.
+        kv_policy / kv_budget: evict the KV cache (`infer.kv`: a policy name such as "snapkv" or a
+        `KVPolicy`; budget a fraction kept in (0, 1] or a token count); checked before compiling.
+        `self.kv_reports` then holds each batch's `KVReport` (kept / removed, cache bytes).
         """
+        if kv_policy is not None or kv_budget is not None:
+            check_kv_request(kv_policy, kv_budget)
+        self.kv_reports = []
         n = len(samples)
         modes = _per_request(thinking, n, "thinking")
         params = [
@@ -180,10 +198,14 @@ class Engine:
         for start in range(0, n, self.batch_size):
             rows = slice(start, start + self.batch_size)
             examples = [self.encode(s, m) for s, m in zip(samples[rows], modes[rows], strict=True)]
-            out += self._run(examples, modes[rows], params[rows], max_new_tokens, stream)
+            out += self._run(
+                examples, modes[rows], params[rows], max_new_tokens, stream, kv_policy, kv_budget
+            )
         return out
 
-    def _run(self, examples, modes, params, max_new_tokens, stream) -> list[Completion]:
+    def _run(
+        self, examples, modes, params, max_new_tokens, stream, kv_policy=None, kv_budget=None
+    ) -> list[Completion]:
         lengths = np.array([e.num_tokens for e in examples], np.int32)
         ids = np.full((len(examples), int(lengths.max())), self.pad_id, np.int32)
         for row, e in enumerate(examples):
@@ -207,12 +229,16 @@ class Engine:
             pad_id=self.pad_id,
             prefill_chunk=self.prefill_chunk,
             stream=stream,
+            kv_policy=kv_policy,
+            kv_budget=kv_budget,
         )
         if self.mesh is None:
             result = call()
         else:
             with use_mesh_rules(self.mesh, self.rules):
                 result = call()
+        if result.kv is not None:
+            self.kv_reports.append(result.kv)
         return [
             self._completion(result.tokens[r, : result.num_tokens[r]], bool(result.stopped[r]), m)
             for r, m in enumerate(modes)
@@ -236,6 +262,8 @@ class Engine:
         sampling: SamplingParams | None = None,
         max_new_tokens: int = 512,
         on_text: Callable[[str], None] | None = None,
+        kv_policy=None,
+        kv_budget=None,
     ) -> Completion:
         """One conversation (or one question) with its images -> the assistant's completion.
 
@@ -259,4 +287,6 @@ class Engine:
             sampling=sampling,
             max_new_tokens=max_new_tokens,
             stream=stream,
+            kv_policy=kv_policy,
+            kv_budget=kv_budget,
         )[0]

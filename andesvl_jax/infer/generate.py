@@ -7,6 +7,9 @@
 * Decode: a `lax.while_loop` that stops as soon as every row has emitted a stop token (or after
   `max_new_tokens`); no per-token Python. The KV cache is static-shape ([layers, b, S, kv, hd]) with
   per-row lengths, so prompts of different lengths and image counts decode in one batch.
+* KV eviction (`infer/kv/`): with a policy and a budget the prefill runs into a compact cache
+  that each chunk (or the prompt's end, per policy) compacts to the budget, and decoding appends to
+  that compact cache (`kv.prefill.compact_prefill`).
 * Streaming: an optional host callback receives (step, tokens [b], done [b]) after every step.
 
 Prompts are right-padded to a bucket length (a multiple of the chunk) and images to a bucket of
@@ -24,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from andesvl_jax.infer.kv import KVReport, KVSetup, make_report
+from andesvl_jax.infer.kv import plan as kv_plan
+from andesvl_jax.infer.kv.prefill import compact_prefill
 from andesvl_jax.infer.sampling import SamplingBatch, SamplingParams, sample_next
 
 StreamFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (step, tokens [b], done [b])
@@ -31,11 +37,13 @@ StreamFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (step, tokens
 
 class Generation(NamedTuple):
     """tokens [b, max_new] (pad after a row stops); num_tokens [b] (the stop token included);
-    stopped [b] True where a stop token ended the row (False: it ran out of max_new_tokens)."""
+    stopped [b] True where a stop token ended the row (False: it ran out of max_new_tokens);
+    kv: what eviction kept and the cache bytes (None without a kv policy)."""
 
     tokens: np.ndarray
     num_tokens: np.ndarray
     stopped: np.ndarray
+    kv: KVReport | None = None
 
 
 class _StreamSink:
@@ -87,7 +95,8 @@ def _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk: i
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "max_new", "chunk", "greedy", "penalised", "stream")
+    jax.jit,
+    static_argnames=("graphdef", "max_new", "chunk", "greedy", "penalised", "stream", "kv"),
 )
 def _generate(
     graphdef,
@@ -105,11 +114,20 @@ def _generate(
     greedy: bool,
     penalised: bool,
     stream: bool,
+    kv: KVSetup | None = None,
+    kv_targets=None,
+    vision=None,
 ):
     model = nnx.merge(graphdef, state)
     b, t = ids.shape
-    cache = model.init_cache(b, t + max_new)
-    last, cache = _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk)
+    kept = None
+    if kv is None:
+        cache = model.init_cache(b, t + max_new)
+        last, cache = _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk)
+    else:
+        last, cache, kept = compact_prefill(
+            graphdef, state, ids, lengths, images, image_flags, vision, kv_targets, kv, chunk
+        )
     generated = jnp.zeros((b, model.cfg.text.vocab_size), bool) if penalised else None
     first = sample_next(model.llm.logits(last), sampling, jnp.int32(0), generated, greedy)
     out = jnp.full((b, max_new), pad_id, jnp.int32)
@@ -142,7 +160,7 @@ def _generate(
 
     carry = (jnp.int32(0), token, cache, done, out, generated, state)
     _, _, _, done, out, _, _ = jax.lax.while_loop(cond, body, carry)
-    return out, done
+    return out, done, kept
 
 
 def generate(
@@ -158,11 +176,15 @@ def generate(
     prefill_chunk: int = 256,
     image_flags=None,
     stream: StreamFn | None = None,
+    kv_policy=None,
+    kv_budget=None,
 ) -> Generation:
     """Generate for b right-padded prompts. input_ids [b, t]; prompt_lengths [b]; images PackedImages.
 
     The prompt length is padded up to a bucket (a multiple of the chunk); the chunk itself shrinks
-    to the bucket for short prompts.
+    to the bucket for short prompts. kv_policy (a name in `infer.kv.POLICIES` or a `KVPolicy`)
+    with kv_budget (fraction kept in (0, 1] or a token count) evicts the KV cache; the model must
+    have separate layers (`infer.engine.decoding_layout`, as the Engine runs it).
     """
     input_ids = np.asarray(input_ids, np.int32)
     lengths = np.asarray(prompt_lengths, np.int32)
@@ -175,10 +197,22 @@ def generate(
         input_ids = np.pad(input_ids, ((0, 0), (0, padded - t)), constant_values=pad_id)
         if image_flags is not None:
             image_flags = np.pad(np.asarray(image_flags), ((0, 0), (0, padded - t)))
+    kv = _kv_arguments(
+        model,
+        kv_policy,
+        kv_budget,
+        input_ids,
+        lengths,
+        images,
+        image_flags,
+        t=padded,
+        chunk=chunk,
+        max_new=max_new_tokens,
+    )
     graphdef, state = nnx.split(model)
     _StreamSink.fn = stream
     try:
-        out, stopped = _generate(
+        out, stopped, kept = _generate(
             graphdef,
             state,
             input_ids,
@@ -193,13 +227,54 @@ def generate(
             greedy=bool(np.all(np.asarray(sampling.temperature) == 0)),
             penalised=bool(np.any(np.asarray(sampling.presence_penalty))),
             stream=stream is not None,
+            **(kv[0] if kv else {}),
         )
         out, stopped = np.asarray(out), np.asarray(stopped)  # waits for the last callback too
     finally:
         _StreamSink.fn = None
     hits = np.isin(out, np.asarray(stop_tokens or (-1,)))
     first_stop = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, max_new_tokens)
-    return Generation(out, first_stop.astype(np.int32), stopped)
+    report = None
+    if kv:
+        cfg = model.cfg.text
+        report = make_report(
+            kv[1], np.asarray(kept), cfg, b, padded, max_new_tokens, model.cfg.dtype
+        )
+    return Generation(out, first_stop.astype(np.int32), stopped, report)
+
+
+def _kv_arguments(model, policy, budget, ids, lengths, images, image_flags, *, t, chunk, max_new):
+    """Check an eviction request on the host (before anything compiles) -> (the `_generate`
+    keyword arguments, the plan), or None without a policy."""
+    if policy is None:
+        if budget is not None:
+            raise ValueError("kv_budget given without a kv_policy")
+        return None
+    if budget is None:
+        raise ValueError(f"kv_policy {policy!r} needs a kv_budget (fraction kept or token count)")
+    if model.cfg.scan_layers:
+        raise ValueError(
+            "KV eviction needs the model's layers separate (scan_layers=False): pass the model "
+            "through infer.engine.decoding_layout, as the Engine does"
+        )
+    if image_flags is not None:
+        vision = np.asarray(image_flags, bool)
+    elif images is not None:
+        vision = ids == model.cfg.tokens.image_pad
+    else:
+        vision = np.zeros(ids.shape, bool)
+    plan = kv_plan(
+        policy,
+        budget,
+        lengths,
+        padded=t,
+        chunk=chunk,
+        max_new=max_new,
+        num_layers=model.cfg.text.num_layers,
+        vision_counts=[int(vision[r, :n].sum()) for r, n in enumerate(lengths)],
+    )
+    args = dict(kv=plan.setup, kv_targets=plan.targets, vision=vision)
+    return args, plan
 
 
 def greedy_generate(

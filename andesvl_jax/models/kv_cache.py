@@ -104,3 +104,110 @@ def cached_attention(
     out = out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
     out = out * jnp.any(allowed, axis=-1)[:, :, None, None]
     return out.astype(q.dtype)
+
+
+# --- The compact (evicting) cache ----------------------------------------------------------------
+# After KV-cache eviction (`infer/kv/`) each (row, KV head) keeps its own set of positions, so slot
+# and position part ways: every slot records the position (RoPE angle) of the key it holds, -1 for
+# an empty or evicted slot, and writes go to a per-row fill counter instead of the row's length.
+# The layout of k and v stays [b * kv, S, head_dim] per layer (read in place by the products, as
+# above); S is the layer's capacity (budget + chunk while prefilling, budget + max_new decoding),
+# not the prompt length.
+
+
+class CompactLayer(NamedTuple):
+    """One layer of a compact cache. k, v: [b * kv, S, hd]; pos: [b * kv, S] int32 position held
+    by each slot (-1 = empty); fill: [b] next slot to write per row. obs (input): [n_obs, b, t]
+    weights of this call's queries in the attention statistics, or None; stats (output):
+    [n_obs, b * kv, g, S] float32 = sum over queries of obs x softmax weight, per query head."""
+
+    k: jax.Array
+    v: jax.Array
+    pos: jax.Array
+    fill: jax.Array
+    obs: jax.Array | None = None
+    stats: jax.Array | None = None
+
+
+class CompactKVCache(NamedTuple):
+    """A compact cache: one CompactLayer per layer (capacities may differ per layer, e.g.
+    PyramidKV); lengths [b]: tokens seen per row = the RoPE position of the next token."""
+
+    layers: tuple[CompactLayer, ...]
+    lengths: jax.Array
+
+    @property
+    def stacked(self) -> bool:
+        return False
+
+    def with_obs(self, obs: jax.Array | None) -> CompactKVCache:
+        layers = tuple(layer._replace(obs=obs, stats=None) for layer in self.layers)
+        return CompactKVCache(layers, self.lengths)
+
+
+def write_positions(pos: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """pos [b * kv, S] <- new [b, T] (each row's positions, -1 for padding) at slot start [b]."""
+    b, t = new.shape
+    kv = pos.shape[0] // b
+    for row in range(b):
+        block = jnp.broadcast_to(new[row], (kv, t)).astype(pos.dtype)
+        pos = jax.lax.dynamic_update_slice(pos, block, (row * kv, start[row]))
+    return pos
+
+
+def compact_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_valid: jax.Array,
+    q_pos: jax.Array,
+    kv_pos: jax.Array,
+    obs: jax.Array | None,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Attention of new queries over a compact cache (after this call's write) -> (out, stats).
+
+    q [b, t, h, d]; k, v [b * kv, S, d]; q_valid, q_pos [b, t]; kv_pos [b * kv, S] (-1 = empty):
+    a query at position p sees every filled slot holding a position <= p, per (row, KV head).
+    obs [n, b, t] or None: stats [n, b * kv, g, S] = sum_t obs[., b, t] * weights[b, kv, g, t, S].
+    Same float32 softmax and GQA row folding as `cached_attention`.
+    """
+    b, t, h, d = q.shape
+    kv, slots = k.shape[0] // b, k.shape[1]
+    g = h // kv
+    rows = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b * kv, g * t, d)
+    logits = jnp.einsum(
+        "nmd,nsd->nms", rows, k.astype(q.dtype), preferred_element_type=jnp.float32
+    ) * (d**-0.5)
+    held = kv_pos.reshape(b, kv, 1, 1, slots)
+    allowed = (
+        q_valid[:, None, None, :, None] & (held >= 0) & (held <= q_pos[:, None, None, :, None])
+    )  # [b, kv, 1, t, S]
+    logits = jnp.where(allowed, logits.reshape(b, kv, g, t, slots), -1e30)
+    weights = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum(
+        "nms,nsd->nmd",
+        weights.reshape(b * kv, g * t, slots).astype(q.dtype),
+        v.astype(q.dtype),
+        preferred_element_type=jnp.float32,
+    )
+    out = out.reshape(b, kv, g, t, d) * jnp.any(allowed, axis=-1)[..., None]
+    out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d).astype(q.dtype)
+    stats = None
+    if obs is not None:
+        stats = jnp.einsum("bkgts,nbt->nbkgs", weights, obs.astype(jnp.float32))
+        stats = stats.reshape(obs.shape[0], b * kv, g, slots)
+    return out, stats
+
+
+def compact_step(
+    layer: CompactLayer, q, k, v, positions: jax.Array, valid: jax.Array
+) -> tuple[jax.Array, CompactLayer]:
+    """Write this call's k, v [b, t, kv, hd] at each row's fill slot and attend -> (out, layer).
+
+    positions, valid [b, t]; padding (valid False) is written with position -1, invisible, and
+    overwritten by the row's next write (fill advances by the valid count only)."""
+    ck, cv = write(layer.k, k, layer.fill), write(layer.v, v, layer.fill)
+    pos = write_positions(layer.pos, jnp.where(valid, positions, -1), layer.fill)
+    out, stats = compact_attention(q, ck, cv, valid, positions, pos, layer.obs)
+    fill = layer.fill + jnp.sum(valid, axis=1).astype(jnp.int32)
+    return out, CompactLayer(ck, cv, pos, fill, None, stats)

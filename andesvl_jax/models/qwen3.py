@@ -16,7 +16,14 @@ from flax import nnx
 
 from andesvl_jax.config import TextConfig
 from andesvl_jax.kernels import dot_product_attention, resolve_attention
-from andesvl_jax.models.kv_cache import KVCache, cached_attention, write
+from andesvl_jax.models.kv_cache import (
+    CompactKVCache,
+    CompactLayer,
+    KVCache,
+    cached_attention,
+    compact_step,
+    write,
+)
 from andesvl_jax.models.layers import Embed, Linear, RMSNorm
 from andesvl_jax.models.mlp import SwiGLU
 from andesvl_jax.models.rope import apply_rotary, text_angles
@@ -46,6 +53,9 @@ class Qwen3Attention(nnx.Module):
         v = self.v(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         angles = text_angles(positions, cfg.head_dim, cfg.rope_theta)
         q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+        if isinstance(cache_kv, CompactLayer):  # an evicting cache (infer/kv): slots hold positions
+            out, new_kv = compact_step(cache_kv, q, k, v, positions, segment_ids != 0)
+            return self.o(out.reshape(b, t, -1)), new_kv
         if cache_kv is None:
             out = dot_product_attention(
                 q,
@@ -145,8 +155,8 @@ class Qwen3(nnx.Module):
         embeds: jax.Array,
         positions: jax.Array,
         segment_ids: jax.Array,
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+        cache: KVCache | CompactKVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | CompactKVCache | None]:
         """embeds [b, t, d]; positions, segment_ids [b, t] (0 = padding) -> (hidden [b, t, d], cache)."""
         impl = self.attention_impl
         lengths = None if cache is None else cache.lengths
@@ -158,6 +168,15 @@ class Qwen3(nnx.Module):
         if cache is None:
             x, _ = run_layers(self.layers, body, x, None, scan=self.scan, remat=self.remat)
             return self.final_norm(x), None
+        if isinstance(cache, CompactKVCache):
+            if self.scan:
+                raise ValueError(
+                    "a compact (evicting) KV cache needs separate layers: run the model in "
+                    "infer.engine.decoding_layout (scan_layers=False)"
+                )
+            x, layers = run_layers(self.layers, body, x, cache.layers, scan=False, remat="none")
+            seen = cache.lengths + jnp.sum(segment_ids != 0, axis=1).astype(jnp.int32)
+            return self.final_norm(x), CompactKVCache(tuple(layers), seen)
         if cache.stacked != self.scan:
             raise ValueError(
                 f"KV cache layers are {'stacked' if cache.stacked else 'separate'} but the model's "

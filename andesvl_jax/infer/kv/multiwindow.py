@@ -1,0 +1,60 @@
+"""Our policy, `multiwindow`: GQA-aware SnapKV with memory across observation windows and sinks.
+
+SnapKV scores a long prompt with one window: the prompt's tail. Under chunked prefill with a
+bounded cache that window moves: every compaction sees only the newest chunk's tail, and a token
+that the previous chunks needed but the newest one does not is dropped for good. Three changes:
+
+1. **Several observation windows.** Each slot remembers the best (decayed) score it had in any
+   earlier window; its score is max(decay x remembered, this window's score). Earlier windows vote,
+   the newest (at the end of the prompt: the question) votes at full weight.
+2. **GQA-aware aggregation.** A KV head serves g query heads; SnapKV/kvpress average their pooled
+   scores, which divides a key that one query head needs sharply by g. We take the max over the
+   group: a key one head of the group relies on survives.
+3. **Attention sinks kept** (first 4 positions; StreamingLLM shows they hold attention mass that the
+   softmax needs), plus the final window (the question's tail), vision tokens optionally.
+
+Cost: one [b * kv, S] score per layer carried between chunks. Whether it beats SnapKV is issue 16's
+long-context evaluation (not built yet); the parts are each cheap to switch off (decay=0,
+aggregate="mean", sinks=0) for the ablation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from andesvl_jax.infer.kv.policy import KVPolicy, register
+from andesvl_jax.infer.kv.snapkv import window_scores
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MultiWindow(KVPolicy):
+    window: int = 32
+    sinks: int = 4
+    kernel: int = 5
+    decay: float = 0.9
+    aggregate: str = "max"
+    name = "multiwindow"
+    n_obs = 2  # 0: this window's attention, 1: the remembered score (broadcast over the group)
+
+    def validate(self):
+        if not 0 <= self.decay <= 1 or self.aggregate not in ("max", "mean"):
+            raise ValueError(
+                f"multiwindow: decay {self.decay} must be in [0, 1], aggregate 'max' or 'mean'"
+            )
+        return super().validate()
+
+    def observe(self, q_pos, q_valid, seen):
+        window = super().observe(q_pos, q_valid, seen)
+        return jnp.concatenate([window, jnp.zeros_like(window)])
+
+    def scores(self, acc, pos, seen):
+        pooled = window_scores(self, acc, pos, seen)
+        now = jnp.max(pooled, axis=1) if self.aggregate == "max" else jnp.mean(pooled, axis=1)
+        return jnp.maximum(now, self.decay * acc[1, :, 0])
+
+    def carry(self, acc, scores):
+        remembered = jnp.broadcast_to(scores[:, None, :], acc.shape[1:])
+        return jnp.stack([jnp.zeros_like(acc[0]), remembered])
