@@ -72,7 +72,8 @@ def compact_prefill(
         positions = jnp.broadcast_to(c * chunk + jnp.arange(chunk, dtype=jnp.int32), (b, chunk))
         valid = positions < lengths[:, None]
         seen = jnp.minimum(lengths, (c + 1) * chunk)
-        obs = policy.observe(positions, valid, seen)
+        # "end" observes the prompt's own last window; "chunk" the window ending this chunk
+        obs = policy.observe(positions, valid, seen if policy.schedule == "chunk" else lengths)
         llm = nnx.merge(graphdef, weights).llm
         hidden, cache = llm(emb, positions, valid.astype(jnp.int32), cache.with_obs(obs))
         accs = tuple(

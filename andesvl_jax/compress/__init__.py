@@ -1,0 +1,31 @@
+"""Compression: quantization rules, LSQ quantization-aware training, PTQ (RTN, GPTQ) and the exact
+QAT -> deployed integer model mapping (docs/compression.md). Sparsity and LoRA/QALFT: planned.
+
+    model = quantize_model(model, "w4a8_g32")            # rules.py: QuantLinear per matching linear
+    calibrate_activations(model, lambda m: m(batch))     # static activation steps
+    ... train (QuantScale params are the LSQ steps) ... or apply_ptq(model, "gptq", run)
+    deployed = deploy(model); save_deployed(deployed, "model.safetensors")
+"""
+
+from andesvl_jax.compress.calibrate import calibrate_activations
+from andesvl_jax.compress.deploy import DeployedLinear, deploy
+from andesvl_jax.compress.deployed_io import load_deployed, save_deployed
+from andesvl_jax.compress.ptq import apply_ptq
+from andesvl_jax.compress.qlinear import QuantLinear, QuantScale, quantize_model
+from andesvl_jax.compress.rules import RECIPES, QuantRule, RuleError, get_recipe
+
+__all__ = [
+    "RECIPES",
+    "DeployedLinear",
+    "QuantLinear",
+    "QuantRule",
+    "QuantScale",
+    "RuleError",
+    "apply_ptq",
+    "calibrate_activations",
+    "deploy",
+    "get_recipe",
+    "load_deployed",
+    "quantize_model",
+    "save_deployed",
+]
