@@ -134,3 +134,48 @@ def test_vision_tokens_can_be_protected(model):
             for n in range(h.shape[0])
         ]
     assert all(kept_vision[True]) and not all(kept_vision[False])
+
+
+def test_compact_decode_updates_k_and_v_in_place(model):
+    """The decode loop on the compact cache copies no K/V buffer (as the full cache's,
+    test_engine.py::test_decode_loop_updates_the_kv_cache_in_place)."""
+    ids, lengths = np.ones((1, 64), np.int32), np.array([64], np.int32)
+    kv = _kv_arguments(
+        model,
+        get_policy("snapkv", window=8),
+        21,
+        ids,
+        lengths,
+        None,
+        None,
+        t=64,
+        chunk=16,
+        max_new=8,
+    )
+    graphdef, state = nnx.split(model)
+    hlo = (
+        _generate.lower(
+            graphdef,
+            state,
+            ids,
+            lengths,
+            None,
+            None,
+            SamplingBatch.of([SamplingParams()]),
+            np.array([-1], np.int32),
+            np.int32(0),
+            max_new=8,
+            chunk=16,
+            greedy=True,
+            penalised=False,
+            stream=False,
+            **kv[0],
+        )
+        .compile()
+        .as_text()
+    )
+    cfg = model.cfg.text
+    buffer = f"f32[{cfg.num_kv_heads},{kv[1].setup.decode[0]},{cfg.head_dim}]"
+    assert buffer in hlo
+    copies = [line for line in hlo.splitlines() if " copy(" in line and buffer in line]
+    assert not copies, copies[:3]
