@@ -172,3 +172,15 @@ def test_deployed_model_decodes_with_the_kv_cache():
 def test_deploy_rejects_a_model_without_quantized_linears():
     with pytest.raises(ValueError, match="no QuantLinear"):
         deploy(tiny_model())
+
+
+@pytest.mark.parametrize("act", ["a8", "a16", "none"])
+def test_dense_product_equals_exact_product_to_float_rounding(act):
+    """`exact=False` (one dense matmul, for memory-light training) computes the same linear."""
+    model = qat_model(QuantRule(r"^llm/", 4, 32, act=act), scan=False)
+    qlin = model.llm.layers[0].mlp.down
+    x = jax.random.normal(jax.random.key(0), (3, 5, 128)) * 2
+    exact = qlin(x)
+    qlin.exact = False
+    dense = qlin(x)
+    np.testing.assert_allclose(dense, exact, rtol=1e-5, atol=1e-6 * float(jnp.abs(exact).max()))
