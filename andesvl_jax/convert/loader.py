@@ -25,6 +25,7 @@ from andesvl_jax.config import AndesVLConfig
 from andesvl_jax.convert.hf_config import official_config, read_config
 from andesvl_jax.convert.keymaps import KEYMAPS, KeyMap, Rule
 from andesvl_jax.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
+from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.models.andesvl import AndesVL, run_options
 from andesvl_jax.models.qwen3 import Qwen3
 from andesvl_jax.models.vit import VisionEncoder
@@ -136,11 +137,20 @@ def load_checkpoint(
     if uncovered:
         raise CheckpointError(f"{directory}: no checkpoint tensor provides {uncovered[:8]}")
 
+    def finite(key: str, index) -> np.ndarray:
+        arr = reader.read(key, index)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise CheckpointError(
+                f"{directory}: tensor {key} has {bad} NaN/Inf value(s); expected finite weights"
+            )
+        return arr
+
     def produce(path: str, layer: int | None, index: tuple[slice, ...]) -> np.ndarray:
         p, j = sources[path][layer]
         if p.rule.theirs_index is not None:
-            return p.rule.load(reader.read(p.theirs[0], p.rule.theirs_index(index)))[j]
-        return p.rule.load(*(reader.read(k) for k in p.theirs))[j][index]
+            return p.rule.load(finite(p.theirs[0], p.rule.theirs_index(index)))[j]
+        return p.rule.load(*(finite(k, None) for k in p.theirs))[j][index]
 
     shardings = _flat(state_shardings(abstract, mesh, rules)) if mesh is not None else {}
     values = {}
@@ -195,5 +205,6 @@ def export_official(model: AndesVL, directory: str | pathlib.Path) -> None:
         ours = [flat[o] if p.layer is None else flat[o][p.layer] for o in p.ours]
         for key, arr in zip(p.theirs, p.rule.save(*ours), strict=True):
             tensors[key] = arr
+    # Each file is replaced atomically, weights first: a kill leaves complete files only.
     write_safetensors(directory / "model.safetensors", tensors)
-    (directory / "config.json").write_text(json.dumps(official_config(cfg), indent=2) + "\n")
+    atomic_write_text(directory / "config.json", json.dumps(official_config(cfg), indent=2) + "\n")

@@ -8,6 +8,7 @@ tensor, and the guards the library lacks (non-contiguous writes, zero-size slice
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import struct
 
@@ -18,7 +19,12 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save, save_file
 
+from andesvl_jax.data.atomic_io import WriteError, atomic_path
+
 INDEX_NAME = "model.safetensors.index.json"
+# The safetensors library refuses headers above 100 MB; we refuse them before reading any.
+MAX_HEADER_BYTES = 100 * 2**20
+MAX_INDEX_BYTES = 100 * 2**20
 
 
 class CheckpointError(ValueError):
@@ -32,18 +38,39 @@ def _truncation(path: pathlib.Path) -> str:
     try:
         with path.open("rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                return f"; its header claims {n} bytes but the file has {size}"
             header = json.loads(f.read(n))
         ends = {k: 8 + n + v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"}
-    except (struct.error, ValueError, KeyError, TypeError, AttributeError):
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return ""
     cut = sorted((end, k) for k, end in ends.items() if end > size)
     return f"; tensor {cut[0][1]} ends at byte {cut[0][0]} but the file has {size}" if cut else ""
 
 
+def _check_header_size(path: pathlib.Path) -> None:
+    """Refuse a header length that is absurd or runs past the file, before anything reads it."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file: {size} bytes, shorter than the 8-byte "
+            "header length"
+        )
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file: its header claims {n} bytes, but the file "
+            f"has {size} (at most {MAX_HEADER_BYTES} header bytes are accepted)"
+        )
+
+
 def _open(path: pathlib.Path):
+    _check_header_size(path)
     try:
         return safe_open(path, framework="np")
-    except SafetensorError as e:
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(
             f"{path}: not a readable safetensors file ({e}){_truncation(path)}"
         ) from e
@@ -51,14 +78,28 @@ def _open(path: pathlib.Path):
 
 def _weight_map(index: pathlib.Path) -> dict[str, str]:
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise ValueError(f"{index.stat().st_size} bytes, over {MAX_INDEX_BYTES}")
+        weight_map = json.loads(index.read_bytes().decode("utf-8"))["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError(f"weight_map is a {type(weight_map).__name__}")
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # JSON / UTF-8 errors too
         raise CheckpointError(
             f"{index}: not a safetensors index (a JSON object with a 'weight_map' of "
             f"tensor -> file): {type(e).__name__}: {e}"
         ) from e
+    for key, name in weight_map.items():
+        # A file name, nothing else: an index must not point outside its directory.
+        if (
+            not isinstance(name, str)
+            or not name
+            or name != os.path.basename(name)
+            or name in (".", "..")
+            or "\0" in name
+        ):
+            raise CheckpointError(
+                f"{index}: tensor {key}: file {name!r} is not a plain file name in the directory"
+            )
     return weight_map
 
 
@@ -80,7 +121,7 @@ class SafetensorsReader:
         self.metadata: dict[str, str] = {}
         for name in files:
             path = self.directory / name
-            if not path.exists():
+            if not path.is_file():
                 raise CheckpointError(f"{index}: lists {name}, which does not exist")
             handle = self._handles[name] = _open(path)
             self.metadata.update(handle.metadata() or {})
@@ -140,12 +181,18 @@ def write_safetensors(
     path: str | pathlib.Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
 ) -> None:
     """Write one safetensors file with `safetensors.numpy.save_file` (metadata default: format=pt,
-    which transformers requires)."""
+    which transformers requires), atomically (a temporary file renamed over `path`)."""
     # save_file writes a strided array's buffer as if it were C-contiguous: wrong data, no error.
     arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # keeps 0-d as 0-d
     try:
-        save_file(arrays, path, metadata=dict(metadata or {"format": "pt"}))
+        # Temporary file + rename: a kill or a full disk mid-write leaves the previous file intact.
+        with atomic_path(path) as tmp:
+            save_file(arrays, tmp, metadata=dict(metadata or {"format": "pt"}))
+    except WriteError as e:
+        raise CheckpointError(str(e)) from e
     except (SafetensorError, TypeError, ValueError) as e:
         bad = _unwritable(arrays)
-        named = ", ".join(f"{k} ({arrays[k].dtype})" for k in bad[:8]) or "?"
+        if not bad:  # every dtype is writable: the file system failed (e.g. disk full)
+            raise CheckpointError(f"{path}: write failed ({e}); the previous file is intact") from e
+        named = ", ".join(f"{k} ({arrays[k].dtype})" for k in bad[:8])
         raise CheckpointError(f"{path}: cannot write tensor(s) {named}: {e}") from e

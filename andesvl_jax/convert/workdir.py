@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from andesvl_jax.configs import model_config
+from andesvl_jax.convert.hf_config import ConfigError
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.models.andesvl import AndesVL
 
@@ -28,7 +29,13 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     path = pathlib.Path(workdir) / RUN_CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a training workdir (no {RUN_CONFIG})")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(config, dict):
+            raise TypeError(f"a JSON {type(config).__name__}, expected an object")
+    except (ValueError, TypeError, RecursionError) as e:  # JSON and UTF-8 errors included
+        raise ConfigError(f"{path}: not a run config: {type(e).__name__}: {e}") from e
+    return ml_collections.ConfigDict(config)
 
 
 def run_tokenizer(config) -> TextTokenizer:

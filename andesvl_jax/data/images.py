@@ -5,6 +5,12 @@ is a registry (MODE_TO_RGB) rather than a chain of ifs. Deliberate deviation fro
 loader (`img.convert('RGB')`): images with alpha are composited on white, because plain convert
 keeps whatever colour sits under fully transparent pixels (often black); RGB inputs — all of the
 official fixtures — are unaffected.
+
+Hostile files: the declared size is checked from the header before any pixel is decoded
+(MAX_PIXELS, below Pillow's own decompression-bomb limit, which is also caught); any failure of a
+decoder — Pillow's plugins raise many exception types on corrupt data — is a DataError
+`corrupt_image` naming the origin, never a traceback from inside Pillow. Multi-frame images
+(GIF, APNG, TIFF) use their first frame.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from andesvl_jax.data.errors import DataError
 
@@ -24,6 +30,9 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 # 2x2-patch grid without either an empty side or a huge mostly-padding canvas.
 MIN_SIDE = 2
 MAX_ASPECT = 200.0
+# Largest image decoded: 100 MP (e.g. 12 000 x 8 000; a 108 MP phone photo is refused), i.e. at
+# most ~400 MB of RGBA while decoding. Header sizes above it are refused before any decode.
+MAX_PIXELS = 100_000_000
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
@@ -35,7 +44,7 @@ def _composite_on_white(img: Image.Image) -> Image.Image:
 
 def _high_bit_depth(img: Image.Image) -> Image.Image:
     # 16-bit / 32-bit integer and float greyscale: rescale to 0..255 (convert('RGB') would clip).
-    a = np.asarray(img, dtype=np.float64)
+    a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
     if img.mode == "F" and a.max(initial=0) <= 1.0:
         top = 1.0
@@ -71,6 +80,22 @@ MODE_TO_RGB: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
+def _decode_error(origin: str, e: BaseException) -> DataError:
+    if isinstance(e, Image.DecompressionBombError):
+        return DataError(origin, "image_too_large", f"decompression bomb refused: {e}")
+    return DataError(origin, "corrupt_image", f"cannot decode image: {type(e).__name__}: {e}")
+
+
+def _check_size(img: Image.Image, origin: str) -> None:
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise DataError(
+            origin,
+            "image_too_large",
+            f"image header claims {w}x{h} = {w * h} px; at most {MAX_PIXELS} are decoded",
+        )
+
+
 def _open(source: ImageInput, origin: str) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
@@ -81,26 +106,47 @@ def _open(source: ImageInput, origin: str) -> Image.Image:
                 "bad_image_array",
                 f"expected uint8 [H,W] or [H,W,C], got {source.dtype} {source.shape}",
             )
-        return Image.fromarray(source)
+        if source.ndim == 3 and source.shape[2] not in (1, 3, 4):
+            raise DataError(
+                origin, "bad_image_array", f"expected 1, 3 or 4 channels, got {source.shape}"
+            )
+        return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
+    if not isinstance(source, bytes | str | os.PathLike):
+        raise DataError(origin, "bad_image_array", f"not an image input: {type(source).__name__}")
+    path = None
     try:
         if isinstance(source, bytes):
-            return Image.open(io.BytesIO(source))
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise DataError(origin, "missing_image", f"image file not found: {path}")
-        return Image.open(path)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(origin, "corrupt_image", f"cannot decode image: {e}") from None
+            img = Image.open(io.BytesIO(source))
+        else:
+            path = os.fspath(source)
+            if not os.path.isfile(path):
+                raise DataError(origin, "missing_image", f"image file not found: {path}")
+            img = Image.open(path)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure on hostile bytes is corrupt_image
+        raise _decode_error(origin, e) from None
+    _check_size(img, origin)
+    return img
+
+
+def probe_image(source: str | os.PathLike | bytes, origin: str = "<image>") -> tuple[int, int]:
+    """(width, height) from the header only, with the same checks as `load_rgb` before decoding."""
+    img = _open(source, origin)
+    with img:
+        return img.size
 
 
 def load_rgb(source: ImageInput, origin: str = "<image>") -> Image.Image:
     """Decode, apply EXIF orientation and convert to RGB; raise DataError on anything unusable."""
     img = _open(source, origin)
     try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
         img.load()  # force full decode so truncated files fail here, not deep inside a resize
         img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(origin, "corrupt_image", f"cannot decode image: {e}") from None
+    except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, struct.error, ... from plugins
+        raise _decode_error(origin, e) from None
     w, h = img.size
     if min(w, h) < MIN_SIDE:
         raise DataError(
@@ -113,4 +159,25 @@ def load_rgb(source: ImageInput, origin: str = "<image>") -> Image.Image:
     convert = MODE_TO_RGB.get(img.mode)
     if convert is None:
         raise DataError(origin, "unsupported_mode", f"image mode {img.mode!r} is not supported")
-    return convert(img)
+    try:
+        return convert(img)
+    except Exception as e:  # noqa: BLE001 - e.g. a palette whose transparency entry is malformed
+        raise _decode_error(origin, e) from None
+
+
+def image_path_under(root: str | os.PathLike, value: str, origin: str) -> str:
+    """`value` (relative, or absolute inside `root`) joined to the image root; a DataError
+    `path_outside_root` when it resolves outside the root (`../../etc/passwd`, an absolute path
+    elsewhere, a symlink pointing out), so a dataset cannot make us read arbitrary files."""
+    if "\0" in value:
+        raise DataError(origin, "bad_field", f"image path {value!r:.80} contains a NUL byte")
+    joined = os.path.join(root, value)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(joined)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise DataError(
+            origin,
+            "path_outside_root",
+            f"image path {value!r:.120} resolves to {real}, outside the image root {real_root}",
+        )
+    return joined

@@ -96,6 +96,13 @@ def build_default_tokenizer() -> Tokenizer:
     return tok
 
 
+MAX_TOKENIZER_BYTES = 256 * 2**20  # Qwen3's tokenizer.json is 11 MB
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file cannot be used; the message names the file and what is wrong."""
+
+
 class TextTokenizer:
     """Thin wrapper: encode/decode to int32 arrays and special-token ids by name."""
 
@@ -110,7 +117,18 @@ class TextTokenizer:
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json at {path}")
-        return cls(Tokenizer.from_file(str(path)), name=str(path))
+        size = path.stat().st_size
+        if size > MAX_TOKENIZER_BYTES:
+            raise TokenizerError(f"{path}: {size} bytes; a tokenizer.json is at most {MAX_TOKENIZER_BYTES}")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except BaseException as e:  # noqa: BLE001 - the Rust parser raises Exception or panics
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            raise TokenizerError(
+                f"{path}: not a readable HF tokenizer.json: {type(e).__name__}: {str(e)[:300]}"
+            ) from None
+        return cls(tokenizer, name=str(path))
 
     @classmethod
     def default(cls) -> TextTokenizer:
@@ -141,7 +159,7 @@ class TextTokenizer:
         for field, names in SPECIAL_TOKEN_NAMES.items():
             found = [i for i in map(self.token_id, names) if i is not None]
             if not found:
-                raise ValueError(
+                raise TokenizerError(
                     f"tokenizer {self.name} lacks special token {names[0]!r} ({field})"
                 )
             ids[field] = found[0]

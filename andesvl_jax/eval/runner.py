@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from andesvl_jax.data.atomic_io import atomic_write_text, atomic_write_with
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.eval.metrics import evaluate_predictions, get_metric
 from andesvl_jax.eval.readers.base import BenchmarkSet
@@ -58,10 +59,9 @@ def read_predictions(path: pathlib.Path) -> tuple[dict[int, dict[str, Any]], int
                 continue
             records[index] = record
     if dropped:
-        tmp = path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
-        os.replace(tmp, path)
+        atomic_write_text(
+            path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
+        )
     return records, dropped
 
 
@@ -303,13 +303,12 @@ def results_chart(summary: Mapping[str, Any], path: pathlib.Path) -> None:
     handles = [Patch(color=colour[d], label=d) for d, _ in order]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
 
 
 def write_reports(summary: Mapping[str, Any], out: pathlib.Path) -> None:
-    """results.json, results.md and results.png in `out`."""
-    (out / "results.json").write_text(
-        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    (out / "results.md").write_text(results_markdown(summary), encoding="utf-8")
-    results_chart(summary, out / "results.png")
+    """results.json, results.md and results.png in `out`, each replaced atomically (a kill or a
+    full disk leaves the previous complete report)."""
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "results.md", results_markdown(summary))
+    atomic_write_with(out / "results.png", lambda tmp: results_chart(summary, tmp))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 
 def load_config(config_arg: str, overrides: list[str]):
@@ -33,12 +34,45 @@ def load_config(config_arg: str, overrides: list[str]):
     try:
         values(argv)
     except (flags.Error, AttributeError, KeyError) as e:
-        raise SystemExit(f"andesvl-jax train: bad --config or override: {e}") from e
+        raise SystemExit(
+            f"andesvl-jax train: bad --config or override ({config_arg}): {_short(config_arg, e)}"
+        ) from e
     except ConfigArgError as e:
         raise SystemExit(f"andesvl-jax train: bad --config argument: {e}") from e
+    except SystemExit as e:  # sys.exit() inside the config file
+        raise SystemExit(
+            f"andesvl-jax train: {_where(config_arg, e)} (exit status {e.code!r})"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - the config file is user code: say where it failed
+        raise SystemExit(f"andesvl-jax train: {_where(config_arg, e)}") from e
     finally:
         sys.argv = saved
     return values.config
+
+
+def _where(config_arg: str, e: BaseException) -> str:
+    """'FILE:LINE: the config file raised TYPE: message' (innermost frame in the config file)."""
+    path = config_arg.split(":", 1)[0]
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(path)]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else path
+    if isinstance(e, SyntaxError) and e.lineno:
+        where = f"{e.filename or path}:{e.lineno}"
+    return f"{where}: the config file raised {type(e).__name__}: {e}"
+
+
+def _short(config_arg: str, e: BaseException) -> str:
+    """The flag error, with config_flags' embedded traceback cut to 'FILE:LINE: last line'."""
+    text = str(e)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    path = config_arg.split(":", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    where = [ln for ln in lines if ln.startswith("File ") and path in ln]
+    loc = ""
+    if where:  # 'File "/x/cfg.py", line 5, in get_config'
+        parts = where[-1].split(",")
+        loc = f"{parts[0][5:].strip(chr(34))}:{parts[1].split()[-1]}: "
+    return f"{loc}the config file raised {lines[-1]}"
 
 
 def maybe_initialize_distributed(args) -> None:

@@ -19,6 +19,8 @@ from PIL import Image
 from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.sample import Message, Sample
 
+ROLES = frozenset({"system", "user", "assistant"})
+
 
 def _image_bytes(img) -> bytes:
     """Encoded bytes of an image input: files are copied as is, arrays/PIL images become PNG."""
@@ -50,16 +52,33 @@ def sample_to_record(sample: Sample) -> bytes:
     ).encode()
 
 
+def _message(m, i: int) -> Message:
+    if not isinstance(m, dict):
+        raise TypeError(f"messages[{i}] is a {type(m).__name__}, expected an object")
+    role, content, reasoning = m["role"], m["content"], m.get("reasoning")
+    if role not in ROLES or not isinstance(content, str) or not isinstance(reasoning, str | None):
+        raise TypeError(
+            f"messages[{i}] needs role in {sorted(ROLES)}, content str, reasoning str or null"
+        )
+    return Message(role, content, reasoning)
+
+
 def record_to_sample(data: bytes, origin: str) -> Sample:
     try:
         rec = json.loads(data)
-        msgs = [Message(m["role"], m["content"], m.get("reasoning")) for m in rec["messages"]]
-        images = [base64.b64decode(b) for b in rec["images"]]
-    except (ValueError, KeyError, TypeError) as e:
+        if not isinstance(rec, dict):
+            raise TypeError(f"record is a {type(rec).__name__}, expected a JSON object")
+        if not isinstance(rec["messages"], list) or not isinstance(rec["images"], list):
+            raise TypeError("'messages' and 'images' must be lists")
+        msgs = [_message(m, i) for i, m in enumerate(rec["messages"])]
+        # validate=True: text that is not base64 is an error here, not garbage bytes later
+        images = [base64.b64decode(b, validate=True) for b in rec["images"]]
+        kind, meta = rec.get("kind", "chat"), rec.get("meta", {})
+        if not isinstance(kind, str) or not isinstance(meta, dict):
+            raise TypeError("'kind' must be a string and 'meta' an object")
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # also UTF-8 / base64 errors
         raise DataError(origin, "malformed_record", f"{type(e).__name__}: {e}") from None
-    return Sample(
-        msgs, images, kind=rec.get("kind", "chat"), meta=rec.get("meta", {}), origin=origin
-    )
+    return Sample(msgs, images, kind=kind, meta=meta, origin=origin)
 
 
 def write_arrayrecord(path: str | os.PathLike, samples) -> int:
@@ -87,17 +106,22 @@ class ArrayRecordSource:
         for p in self.paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"ArrayRecord file not found: {p}")
-        self._source = grain.sources.ArrayRecordDataSource(self.paths)
-        # Global index -> (file, record within that file); grain concatenates files in order.
-        self._ends = (
-            [len(self._source)]
-            if len(self.paths) == 1
-            else list(
-                itertools.accumulate(
-                    len(grain.sources.ArrayRecordDataSource([p])) for p in self.paths
+        try:
+            self._source = grain.sources.ArrayRecordDataSource(self.paths)
+            # Global index -> (file, record within that file); grain concatenates files in order.
+            self._ends = (
+                [len(self._source)]
+                if len(self.paths) == 1
+                else list(
+                    itertools.accumulate(
+                        len(grain.sources.ArrayRecordDataSource([p])) for p in self.paths
+                    )
                 )
             )
-        )
+        except Exception as e:  # noqa: BLE001 - the C++ reader raises RuntimeError/ValueError/...
+            raise DataError(
+                ",".join(self.paths), "malformed_file", f"not a readable ArrayRecord file: {e}"
+            ) from None
 
     def __len__(self) -> int:
         return len(self._source)
@@ -109,7 +133,14 @@ class ArrayRecordSource:
 
     def __getitem__(self, index: int) -> Sample:
         loc = self.locate(index)
-        return record_to_sample(self._source[index], f"{loc['file']}#{loc['record']}")
+        origin = f"{loc['file']}#{loc['record']}"
+        try:
+            data = self._source[index]
+        except IndexError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt chunk fails inside the C++ reader
+            raise DataError(origin, "malformed_record", f"cannot read record: {e}") from None
+        return record_to_sample(data, origin)
 
     def __getstate__(self):
         return {"paths": self.paths}

@@ -3,7 +3,8 @@
 Each reader is random access (grain source): the file is scanned once for line offsets, a record
 is parsed on access and converted by its format's `to_sample`. A bad line is a DataError naming
 file:line and what was wrong. Image paths are resolved against `image_root` (default: the file's
-directory).
+directory) and must stay inside it (`path_outside_root` otherwise: `../`, absolute paths elsewhere,
+symlinks out).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from andesvl_jax.data.errors import DataError
+from andesvl_jax.data.images import image_path_under
 from andesvl_jax.data.sample import Message, Sample
 
 LLAVA_ROLES = {
@@ -32,7 +34,7 @@ def _paths(value, root: pathlib.Path, origin: str) -> list[str]:
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) for v in items):
         raise DataError(origin, "bad_field", f"image paths must be strings, got {items!r:.80}")
-    return [str(root / v) if not os.path.isabs(v) else v for v in items]
+    return [image_path_under(root, v, origin) for v in items]
 
 
 def _need(rec: dict, key: str, origin: str, kind=str):
@@ -121,9 +123,11 @@ class JsonlSource:
 
     def _load_json_list(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as e:
             raise DataError(f"{self.path}:{e.lineno}", "malformed_json", e.msg) from None
+        except (UnicodeDecodeError, RecursionError) as e:
+            raise DataError(str(self.path), "malformed_json", f"{type(e).__name__}: {e}") from None
         if not isinstance(data, list):
             raise DataError(
                 str(self.path), "malformed_json", "a .json dataset must be a list of records"
@@ -158,7 +162,7 @@ class JsonlSource:
                 line = f.readline()
             try:
                 rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                 raise DataError(origin, "malformed_json", str(e)) from None
         if not isinstance(rec, dict):
             raise DataError(

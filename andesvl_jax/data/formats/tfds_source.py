@@ -55,6 +55,8 @@ class TfdsSource:
         a = self.args
         origin = f"tfds:{a['name']}/{a['split']}#{index}"
         rec = self._source[index]
+        if not isinstance(rec, dict):
+            raise DataError(origin, "malformed_record", f"a {type(rec).__name__}, not a dict")
         if a["image_key"] not in rec or a["answer_key"] not in rec:
             raise DataError(
                 origin,
@@ -67,16 +69,29 @@ class TfdsSource:
             if isinstance(images, list) or (isinstance(images, np.ndarray) and images.ndim == 4)
             else [images]
         )
-        question = (
-            _text(rec[a["question_key"]]) if a["question_key"] in rec else "Describe the image."
-        )
+        try:
+            question = (
+                _text(rec[a["question_key"]]) if a["question_key"] in rec else "Describe the image."
+            )
+            answer = _text(rec[a["answer_key"]])
+        except UnicodeDecodeError as e:
+            raise DataError(origin, "bad_field", f"text feature is not UTF-8: {e}") from None
+        arrays = []
+        for i, im in enumerate(images):
+            im = np.asarray(im)
+            if im.dtype != np.uint8 or im.ndim not in (2, 3):  # no silent casts (float, int64)
+                raise DataError(
+                    origin,
+                    "bad_image_array",
+                    f"feature {a['image_key']!r}[{i}]: expected uint8 [H,W] or [H,W,C], "
+                    f"got {im.dtype} {im.shape}",
+                    image=i,
+                )
+            arrays.append(im)
         tags = IMAGE_TAG * len(images)
         return Sample(
-            [
-                Message("user", f"{tags}\n{question}"),
-                Message("assistant", _text(rec[a["answer_key"]])),
-            ],
-            [np.asarray(im, np.uint8) for im in images],
+            [Message("user", f"{tags}\n{question}"), Message("assistant", answer)],
+            arrays,
             origin=origin,
         )
 

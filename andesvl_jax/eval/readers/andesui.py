@@ -85,10 +85,12 @@ def read_andesui(
 
     def build(rec: dict, origin: str) -> Sample:
         kind = rec.get("task", task) if isinstance(rec, dict) else task
-        if kind not in UI_TASKS:
-            raise DataError(origin, "bad_task", f"task {kind!r} is not one of {sorted(UI_TASKS)}")
+        if not isinstance(kind, str) or kind not in UI_TASKS:
+            raise DataError(
+                origin, "bad_task", f"task {kind!r:.80} is not one of {sorted(UI_TASKS)}"
+            )
         spec = UI_TASKS[kind]
-        image = resolve_image(root, need(rec, "image", origin))
+        image = resolve_image(root, need(rec, "image", origin), origin=origin)
         size = image_size(image, origin)
         pixels = need(rec, "bbox", origin, list)
         box = pixel_box_to_1000(pixels, size, origin)

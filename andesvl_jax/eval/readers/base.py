@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from andesvl_jax.data.boxes import to_box_scale
 from andesvl_jax.data.errors import ON_ERROR_POLICIES, DataError, Skipped, SkipStats, apply_policy
+from andesvl_jax.data.images import image_path_under, probe_image
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.eval.metrics import METRICS
 
@@ -93,17 +93,23 @@ def load_json_records(path: pathlib.Path) -> list[tuple[str, Any]]:
         raise FileNotFoundError(f"benchmark file not found: {path}")
     if path.suffix == ".jsonl":
         out = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
+        for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if raw.strip():
                 try:
-                    out.append((f"{path}:{lineno}", json.loads(line)))
+                    out.append((f"{path}:{lineno}", json.loads(raw.decode("utf-8"))))
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}:{lineno}", "malformed_json", e.msg) from None
+                except (UnicodeDecodeError, RecursionError) as e:
+                    raise DataError(
+                        f"{path}:{lineno}", "malformed_json", f"{type(e).__name__}: {e}"
+                    ) from None
         return out
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}", "malformed_json", e.msg) from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise DataError(str(path), "malformed_json", f"{type(e).__name__}: {e}") from None
     if not isinstance(data, list):
         raise DataError(
             str(path),
@@ -135,11 +141,7 @@ def image_size(path: pathlib.Path, origin: str) -> tuple[int, int]:
     """(width, height) read from the image header only (pixels are decoded later)."""
     if not path.is_file():
         raise DataError(origin, "missing_image", f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(origin, "corrupt_image", f"cannot read image {path}: {e}") from None
+    return probe_image(path, origin)
 
 
 def pixel_box_to_1000(box: list, size: tuple[int, int], origin: str) -> list[int]:
@@ -149,9 +151,9 @@ def pixel_box_to_1000(box: list, size: tuple[int, int], origin: str) -> list[int
     is not 4 numbers, has no area, or lies outside the image is a DataError.
     """
     if len(box) != 4 or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in box
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
     ):
-        raise DataError(origin, "bad_box", f"box must be 4 numbers, got {box!r}")
+        raise DataError(origin, "bad_box", f"box must be 4 finite numbers, got {box!r:.120}")
     w, h = size
     x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])
     if not (x1 < x2 and y1 < y2):
@@ -160,16 +162,18 @@ def pixel_box_to_1000(box: list, size: tuple[int, int], origin: str) -> list[int
 
 
 def resolve_image(
-    root: pathlib.Path, rel: str, fallbacks: Iterable[pathlib.Path] = ()
+    root: pathlib.Path, rel: str, fallbacks: Iterable[pathlib.Path] = (), origin: str = "<record>"
 ) -> pathlib.Path:
-    """The image path: absolute as given, else under root, else under the first fallback with it."""
-    p = pathlib.Path(rel)
-    if p.is_absolute():
-        return p
+    """The image path under root, else under the first fallback that has it. It must stay inside
+    that folder (DataError `path_outside_root`: `../`, absolute paths elsewhere, symlinks out)."""
     for base in [root, *fallbacks]:
-        if (base / p).is_file():
-            return base / p
-    return root / p
+        try:
+            candidate = pathlib.Path(image_path_under(base, rel, origin))
+        except DataError:
+            continue
+        if candidate.is_file():
+            return candidate
+    return pathlib.Path(image_path_under(root, rel, origin))  # outside: raises; else missing
 
 
 # GUI prompts (ours: the public release does not show the AndesUI/ScreenSpot prompt wording). The

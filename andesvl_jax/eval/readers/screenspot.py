@@ -10,6 +10,7 @@ the JSON or one level up (the layout of the public release). The box becomes [x,
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 
@@ -33,9 +34,11 @@ from andesvl_jax.eval.readers.base import (
 def xywh_to_xyxy(box: list, origin: str) -> list[float]:
     """[x, y, w, h] -> [x1, y1, x2, y2]; DataError unless 4 numbers with w, h > 0."""
     if len(box) != 4 or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in box
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
     ):
-        raise DataError(origin, "bad_box", f"bbox must be [x, y, w, h] numbers, got {box!r}")
+        raise DataError(
+            origin, "bad_box", f"bbox must be [x, y, w, h] finite numbers, got {box!r:.120}"
+        )
     x, y, w, h = box
     if w <= 0 or h <= 0:
         raise DataError(origin, "bad_box", f"bbox {box!r} has a non-positive width or height")
@@ -57,7 +60,7 @@ def read_screenspot(
 
     def build(rec: dict, origin: str) -> Sample:
         instruction = need(rec, "instruction", origin)
-        image = resolve_image(root, need(rec, "img_filename", origin), fallbacks)
+        image = resolve_image(root, need(rec, "img_filename", origin), fallbacks, origin)
         size = image_size(image, origin)
         pixels = xywh_to_xyxy(need(rec, "bbox", origin, list), origin)
         box = pixel_box_to_1000(pixels, size, origin)

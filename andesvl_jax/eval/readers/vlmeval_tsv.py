@@ -19,15 +19,13 @@ import base64
 import binascii
 import csv
 import dataclasses
-import io
 import os
 import pathlib
 from collections.abc import Callable
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from andesvl_jax.data.errors import DataError
+from andesvl_jax.data.images import image_path_under, probe_image
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
 from andesvl_jax.eval.metrics import LETTERS
 from andesvl_jax.eval.readers.base import BenchmarkSet, check_metric, check_on_error, collect
@@ -122,7 +120,7 @@ def _columns_task(columns: list[str], rows: list[dict[str, str]]) -> tuple[str, 
 def _list_literal(value: str, origin: str, column: str) -> list[str]:
     try:
         items = ast.literal_eval(value)
-    except (ValueError, SyntaxError) as e:
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as e:
         raise DataError(
             origin, "bad_field", f"column {column!r}: not a list literal: {e}"
         ) from None
@@ -140,11 +138,10 @@ def decode_base64_image(value: str, origin: str, column: str = "image") -> bytes
             origin, "bad_base64", f"column {column!r} is not valid base64: {e}"
         ) from None
     try:
-        with Image.open(io.BytesIO(data)):
-            pass
-    except (UnidentifiedImageError, OSError) as e:
+        probe_image(data, origin)
+    except DataError as e:
         raise DataError(
-            origin, "corrupt_image", f"column {column!r} decodes to no readable image: {e}"
+            origin, e.reason, f"column {column!r} decodes to no usable image: {e.detail}"
         ) from None
     return data
 
@@ -157,7 +154,7 @@ def _answers(value: str) -> list[str]:
             items = ast.literal_eval(text)
             if isinstance(items, list | tuple) and items:
                 return [str(i) for i in items]
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             pass
     return [value]
 
@@ -189,7 +186,7 @@ class _RowBuilder:
         paths = _list_literal(value, origin, "image_path") if value.startswith("[") else [value]
         out = []
         for p in paths:
-            full = pathlib.Path(p) if os.path.isabs(p) else self.image_root / p
+            full = pathlib.Path(image_path_under(self.image_root, p, origin))
             if not full.is_file():
                 raise DataError(origin, "missing_image", f"column 'image_path': {full} not found")
             out.append(str(full))
@@ -263,14 +260,17 @@ def read_vlmeval_tsv(
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file not found: {path}")
     csv.field_size_limit(_CSV_FIELD_LIMIT)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        columns = list(reader.fieldnames or [])
-        rows = []
-        start = 2  # the header is line 1
-        for row in reader:
-            rows.append((start, row))
-            start = reader.line_num + 1
+    rows = []
+    start = 2  # the header is line 1
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            columns = list(reader.fieldnames or [])
+            for row in reader:
+                rows.append((start, row))
+                start = reader.line_num + 1
+    except (UnicodeDecodeError, csv.Error) as e:  # e.g. not UTF-8, a NUL byte
+        raise DataError(f"{path}:{start}", "malformed_tsv", f"{type(e).__name__}: {e}") from None
     required = ["index", "question"] + (["answer"] if require_answer else [])
     missing = [c for c in required if c not in columns]
     if "image" not in columns and "image_path" not in columns:
