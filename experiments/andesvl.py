@@ -8,7 +8,7 @@
         --config.data.path=/data/joint.jsonl
 
 Args (ARGS): size=0.6b|1b|2b|4b (default 1b; presets in andesvl_jax/config.py),
-stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo (default sft; a row of STAGE_BUDGETS).
+stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat (default sft; a row of STAGE_BUDGETS).
 
 The data is real: `--config.data.path` (or `data.sources`) must be given (REQUIRED lists it); for mpo
 a preference file (chosen/rejected). GRPO's prompts come from the synthetic reasoning tasks
@@ -53,6 +53,8 @@ STAGE_BUDGETS: dict[str, Budget] = {
     "grpo_warmup": Budget(500, 1e-5, 128, 8192, 16384),
     # DeepSeekMath-style GRPO: lr 1e-6; a step is one rollout round of GRPO_ROLLOUT rows
     "grpo": Budget(2_000, 1e-6, 256, 8192, 16384),
+    # LSQ QAT of the LLM (compress/) from the SFT checkpoint, distilled from the float model
+    "qat": Budget(2_000, 1e-5, 128, 8192, 16384),
 }
 # A GRPO round: 32 prompts x 8 samples = 256 rows, completions up to 4096 tokens, sampled on a
 # tensor-parallel mesh over each host's devices with bf16 weights (train/rollouts.py).
@@ -95,6 +97,13 @@ def get_config(arg: str = "size=1b,stage=sft"):
     c.optim.lr_multipliers.update(vision=1.0, projector=1.0, llm=b.llm_lr)
     c.log_every = 50
     c.save_every = 1000
+    if args["stage"] == "qat":
+        # dense fake-quant product (the exact grouped one holds [tokens, K/32, N] partial sums);
+        # the trained parameters are evaluated and deployed on the exact path (docs/compression.md).
+        # Distillation (quant.distill_weight) takes full [rows, tokens, vocab] teacher and student
+        # logits (not chunked yet): off here, on in experiments/tiny.py.
+        c.quant.update(rules="w4a16_g32", exact=False, distill_weight=0.0)
+        c.optim.lr_multipliers.update(quant=10.0)
     if args["stage"] == "grpo":
         c.data.format = "synthetic"
         c.data.mixture = {"math": 1.0}

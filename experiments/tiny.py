@@ -13,7 +13,13 @@ Post-training from the demo's SFT checkpoint (docs/post_training.md):
     andesvl-jax train --config experiments/tiny.py:stage=grpo --workdir runs/tiny/grpo \
         --config.init.from_stage_workdir=runs/tiny/grpo_warmup
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo (default sft; the
+Quantization-aware training (LSQ, W4A16 group 32, distilled from the float SFT model;
+docs/compression.md):
+
+    andesvl-jax train --config experiments/tiny.py:stage=qat --workdir runs/tiny/qat \
+        --config.init.from_stage_workdir=runs/demo/sft
+
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat (default sft; the
 andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES).
 
 Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
@@ -64,6 +70,14 @@ TINY_STAGES: dict[str, dict] = {
         # stream order: an easy -> hard curriculum would shift the answer distribution mid-run
         "grpo.curriculum": "",
         "save_every": 50,
+    },
+    # LSQ QAT of the LLM's linears (compress/), step sizes at 10x the weights' LR
+    "qat": {
+        "steps": 200,
+        "optim.lr": 2e-4,
+        "optim.lr_multipliers.quant": 10.0,
+        "quant.rules": "w4a16_g32",
+        "quant.distill_weight": 1.0,
     },
 }
 

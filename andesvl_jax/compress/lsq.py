@@ -181,6 +181,8 @@ def act_codes(
 
 # ---- step-size initialisation (values, not traced through) ----
 
+ACT_INITS = ("absmax", "mse", "lsq")
+
 
 def absmax_weight_init(w, bits: int, group: int | None, zero_point: bool):
     """Steps (and zero points) from each group's range: w [..., K, N] -> (s [..., G, N], z | None)."""
@@ -232,8 +234,8 @@ def act_init(x, bits: int, offset: bool, method: str = "absmax", grid: int = 40)
     if method == "lsq":
         s = 2 * jnp.mean(jnp.abs(x - (lo if offset else 0.0))) / math.sqrt(qp)
         return fp16_ste(jnp.clip(s, FP16_TINY, FP16_MAX)), (lo if offset else None)
-    if method not in ("absmax", "mse"):
-        raise ValueError(f"unknown activation init {method!r}; expected absmax, mse or lsq")
+    if method not in ACT_INITS:
+        raise ValueError(f"unknown activation init {method!r}; expected one of {ACT_INITS}")
     span = (hi - lo) if offset else hi
     ratios = [1.0] if method == "absmax" else jnp.linspace(1.0, 0.3, grid)
     best = None

@@ -73,6 +73,7 @@ class QuantLinear(Linear):
         )
         self.rule, self.names, self.exact = rule, tuple(names), exact
         self.observing = False  # calibration: float activations, inputs recorded
+        self.enabled = True  # False: the float Linear (e.g. a distillation teacher on the same params)
 
     def quantized_weight(self) -> tuple[jax.Array, jax.Array]:
         """(signed codes [G, group, N], fp16-exact steps [G, N]) of the current kernel."""
@@ -85,6 +86,8 @@ class QuantLinear(Linear):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.enabled:
+            return Linear.__call__(self, x)
         wc, sw = self.quantized_weight()
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
@@ -157,6 +160,16 @@ def quantize_model(
         init_weight_scales(qlin, weight_init)
         replace_module(model, site.path, qlin)
     return model
+
+
+def set_quantization(model: nnx.Module, enabled: bool) -> nnx.Module:
+    """Switch every QuantLinear between fake-quantized and float (in place; returns `model`)."""
+    for site in quant_sites(model):
+        site.module.enabled = enabled
+    return model
+
+
+QUANT_LEAVES = ("w_scale", "w_zero", "a_scale", "a_offset")  # QuantLinear's QuantScale attributes
 
 
 def needs_calibration(model: nnx.Module) -> bool:

@@ -126,7 +126,10 @@ def base_config() -> ConfigDict:
             # sequence positions per LM-head/loss chunk (train/chunked_loss.py): at most
             # [rows, loss_chunk, vocab] logits at once; 0 = the full logits
             "loss_chunk": 2048,
-            "lr_multipliers": ConfigDict({"vision": 1.0, "projector": 1.0, "llm": 1.0}),
+            # "quant": the QAT step sizes and zero points (compress.QuantScale), whatever module
+            "lr_multipliers": ConfigDict(
+                {"vision": 1.0, "projector": 1.0, "llm": 1.0, "quant": 1.0}
+            ),
         }
     )
     # MPO (stage mpo), InternVL's defaults: DESIGN.md section 6
@@ -154,6 +157,18 @@ def base_config() -> ConfigDict:
             # is; else an unset axis is 1, one may be -1), and its weights' dtype (unset = training's)
             "generation_mesh": ConfigDict({a: placeholder(int) for a in ("data", "fsdp", "tensor")}),
             "generation_dtype": placeholder(str),
+        }
+    )
+    # QAT (stage qat, andesvl_jax/compress): rules = a compress.rules.RECIPES name
+    c.quant = ConfigDict(
+        {
+            "rules": "w4a16_g32",
+            "weight_init": "absmax",  # absmax | mse
+            "act_init": "absmax",  # absmax | mse | lsq (static activation steps, from data)
+            "calib_batches": 2,  # training batches run to calibrate activation steps
+            # the bit-exact grouped product (holds [tokens, K/group, N]); False = one dense matmul
+            "exact": False,
+            "distill_weight": 0.0,  # KL(float teacher || student) on answer tokens, per token
         }
     )
     c.log_every = 10

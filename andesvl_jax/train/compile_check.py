@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from andesvl_jax.compress.qlinear import quantize_model
 from andesvl_jax.configs import model_config
 from andesvl_jax.data.batch import TrainBatch
 from andesvl_jax.data.patches import PackedImages
@@ -145,7 +146,13 @@ def _mirror(tree, params, replicated: NamedSharding):
 
 def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective):
     """(graphdef, TrainState of sharded ShapeDtypeStructs, optimizer), as `initial_state` builds."""
-    model = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
+    def build():
+        model = AndesVL(model_cfg, rngs=nnx.Rngs(0))
+        if stage.objective == "qat":  # the QAT structure (step sizes), as `quantized_params` builds
+            quantize_model(model, config.quant.rules, exact=config.quant.exact)
+        return model
+
+    model = nnx.eval_shape(build)
     graphdef, params, frozen = nnx.split(model, is_trainable(stage), ...)
     params, frozen = _with_shardings(params, mesh, rules), _with_shardings(frozen, mesh, rules)
     optimizer = make_optimizer(config.optim, config.steps)

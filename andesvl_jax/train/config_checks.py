@@ -116,6 +116,31 @@ def _check_positive(config) -> None:
             )
 
 
+def _check_quant(config) -> None:
+    """The qat stage's `quant` section: a known recipe, inits and a non-negative distillation."""
+    if config.stage != "qat":
+        return
+    from andesvl_jax.compress.lsq import ACT_INITS
+    from andesvl_jax.compress.qlinear import WEIGHT_INITS
+    from andesvl_jax.compress.rules import get_recipe
+
+    q = config.quant
+    get_recipe(q.rules)  # RuleError (a ValueError) naming the recipes
+    if q.weight_init not in WEIGHT_INITS:
+        raise ValueError(
+            f"config.quant.weight_init={q.weight_init!r} unknown; expected one of {sorted(WEIGHT_INITS)}"
+        )
+    if q.act_init not in ACT_INITS:
+        raise ValueError(
+            f"config.quant.act_init={q.act_init!r} unknown; expected one of {list(ACT_INITS)}"
+        )
+    if q.calib_batches < 1 or q.distill_weight < 0:
+        raise ValueError(
+            "config.quant.calib_batches must be >= 1 and distill_weight >= 0, got "
+            f"{q.calib_batches} and {q.distill_weight}"
+        )
+
+
 # In order: the schema first, so the later checks can read every field.
 CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_schema,
@@ -124,6 +149,7 @@ CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_init,
     _check_data,
     _check_positive,
+    _check_quant,
 )
 
 

@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from andesvl_jax.compress.calibrate import calibrate_activations
+from andesvl_jax.compress.qlinear import needs_calibration, quantize_model
 from andesvl_jax.convert.workdir import (
     RUN_CONFIG,
     model_config,
@@ -77,9 +79,40 @@ def initial_params(config, model_cfg, mesh, rules):
     return graphdef, create()
 
 
+def quantized_params(config, model_cfg, graphdef, full, mesh, rules):
+    """The QAT stage's model: `config.quant.rules` applied to the starting (float) model, weight
+    steps from its kernels, static activation steps from `quant.calib_batches` training batches
+    (compress/). -> (graphdef, full State), sharded by the same logical rules."""
+    q = config.quant
+    # On one device: calibration records inputs with ordered callbacks, which jax runs on a single
+    # device only (so the model must fit one device of this host; sharded calibration is future
+    # work, as is calibration in a multi-process run).
+    local = jax.device_put(full, jax.local_devices()[0])
+    model = quantize_model(
+        nnx.merge(graphdef, local), q.rules, weight_init=q.weight_init, exact=q.exact
+    )
+    if needs_calibration(model):
+        data_stage = config.data.stage or get_stage(config.stage).data_stage
+        local_batch = config.data.batch_size // jax.process_count()
+        in_process = config.copy_and_resolve_references()
+        in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
+        batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
+        calib = [next(batches) for _ in range(max(int(q.calib_batches), 1))]
+
+        def run(m):
+            for b in calib:
+                m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
+
+        calibrate_activations(model, run, q.act_init)
+    graphdef, state = nnx.split(model)
+    return graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
+
+
 def initial_state(config, model_cfg, mesh, rules, stage, objective):
     """(graphdef, TrainState, optimizer) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
+    if stage.objective == "qat":
+        graphdef, full = quantized_params(config, model_cfg, graphdef, full, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
     optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())

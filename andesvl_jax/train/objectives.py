@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from andesvl_jax.compress.qlinear import set_quantization
 from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
 from andesvl_jax.train.losses import chunked_next_token_loss, next_token_loss
 from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
@@ -165,6 +166,34 @@ def grpo_objective(cfg: GRPOConfig | None = None, loss_chunk: int | None = None)
     return Objective(loss, _reference_copy if cfg.beta else lambda p: {}, summarise=summarise)
 
 
+def qat_objective(
+    distill_weight: float = 0.0, z_loss: float = 0.0, loss_chunk: int | None = None
+) -> Objective:
+    """QAT (compress/): the task's next-token loss on the fake-quantized model, plus
+    `distill_weight` x KL(teacher || student) per answer token, the teacher being the starting
+    float model (a frozen copy of the params run with quantization switched off)."""
+    task = next_token_objective(z_loss, loss_chunk)
+    if not distill_weight:
+        return task
+
+    def loss(model, reference, batch, extra):
+        total, stats = task.loss(model, reference, batch, extra)
+        student = jax.nn.log_softmax(_forward(model, batch).astype(jnp.float32))
+        teacher_model = set_quantization(reference, False)
+        teacher = jax.lax.stop_gradient(
+            jax.nn.log_softmax(_forward(teacher_model, batch).astype(jnp.float32))
+        )
+        kl = jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1) * batch.loss_mask
+        kl_sum = jnp.sum(kl)
+        return total + distill_weight * kl_sum, {**stats, "kl_sum": kl_sum}
+
+    def summarise(s):
+        n = jnp.maximum(s["tokens"], 1)
+        return {**task.summarise(s), "distill_kl": s["kl_sum"] / n}
+
+    return Objective(loss, _reference_copy, summarise=summarise)
+
+
 def _fields(cls, section) -> dict:
     """The entries of a config section that are fields of the dataclass `cls`."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -181,4 +210,5 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "next_token": lambda c: next_token_objective(c.optim.z_loss, c.optim.loss_chunk),
     "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo)), c.optim.loss_chunk),
     "grpo": lambda c: grpo_objective(grpo_config(c.grpo), c.optim.loss_chunk),
+    "qat": lambda c: qat_objective(c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
 }

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 NO_DECAY_LEAVES = ("scale", "bias", "pos_embed")
+QUANT_LEAVES = ("w_scale", "w_zero", "a_scale", "a_offset")  # compress.qlinear.QUANT_LEAVES
 
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "cosine": lambda lr, warmup, steps, end: optax.warmup_cosine_decay_schedule(
@@ -37,19 +38,32 @@ def _path_names(path) -> list[str]:
     return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
+def _is_quant(names: list[str]) -> bool:
+    """A QAT step size / zero point (an nnx.State path ends in the attribute, then 'value')."""
+    return bool(set(names[-2:]) & set(QUANT_LEAVES))
+
+
 def decay_mask(params):
-    """True for weights that take weight decay (kernels and embeddings)."""
+    """True for weights that take weight decay (kernels and embeddings; never QAT step sizes)."""
     return jax.tree_util.tree_map_with_path(
         lambda p, _: (
-            _path_names(p)[-1] not in NO_DECAY_LEAVES and "pos_embed" not in _path_names(p)
+            _path_names(p)[-1] not in NO_DECAY_LEAVES
+            and "pos_embed" not in _path_names(p)
+            and not _is_quant(_path_names(p))
         ),
         params,
     )
 
 
 def module_labels(params):
-    """Top-level module name of every parameter ('vision', 'projector', 'llm')."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: _path_names(p)[0], params)
+    """Top-level module name of every parameter ('vision', 'projector', 'llm'); 'quant' for the
+    QAT step sizes and zero points (their own LR multiplier)."""
+
+    def label(p, _):
+        names = _path_names(p)
+        return "quant" if _is_quant(names) else names[0]
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def learning_rate_schedule(cfg, steps: int) -> optax.Schedule:

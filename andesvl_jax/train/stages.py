@@ -68,6 +68,14 @@ STAGES: dict[str, Stage] = {
             "group relative policy optimisation (Thinking): rollouts, rule rewards, clipped ratio, k3 KL",
             objective="grpo",
         ),
+        Stage(
+            "qat",
+            ("llm",),
+            "sft",
+            "quantization-aware training (LSQ, compress/): the LLM's linears fake-quantized by "
+            "config.quant.rules, weights and step sizes train, optional distillation from the float model",
+            objective="qat",
+        ),
     ]
 }
 

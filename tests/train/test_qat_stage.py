@@ -1,0 +1,94 @@
+"""The qat stage: the LLM's linears fake-quantized by config.quant.rules, activation steps
+calibrated from training batches, weights and step sizes (own LR multiplier) trained with
+distillation from the float model, checkpointed and resumed like any stage."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from andesvl_jax.compress.qlinear import QuantScale
+from andesvl_jax.configs import model_config
+from andesvl_jax.sharding import DEFAULT_RULES, make_mesh
+from andesvl_jax.train.loop import initial_state, train
+from andesvl_jax.train.objectives import OBJECTIVES
+from andesvl_jax.train.optim import module_labels
+from andesvl_jax.train.stages import get_stage
+
+
+def qat_config(make_config, **overrides):
+    return make_config(
+        stage="qat",
+        **{"quant.rules": "w4a8_g32", "quant.distill_weight": 1.0, "steps": 2, **overrides},
+    )
+
+
+def test_qat_state_holds_calibrated_step_sizes_with_their_own_label(make_config):
+    config = qat_config(make_config)
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])
+    stage = get_stage("qat")
+    graphdef, state, _ = initial_state(
+        config, model_config(config), mesh, DEFAULT_RULES, stage, OBJECTIVES["qat"](config)
+    )
+    scales = nnx.state(nnx.merge(graphdef, state.params, state.frozen), QuantScale)
+    names = {p[-1] for p, _ in nnx.to_flat_state(scales)}
+    assert names == {"w_scale", "a_scale"}
+    a = [v.get_value() for p, v in nnx.to_flat_state(scales) if p[-1] == "a_scale"]
+    assert all(np.all(np.asarray(x) != 1.0) for x in a)  # calibrated from data, not the init
+    labels = {str(v) for v in jax.tree.leaves(module_labels(state.params))}
+    assert labels == {"llm", "quant"}  # vision and projector are frozen in this stage
+    assert state.extra and "reference" in state.extra  # the float teacher's starting params
+
+
+def test_qat_trains_and_resumes(make_config, tmp_path):
+    config = qat_config(make_config)
+    summary = train(config, tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "loss" in x]
+    assert len(logged) == 2 and all(np.isfinite(x["loss"]) for x in logged)
+    assert "distill_kl" in logged[0] and logged[0]["distill_kl"] >= 0
+    assert summary["steps"] == 2 if "steps" in summary else True
+    resumed = qat_config(make_config, steps=3)
+    train(resumed, tmp_path)  # restores the quantized TrainState (scales included) and goes on
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum("loss" in x for x in lines) == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"quant.rules": "w5"}, "unknown quantization recipe 'w5'"),
+        ({"quant.weight_init": "minmax"}, "config.quant.weight_init='minmax' unknown"),
+        ({"quant.act_init": "p99"}, "config.quant.act_init='p99' unknown"),
+        ({"quant.distill_weight": -1.0}, "distill_weight >= 0"),
+    ],
+)
+def test_bad_quant_config_is_a_clear_error_before_anything_runs(make_config, override, message):
+    from andesvl_jax.train.config_checks import validate_config
+
+    with pytest.raises(ValueError, match=message):
+        validate_config(qat_config(make_config, **override))
+
+
+def test_qat_stage_lowers_at_real_scale():
+    """experiments/andesvl.py:size=0.6b,stage=qat lowers on an 8-device FSDP mesh (one layer each)
+    with the step sizes in the sharded train state."""
+    from andesvl_jax.train.compile_check import lower_train_step
+    from andesvl_jax.train.launch import load_config
+
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices")
+    config = load_config(
+        "experiments/andesvl.py:size=0.6b,stage=qat",
+        [
+            "--config.model.text.num_layers=1",
+            "--config.model.vision.num_layers=1",
+            "--config.data.path=/data/train.jsonl",
+        ],
+    )
+    step = lower_train_step(config)
+    leaves = nnx.to_flat_state(step.state.params)
+    scales = [p for p, _ in leaves if p[-1] == "w_scale"]
+    assert len(scales) == 7  # q, k, v, o, gate, up, down of the (stacked) LLM layer
