@@ -124,6 +124,14 @@ class SampleEncoder:
         return out, shrunk
 
     def __call__(self, sample: Sample) -> Example:
+        for i, m in enumerate(sample.messages):
+            for text in (m.content, m.reasoning or ""):
+                try:  # JSON's "\ud800" escapes give str that is not Unicode; tokenizers refuse it
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise DataError(
+                        sample.origin, "bad_text", f"message {i} is not valid Unicode: {e}"
+                    ) from None
         n_tags = sample.num_image_tags()
         if n_tags != len(sample.images):
             raise DataError(

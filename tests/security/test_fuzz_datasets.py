@@ -302,3 +302,14 @@ TFDS_VALUES = [
 def test_hostile_tfds_records(rec):
     src = _FakeTfds([rec])
     run_case("tfds", lambda: ENCODER(src[0]), where="tfds:hostile/train#0")
+
+
+def test_lone_surrogate_text_is_a_clear_error(tree):
+    # Found by the fuzz suite at scale 10: JSON's "\ud800" escape decodes to a str that is not
+    # Unicode, and the tokenizers library raised "TextInputSequence must be str".
+    path = tree / "sur.jsonl"
+    rec = {"conversations": [{"from": "human", "value": "hi \ud800"}, {"from": "gpt", "value": "x"}]}
+    path.write_text(json.dumps(rec) + "\n")
+    src = JsonlSource(path, llava_to_sample, tree)
+    err = run_case("jsonl", lambda: ENCODER(src[0]), where="sur.jsonl:1")
+    assert isinstance(err, DataError) and err.reason == "bad_text"
