@@ -116,7 +116,14 @@ def load_checkpoint(
     sources: dict[str, dict[int | None, tuple[_Placed, int]]] = {}
     load_shapes = functools.cache(_load_shapes)  # the layers of a tower repeat the same shapes
     for p in placed:
-        arrays = load_shapes(p.rule, tuple(reader.shape(k) for k in p.theirs))
+        shapes = tuple(reader.shape(k) for k in p.theirs)
+        try:
+            arrays = load_shapes(p.rule, shapes)
+        except (IndexError, ValueError, TypeError) as e:  # e.g. a 0-d tensor where a matrix goes
+            raise CheckpointError(
+                f"{directory}: tensor(s) {list(p.theirs)} of shape(s) {list(shapes)} cannot be "
+                f"converted to {list(p.ours)}: {type(e).__name__}: {e}"
+            ) from None
         for j, (path, arr) in enumerate(zip(p.ours, arrays, strict=True)):
             if path not in targets:
                 raise CheckpointError(
@@ -139,7 +146,11 @@ def load_checkpoint(
 
     def finite(key: str, index) -> np.ndarray:
         arr = reader.read(key, index)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        if arr.dtype.kind not in "fV":  # float16/32/64, or ml_dtypes' bfloat16 / float8 ('V')
+            raise CheckpointError(
+                f"{directory}: tensor {key} has dtype {arr.dtype}; expected floating-point weights"
+            )
+        if not np.isfinite(arr).all():
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
             raise CheckpointError(
                 f"{directory}: tensor {key} has {bad} NaN/Inf value(s); expected finite weights"

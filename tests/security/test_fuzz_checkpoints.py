@@ -236,3 +236,44 @@ def test_hostile_workdir_run_config(tmp_path, data):
     blob = data.draw(st.one_of(mutated(seed), st.sampled_from([b"[1]", b"\xff", b"[" * 10**5])))
     (tmp_path / "config.json").write_bytes(blob)
     run_case("workdir_config", lambda: load_run_config(tmp_path), where="config.json")
+
+
+@pytest.fixture(scope="module")
+def fixture_tensors(fixtures_dir) -> dict:
+    reader = SafetensorsReader(fixtures_dir / "andesvl_aimv2_tiny")
+    return {k: np.array(reader.read(k)) for k in reader.keys()}
+
+
+def _retyped(arr: np.ndarray, how: str) -> np.ndarray | None:
+    import ml_dtypes
+
+    return {
+        "bf16_nan": lambda: np.where(arr == arr.flat[0], np.nan, arr).astype(ml_dtypes.bfloat16),
+        "f16": lambda: arr.astype(np.float16),
+        "f64": lambda: arr.astype(np.float64),
+        "i32": lambda: arr.astype(np.int32),
+        "bool": lambda: arr > 0,
+        "transpose": lambda: arr.T.copy(),
+        "flat": lambda: arr.reshape(-1),
+        "extra_dim": lambda: arr[None],
+        "grow": lambda: np.concatenate([arr, arr[:1]]),
+        "scalar": lambda: np.float32(1.0),
+        "delete": lambda: None,
+    }[how]()
+
+
+@given(data=st.data())
+@examples(40)
+def test_hostile_weights_through_the_loader(tmp_path, fixtures_dir, fixture_tensors, data):
+    """Wrong dtypes, shapes, NaN bf16, missing and renamed tensors in a real checkpoint."""
+    d = _fresh(tmp_path)
+    tensors = dict(fixture_tensors)
+    key = data.draw(st.sampled_from(sorted(tensors)))
+    how = data.draw(st.sampled_from(sorted(["bf16_nan", "f16", "f64", "i32", "bool", "transpose",
+                                             "flat", "extra_dim", "grow", "scalar", "delete"])))  # fmt: skip
+    new = _retyped(tensors.pop(key), how)
+    if new is not None:
+        tensors[data.draw(st.sampled_from([key, key + ".x", "é\u2028"]))] = new
+    write_safetensors(d / "model.safetensors", tensors)
+    shutil.copy(fixtures_dir / "andesvl_aimv2_tiny" / "config.json", d / "config.json")
+    run_case("safetensors_load", lambda: load_checkpoint(d), where=str(d))
