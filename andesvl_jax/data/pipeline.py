@@ -23,6 +23,7 @@ import grain
 import jax
 import numpy as np
 
+from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
 from andesvl_jax.data.errors import SkipStats, apply_policy
 from andesvl_jax.data.interleave import move_images_first
@@ -280,11 +281,11 @@ def pipeline_stats(state: dict[str, Any]) -> dict[str, float]:
 
 
 def save_iterator_state(iterator, path: str | pathlib.Path) -> None:
-    """Write the iterator's state as JSON.
+    """Write the iterator's state as JSON, atomically (a kill leaves the previous state).
 
     (grain.checkpoint handlers do the same with orbax.)
     """
-    pathlib.Path(path).write_text(json.dumps(iterator.get_state(), default=_jsonable))
+    atomic_write_text(path, json.dumps(iterator.get_state(), default=_jsonable))
 
 
 def restore_iterator_state(iterator, path: str | pathlib.Path) -> None:

@@ -16,6 +16,7 @@ import math
 import pathlib
 import time
 
+from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.eval.suite import EXTREME_ASPECTS, TRAIN_CONTEXT, pad_to_aspect
 
@@ -159,7 +160,7 @@ def train_cell(config, run_dir: pathlib.Path) -> dict:
         **step_stats(run_dir),
     )
     (run_dir / "eval.json").unlink(missing_ok=True)  # scores of an older model are stale
-    done.write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(done, json.dumps(summary, indent=2, default=str))  # never half a marker
     return summary
 
 
@@ -210,7 +211,7 @@ def evaluate_run(run_dir: pathlib.Path, conditions: list[str], n: int, batch: in
             cached["conditions"][name] = evaluate_condition(
                 model, tokenizer, mixture, CONDITIONS[name], n, batch
             )
-            path.write_text(json.dumps(cached, indent=2))
+            atomic_write_text(path, json.dumps(cached, indent=2))
     return cached
 
 
@@ -256,7 +257,7 @@ def run(args) -> int:
         conditions={c: CONDITIONS[c].about for c in conditions},
         runs=records,
     )  # fmt: skip
-    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    atomic_write_text(workdir / "results.json", json.dumps(results, indent=2, default=str))
     write_doc(pathlib.Path(args.doc), results)
     print(f"[results in {workdir / 'results.json'}; report in {args.doc}]")
     return 0
