@@ -35,12 +35,17 @@ SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
 
 
 def _path_names(path) -> list[str]:
-    return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    """The module/attribute names of a parameter's path. An `nnx.State` path ends in the
+    Variable's attribute and then 'value' (`..., 'q_norm', 'scale', 'value'`): that 'value' is
+    dropped, so the last name is the parameter's own (it used to be 'value' for every leaf, and
+    norm scales and biases took weight decay)."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    return names[:-1] if names and names[-1] == "value" else names
 
 
 def _is_quant(names: list[str]) -> bool:
-    """A QAT step size / zero point (an nnx.State path ends in the attribute, then 'value')."""
-    return bool(set(names[-2:]) & set(QUANT_LEAVES))
+    """A QAT step size / zero point."""
+    return bool(names) and names[-1] in QUANT_LEAVES
 
 
 def decay_mask(params):

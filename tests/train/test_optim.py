@@ -108,3 +108,25 @@ def test_fused_adamw_as_optax_transformation_chains():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="needs params"):
         tx.update(grads[0], s_tx)
+
+
+def test_decay_mask_on_a_real_model_state_spares_norms_biases_and_position_tables():
+    """On an `nnx.State` every path ends in 'value': the mask must look past it (it once decayed
+    every leaf, norm scales included)."""
+    from flax import nnx
+
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.models.andesvl import AndesVL
+
+    _, state = nnx.split(AndesVL(get_preset("tiny"), rngs=nnx.Rngs(0)))
+    mask = {
+        jax.tree_util.keystr(path): decays
+        for path, decays in jax.tree_util.tree_leaves_with_path(decay_mask(state))
+    }
+    spared = [k for k, v in mask.items() if not v]
+    decayed = [k for k, v in mask.items() if v]
+    assert any("'q_norm'" in k and "'scale'" in k for k in spared), spared
+    assert any("'final_norm'" in k for k in spared), spared
+    assert all("'kernel'" in k or "'embedding'" in k for k in decayed), decayed
+    assert any("'kernel'" in k for k in decayed) and any("'embedding'" in k for k in decayed)
+    assert not any("norm" in k or "'bias'" in k or "pos_embed" in k for k in decayed), decayed
