@@ -40,25 +40,27 @@ def prompt_text(sample: Sample) -> str:
 def read_predictions(path: pathlib.Path) -> tuple[dict[int, dict[str, Any]], int]:
     """Records by sample index, and how many lines were dropped (unreadable or repeated).
 
-    If any line was dropped the file is rewritten without it, so appends start on a clean line.
+    If any line was dropped, or the last one lacks its newline (a write cut just before it), the
+    file is rewritten with the good records, so appends start on a clean line.
     """
     if not path.is_file():
         return {}, 0
     records: dict[int, dict[str, Any]] = {}
     dropped = 0
-    with open(path, encoding="utf-8") as f:
+    line = b"\n"
+    with open(path, "rb") as f:
         for line in f:
-            try:
-                record = json.loads(line)
+            try:  # not UTF-8, not JSON, too deeply nested, no integer index: dropped, counted
+                record = json.loads(line.decode("utf-8"))
                 index = int(record["index"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
                 dropped += 1
                 continue
             if index in records:
                 dropped += 1
                 continue
             records[index] = record
-    if dropped:
+    if dropped or not line.endswith(b"\n"):
         atomic_write_text(
             path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
         )

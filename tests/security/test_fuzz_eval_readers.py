@@ -215,3 +215,30 @@ def test_gui_image_outside_the_root_is_refused(tmp_path):
     (root / "g.json").write_text(json.dumps([rec]))
     err = run_case("andesui", lambda: read_andesui(root / "g.json"), where="g.json#0")
     assert isinstance(err, DataError) and err.reason == "path_outside_root"
+
+
+PREDICTION = json.dumps({"index": 0, "prediction": "yes", "reference": "yes", "score": 1.0})
+
+
+@given(data=st.data())
+@examples(80)
+def test_hostile_predictions_jsonl(tmp_path, data):
+    """The predictions file a resumed evaluation reads back: bad lines are dropped and counted,
+    the file rewritten with the good ones (so the next append starts on a clean line)."""
+    from andesvl_jax.eval.runner import read_predictions
+
+    lines = [PREDICTION.replace('"index": 0', f'"index": {i}').encode() for i in range(4)]
+    blob = b"\n".join(lines) + b"\n"
+    blob = data.draw(
+        st.one_of(
+            mutated(blob),
+            st.sampled_from([b"\xff\xfe\n", b"[" * 100_000 + b"\n", b'{"index": 1e400}\n']),
+        )
+    )
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(blob)
+    out = run_case("predictions_jsonl", lambda: read_predictions(path), where=None)
+    records, dropped = out
+    kept = [json.loads(line) for line in path.read_bytes().splitlines() if line]
+    assert len(kept) == len(records) and all(int(r["index"]) in records for r in kept)
+    assert not path.read_bytes() or path.read_bytes().endswith(b"\n")  # appends start cleanly
