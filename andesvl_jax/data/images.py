@@ -7,7 +7,7 @@ keeps whatever colour sits under fully transparent pixels (often black); RGB inp
 official fixtures — are unaffected.
 
 Hostile files: the declared size is checked from the header before any pixel is decoded
-(MAX_PIXELS, below Pillow's own decompression-bomb limit, which is also caught); any failure of a
+(MAX_PIXELS, below the 179 MP at which Pillow raises DecompressionBombError, also caught); any failure of a
 decoder — Pillow's plugins raise many exception types on corrupt data — is a DataError
 `corrupt_image` naming the origin, never a traceback from inside Pillow. Multi-frame images
 (GIF, APNG, TIFF) use their first frame.
@@ -113,7 +113,6 @@ def _open(source: ImageInput, origin: str) -> Image.Image:
         return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
     if not isinstance(source, bytes | str | os.PathLike):
         raise DataError(origin, "bad_image_array", f"not an image input: {type(source).__name__}")
-    path = None
     try:
         if isinstance(source, bytes):
             img = Image.open(io.BytesIO(source))
