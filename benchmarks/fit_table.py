@@ -31,7 +31,7 @@ import sys
 import time
 
 SIZES = ("0.6b", "1b", "2b", "4b")
-STAGES = ("align", "align_hr", "joint", "multitask", "sft", "mpo", "grpo_warmup", "grpo")
+STAGES = ("align", "align_hr", "joint", "multitask", "sft", "mpo", "grpo_warmup", "grpo", "qat")
 # stage -> mesh on 256 devices: the budgets' rows (experiments/andesvl.py STAGE_BUDGETS) one per
 # FSDP shard; multitask's 64 rows of 32 768 tokens add 4-way tensor parallelism.
 MESHES = {
@@ -43,6 +43,7 @@ MESHES = {
     "mpo": "fsdp=128,tensor=2",
     "grpo_warmup": "fsdp=128,tensor=2",
     "grpo": "fsdp=256",
+    "qat": "fsdp=128,tensor=2",
 }
 # a single device: the stage's batch accumulated one row per micro-step
 SINGLE_ROWS = {"grpo": "--config.grpo.prompts_per_rollout=1"}
