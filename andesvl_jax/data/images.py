@@ -159,9 +159,16 @@ def load_rgb(source: ImageInput, origin: str = "<image>") -> Image.Image:
     if convert is None:
         raise DataError(origin, "unsupported_mode", f"image mode {img.mode!r} is not supported")
     try:
-        return convert(img)
+        out = convert(img)
     except Exception as e:  # noqa: BLE001 - e.g. a palette whose transparency entry is malformed
         raise _decode_error(origin, e) from None
+    # The orientation is applied; drop the EXIF bytes so that feeding the result back into
+    # load_rgb (preprocess_image does) cannot re-parse a corrupt EXIF block (found by the fuzz
+    # suite: SyntaxError from the TIFF parser on the second pass). `out` is never the caller's
+    # image: exif_transpose returns a new one.
+    out.info.pop("exif", None)
+    out.info.pop("Raw profile type exif", None)
+    return out
 
 
 def image_path_under(root: str | os.PathLike, value: str, origin: str) -> str:

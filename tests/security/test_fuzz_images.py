@@ -191,3 +191,12 @@ def test_nan_inf_float_pixels_and_metadata(bad):
 @examples(7)
 def test_bad_arrays(arr):
     run_case("images", lambda: _decode_and_preprocess(arr), where=ORIGIN, fixed=arr.ndim == 3)
+
+
+def test_corrupt_exif_survives_a_second_pass():
+    # Found at scale 10: load_rgb's output kept the EXIF bytes, and preprocess_image (which calls
+    # load_rgb again) re-parsed the corrupt block: SyntaxError "not a TIFF file", named "<image>".
+    exif = b"Exif\x00\x00LM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06"
+    blob = _encode(Image.fromarray(_gradient()), "JPEG", exif=exif + bytes(6))
+    img = run_case("images", lambda: _decode_and_preprocess(blob), where=ORIGIN)
+    assert "exif" not in img.info
