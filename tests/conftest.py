@@ -1,8 +1,29 @@
 """Test-wide JAX set-up: 8 host devices and the persistent compilation cache, before jax is imported."""
 
+import importlib.util
 import os
 import pathlib
+import sys
 
+
+def _unshadow_pypi_kernels() -> None:
+    """Take the repository root off sys.path when andesvl_jax is importable without it.
+
+    `python -m pytest` and xdist's workers (`python -c`) put the working directory on sys.path, and
+    at the repository root that makes our `kernels/` (installed as `andesvl_jax.kernels`) the
+    top-level `kernels` module, shadowing PyPI's `kernels` package, which transformers >= 5 imports
+    whenever it is installed (`ImportError: cannot import name 'CUDAProperties' from 'kernels'`).
+    A plain checkout that is not installed keeps the root: it needs it to import andesvl_jax.
+    """
+    root = pathlib.Path(__file__).resolve().parents[1]
+    keep = [p for p in sys.path if pathlib.Path(p or ".").resolve() != root]
+    saved, sys.path[:] = list(sys.path), keep
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("andesvl_jax") is None:
+        sys.path[:] = saved
+
+
+_unshadow_pypi_kernels()
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax"
