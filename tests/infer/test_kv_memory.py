@@ -24,35 +24,37 @@ def model():
     return decoding_layout(AndesVL(get_preset("tiny"), rngs=nnx.Rngs(3)))
 
 
-def _cache_slots(model, t, chunk, max_new, policy=None, budget=None):
-    """Slots of every [b * kv, slots, head_dim] buffer in the compiled generation program."""
+def _compiled_generation(model, t, chunk, max_new, policy=None, budget=None):
+    """(optimised HLO text, kv arguments) of greedy generation for one prompt of t tokens."""
     ids = np.ones((1, t), np.int32)
     lengths = np.array([t], np.int32)
     kv = _kv_arguments(
         model, policy, budget, ids, lengths, None, None, t=t, chunk=chunk, max_new=max_new
     )
     graphdef, state = nnx.split(model)
-    text = (
-        _generate.lower(
-            graphdef,
-            state,
-            ids,
-            lengths,
-            None,
-            None,
-            SamplingBatch.of([SamplingParams()]),
-            np.array([-1], np.int32),
-            np.int32(0),
-            max_new=max_new,
-            chunk=chunk,
-            greedy=True,
-            penalised=False,
-            stream=False,
-            **(kv[0] if kv else {}),
-        )
-        .compile()
-        .as_text()
+    lowered = _generate.lower(
+        graphdef,
+        state,
+        ids,
+        lengths,
+        None,
+        None,
+        SamplingBatch.of([SamplingParams()]),
+        np.array([-1], np.int32),
+        np.int32(0),
+        max_new=max_new,
+        chunk=chunk,
+        greedy=True,
+        penalised=False,
+        stream=False,
+        **(kv[0] if kv else {}),
     )
+    return lowered.compile().as_text(), kv
+
+
+def _cache_slots(model, t, chunk, max_new, policy=None, budget=None):
+    """Slots of every [b * kv, slots, head_dim] buffer in the compiled generation program."""
+    text, kv = _compiled_generation(model, t, chunk, max_new, policy, budget)
     cfg = model.cfg.text
     shape = re.compile(rf"f32\[{cfg.num_kv_heads},(\d+),{cfg.head_dim}\]")
     return {int(s) for s in shape.findall(text)}, kv
@@ -139,41 +141,7 @@ def test_vision_tokens_can_be_protected(model):
 def test_compact_decode_updates_k_and_v_in_place(model):
     """The decode loop on the compact cache copies no K/V buffer (as the full cache's,
     test_engine.py::test_decode_loop_updates_the_kv_cache_in_place)."""
-    ids, lengths = np.ones((1, 64), np.int32), np.array([64], np.int32)
-    kv = _kv_arguments(
-        model,
-        get_policy("snapkv", window=8),
-        21,
-        ids,
-        lengths,
-        None,
-        None,
-        t=64,
-        chunk=16,
-        max_new=8,
-    )
-    graphdef, state = nnx.split(model)
-    hlo = (
-        _generate.lower(
-            graphdef,
-            state,
-            ids,
-            lengths,
-            None,
-            None,
-            SamplingBatch.of([SamplingParams()]),
-            np.array([-1], np.int32),
-            np.int32(0),
-            max_new=8,
-            chunk=16,
-            greedy=True,
-            penalised=False,
-            stream=False,
-            **kv[0],
-        )
-        .compile()
-        .as_text()
-    )
+    hlo, kv = _compiled_generation(model, 64, 16, 8, get_policy("snapkv", window=8), 21)
     cfg = model.cfg.text
     buffer = f"f32[{cfg.num_kv_heads},{kv[1].setup.decode[0]},{cfg.head_dim}]"
     assert buffer in hlo
