@@ -277,3 +277,33 @@ def test_hostile_weights_through_the_loader(tmp_path, fixtures_dir, fixture_tens
     write_safetensors(d / "model.safetensors", tensors)
     shutil.copy(fixtures_dir / "andesvl_aimv2_tiny" / "config.json", d / "config.json")
     run_case("safetensors_load", lambda: load_checkpoint(d), where=str(d))
+
+
+def _sparse(path, size: int, head: bytes = b"") -> None:
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)  # a hole: no disk used, nothing to read
+
+
+@pytest.mark.parametrize(
+    "name,size,call,match",
+    [
+        ("m.safetensors", 100 * 2**20 + 9, "reader", "header claims"),
+        (INDEX_NAME, 100 * 2**20 + 1, "reader", "not a safetensors index"),
+        ("config.json", 64 * 2**20 + 1, "config", "a config is at most"),
+        ("tokenizer.json", 256 * 2**20 + 1, "tokenizer", "a tokenizer.json is at most"),
+    ],
+)
+def test_huge_files_are_refused_before_reading(tmp_path, name, size, call, match):
+    """100 MB+ JSON headers / index / config / tokenizer files: refused from their size."""
+    from andesvl_jax.data.tokenizer import TextTokenizer
+
+    head = struct.pack("<Q", size - 8) + b"{" if name.endswith(".safetensors") else b"{"
+    _sparse(tmp_path / name, size, head)
+    fn = {
+        "reader": lambda: SafetensorsReader(tmp_path),
+        "config": lambda: read_config(tmp_path),
+        "tokenizer": lambda: TextTokenizer.from_file(tmp_path / name),
+    }[call]
+    err = run_case("huge_files", fn, where=name)
+    assert match in str(err), err

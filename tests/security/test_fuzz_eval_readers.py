@@ -239,6 +239,9 @@ def test_hostile_predictions_jsonl(tmp_path, data):
     path.write_bytes(blob)
     out = run_case("predictions_jsonl", lambda: read_predictions(path), where=None)
     records, dropped = out
+    if dropped:  # repaired: bad lines dropped (counted) and the file rewritten
+        count("predictions_jsonl", "accepted", -1)
+        count("predictions_jsonl", "accepted_with_fix")
     kept = [json.loads(line) for line in path.read_bytes().splitlines() if line]
     assert len(kept) == len(records) and all(int(r["index"]) in records for r in kept)
     assert not path.read_bytes() or path.read_bytes().endswith(b"\n")  # appends start cleanly
