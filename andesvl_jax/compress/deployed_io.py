@@ -125,6 +125,8 @@ def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.
             raise CheckpointError(
                 f"{path}: tensor {key} has dtype {value.dtype}, expected {np.dtype(var.dtype)}"
             )
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(f"{path}: tensor {key} holds NaN or Inf values")
         filled.append((p, var.replace(jnp.asarray(value, var.dtype))))
     if present:
         raise CheckpointError(f"{path}: unexpected tensors {sorted(present)[:5]}")

@@ -15,6 +15,7 @@ import resource
 import time
 
 from andesvl_jax.config import PRESETS, PUBLISHED_PARAMS
+from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.data.synthetic.tasks_scene import COLOUR_NAMES
 from andesvl_jax.models.params import count_params
 
@@ -140,7 +141,8 @@ def run(args) -> int:
         print(
             f"{name:8s} {c['vision']:12,d} {c['projector']:12,d} {c['llm']:14,d} {c['total']:14,d} {pub:>10s}"
         )
-    (workdir / "demo_results.json").write_text(
+    atomic_write_text(
+        workdir / "demo_results.json",
         json.dumps(
             {
                 "stages": summaries,
@@ -150,7 +152,7 @@ def run(args) -> int:
             },
             indent=2,
             default=str,
-        )
+        ),
     )
     return 0
 

@@ -15,6 +15,8 @@ import json
 import pathlib
 import time
 
+from andesvl_jax.data.atomic_io import atomic_write_text
+
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "tiny.py"
 EVAL_SEED = 4321  # held-out: eval split, a seed no training config uses
 EXACT = {"exact_answer": 1.0}
@@ -121,7 +123,7 @@ def run(args) -> int:
     for stage in stages:
         s = results[f"{stage}_training"]
         print(f"[{stage}] {s['steps']} steps in {s['seconds']:.0f} s (from {STARTS_FROM[stage]})")
-    out.write_text(json.dumps(results, indent=2, default=str))
+    atomic_write_text(out, json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
     return 0
 

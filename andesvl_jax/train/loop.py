@@ -31,6 +31,7 @@ from andesvl_jax.convert.workdir import (
     run_tokenizer,
 )
 from andesvl_jax.data import DataConfig, make_dataset, open_dataset, pipeline_stats
+from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.data.batch import TrainBatch, packing_efficiency
 from andesvl_jax.data.mixture import open_mixture
 from andesvl_jax.models.andesvl import AndesVL
@@ -260,7 +261,7 @@ def train(config, workdir: str | pathlib.Path, devices=None, step_context=None) 
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:  # what `load_run_config` (chat, eval) rebuilds the model from
-        (workdir / RUN_CONFIG).write_text(config.to_json_best_effort(indent=2))
+        atomic_write_text(workdir / RUN_CONFIG, config.to_json_best_effort(indent=2))
     mesh = make_mesh(dict(config.mesh), devices)
     rules = tuple(tuple(r) for r in config.rules) if config.rules else DEFAULT_RULES
     stage = get_stage(config.stage)

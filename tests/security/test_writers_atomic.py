@@ -128,6 +128,10 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_good_file(tmp_path, ki
         assert json.loads((path / "results.json").read_text())["gen"] == 0
         assert not _tmp_files(path)
     else:
+        assert result["error"] == "WriteError" and str(path) in result["message"], result
+        assert "step 1 could not be written" in result["message"], result
+        assert "previous checkpoint (step 0) is intact" in result["message"], result
+        assert not list(path.glob("*orbax-checkpoint-tmp*")), list(path.iterdir())
         ckpt = Checkpointer(path, async_save=False)
         assert ckpt.latest_step() == 0, result
         want = orbax_payload(0, 1)
