@@ -77,8 +77,11 @@ def _metadata(path: pathlib.Path, f) -> tuple[AndesVLConfig, dict[str, DeployMet
             f"{path}: deployed format version {meta.get('version')!r}; expected {VERSION}"
         )
     try:
-        cfg = replace_fields(AndesVLConfig(), json.loads(meta["config"])).validate()
-        linears = {n: DeployMeta(**d) for n, d in json.loads(meta["linears"]).items()}
+        config, linears = json.loads(meta["config"]), json.loads(meta["linears"])
+        if not isinstance(config, dict) or not isinstance(linears, dict):
+            raise TypeError("config and linears must be JSON objects")
+        cfg = replace_fields(AndesVLConfig(), config).validate()
+        linears = {n: DeployMeta(**d) for n, d in linears.items()}
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"{path}: unreadable config/linears metadata: {type(e).__name__}: {e}"
@@ -97,7 +100,13 @@ def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.
     cfg, linears = _metadata(path, f)
     if dtype is not None:
         cfg = cfg.replace(dtype=dtype)
-    target = nnx.eval_shape(lambda: skeleton(AndesVL(cfg, rngs=nnx.Rngs(0)), linears))
+    try:  # a config that validates may still not build (e.g. a zero width)
+        target = nnx.eval_shape(lambda: skeleton(AndesVL(cfg, rngs=nnx.Rngs(0)), linears))
+    except (ArithmeticError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: the metadata's config and linears do not build a deployed model "
+            f"({type(e).__name__}: {e})"
+        ) from e
     missing = sorted(set(linears) - {n for _, names, _ in deployed_linears(target) for n in names})
     if missing:
         raise CheckpointError(

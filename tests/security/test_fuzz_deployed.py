@@ -43,7 +43,7 @@ def _load(path):
 
 
 @given(data=st.data())
-@examples(8)
+@examples(15)
 def test_mutated_deployed_files(seed, tmp_path_factory, data):
     raw, _, _ = seed
     path = tmp_path_factory.mktemp("case") / "model.safetensors"
@@ -52,7 +52,7 @@ def test_mutated_deployed_files(seed, tmp_path_factory, data):
 
 
 @given(data=st.data())
-@examples(12)
+@examples(30)
 def test_edited_tensors_and_metadata(seed, tmp_path_factory, data):
     """Structured edits a byte flip rarely reaches: a tensor dropped, reshaped, retyped or filled
     with NaN/Inf; the config or linears metadata replaced by other JSON."""
