@@ -27,7 +27,7 @@ from andesvl_jax.compress.deploy import (
     skeleton,
 )
 from andesvl_jax.config import AndesVLConfig, replace_fields
-from andesvl_jax.convert.safetensors_io import CheckpointError, write_safetensors
+from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
 from andesvl_jax.models.andesvl import AndesVL
 
 FORMAT = "andesvl-deployed"
@@ -134,8 +134,8 @@ def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.
             raise CheckpointError(
                 f"{path}: tensor {key} has dtype {value.dtype}, expected {np.dtype(var.dtype)}"
             )
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise CheckpointError(f"{path}: tensor {key} holds NaN or Inf values")
+        if value.dtype.kind == "f":
+            require_finite(value, str(path), key)
         filled.append((p, var.replace(jnp.asarray(value, var.dtype))))
     if present:
         raise CheckpointError(f"{path}: unexpected tensors {sorted(present)[:5]}")

@@ -24,7 +24,12 @@ from jax.sharding import Mesh
 from andesvl_jax.config import AndesVLConfig
 from andesvl_jax.convert.hf_config import official_config, read_config
 from andesvl_jax.convert.keymaps import KEYMAPS, KeyMap, Rule
-from andesvl_jax.convert.safetensors_io import CheckpointError, SafetensorsReader, write_safetensors
+from andesvl_jax.convert.safetensors_io import (
+    CheckpointError,
+    SafetensorsReader,
+    require_finite,
+    write_safetensors,
+)
 from andesvl_jax.data.atomic_io import atomic_write_text
 from andesvl_jax.models.andesvl import AndesVL, run_options
 from andesvl_jax.models.qwen3 import Qwen3
@@ -150,12 +155,7 @@ def load_checkpoint(
             raise CheckpointError(
                 f"{directory}: tensor {key} has dtype {arr.dtype}; expected floating-point weights"
             )
-        if not np.isfinite(arr).all():
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise CheckpointError(
-                f"{directory}: tensor {key} has {bad} NaN/Inf value(s); expected finite weights"
-            )
-        return arr
+        return require_finite(arr, str(directory), key)
 
     def produce(path: str, layer: int | None, index: tuple[slice, ...]) -> np.ndarray:
         p, j = sources[path][layer]

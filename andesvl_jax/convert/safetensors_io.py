@@ -196,3 +196,14 @@ def write_safetensors(
             raise CheckpointError(f"{path}: write failed ({e}); the previous file is intact") from e
         named = ", ".join(f"{k} ({arrays[k].dtype})" for k in bad[:8])
         raise CheckpointError(f"{path}: cannot write tensor(s) {named}: {e}") from e
+
+
+def require_finite(arr: np.ndarray, where: str, key: str) -> np.ndarray:
+    """`arr` unchanged; CheckpointError naming `where` and tensor `key` if it holds NaN/Inf."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise CheckpointError(
+            f"{where}: tensor {key} has {int(arr.size - np.count_nonzero(finite))} NaN/Inf "
+            "value(s); expected finite weights"
+        )
+    return arr

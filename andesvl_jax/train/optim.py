@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from andesvl_jax.compress.qlinear import QUANT_LEAVES
+
 NO_DECAY_LEAVES = ("scale", "bias", "pos_embed")
-QUANT_LEAVES = ("w_scale", "w_zero", "a_scale", "a_offset")  # compress.qlinear.QUANT_LEAVES
 
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "cosine": lambda lr, warmup, steps, end: optax.warmup_cosine_decay_schedule(

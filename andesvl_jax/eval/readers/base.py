@@ -144,15 +144,20 @@ def image_size(path: pathlib.Path, origin: str) -> tuple[int, int]:
     return probe_image(path, origin)
 
 
+def is_four_finite_numbers(box) -> bool:
+    """A box annotation as read from JSON: exactly 4 finite ints/floats (bools are not numbers)."""
+    return len(box) == 4 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
+    )
+
+
 def pixel_box_to_1000(box: list, size: tuple[int, int], origin: str) -> list[int]:
     """[x1, y1, x2, y2] in pixels -> the same box on the 0-1000 scale of the image.
 
     Corners up to the image border are clamped (annotations often overshoot by a pixel); a box that
     is not 4 numbers, has no area, or lies outside the image is a DataError.
     """
-    if len(box) != 4 or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
-    ):
+    if not is_four_finite_numbers(box):
         raise DataError(origin, "bad_box", f"box must be 4 finite numbers, got {box!r:.120}")
     w, h = size
     x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])

@@ -10,7 +10,6 @@ the JSON or one level up (the layout of the public release). The box becomes [x,
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 
@@ -23,6 +22,7 @@ from andesvl_jax.eval.readers.base import (
     check_on_error,
     collect,
     image_size,
+    is_four_finite_numbers,
     load_json_records,
     need,
     pixel_box_to_1000,
@@ -33,9 +33,7 @@ from andesvl_jax.eval.readers.base import (
 
 def xywh_to_xyxy(box: list, origin: str) -> list[float]:
     """[x, y, w, h] -> [x1, y1, x2, y2]; DataError unless 4 numbers with w, h > 0."""
-    if len(box) != 4 or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box
-    ):
+    if not is_four_finite_numbers(box):
         raise DataError(
             origin, "bad_box", f"bbox must be [x, y, w, h] finite numbers, got {box!r:.120}"
         )
