@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from andesvl_jax.infer.chunks import chunk_positions, keep_last_hidden, split_chunks
 from andesvl_jax.infer.kv import KVReport, KVSetup, make_report
 from andesvl_jax.infer.kv import plan as kv_plan
 from andesvl_jax.infer.kv.prefill import compact_prefill
@@ -69,28 +70,19 @@ def bucket(n: int, multiple: int) -> int:
 def _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk: int):
     """Write the prompts into the cache chunk by chunk; return (hidden at each row's last token, cache)."""
     model = nnx.merge(graphdef, state)
-    b, t = ids.shape
+    b = ids.shape[0]
     embeds = model.embed(ids, images, image_flags)
-    n_chunks = t // chunk
-    per_chunk = embeds.reshape(b, n_chunks, chunk, -1).swapaxes(0, 1)
-    last_index = lengths - 1
 
     def body(carry, xs):
         cache, last, weights = carry
         emb, c = xs
-        positions = jnp.broadcast_to(c * chunk + jnp.arange(chunk, dtype=jnp.int32), (b, chunk))
+        positions = chunk_positions(c, chunk, b)
         segment_ids = (positions < lengths[:, None]).astype(jnp.int32)
         hidden, cache = nnx.merge(graphdef, weights).llm(emb, positions, segment_ids, cache)
-        offset = last_index - c * chunk
-        inside = (offset >= 0) & (offset < chunk)
-        picked = jnp.take_along_axis(hidden, jnp.clip(offset, 0, chunk - 1)[:, None, None], 1)
-        last = jnp.where(inside[:, None], picked[:, 0], last)
-        return (cache, last, weights), None
+        return (cache, keep_last_hidden(last, hidden, lengths, c, chunk), weights), None
 
     last = jnp.zeros((b, embeds.shape[-1]), embeds.dtype)
-    (cache, last, _), _ = jax.lax.scan(
-        body, (cache, last, state), (per_chunk, jnp.arange(n_chunks, dtype=jnp.int32))
-    )
+    (cache, last, _), _ = jax.lax.scan(body, (cache, last, state), split_chunks(embeds, chunk))
     return last, cache
 
 

@@ -1,7 +1,7 @@
 """The evicting prefill: chunks into a compact cache, compacting per the policy's schedule.
 
-Mirrors `infer.generate._prefill` (one `lax.scan` over chunks, only the last prompt position of
-each row projected), with the cache in `models.kv_cache.CompactKVCache` buffers sized by the plan
+Like `infer.generate._prefill` (chunking from `infer.chunks`; one `lax.scan` over chunks, only the last
+prompt position of each row projected), with the cache in `models.kv_cache.CompactKVCache` buffers sized by the plan
 (`KVSetup`), the policy's observation weights passed to every layer's attention, and its
 statistics accumulated. With schedule "chunk" every chunk ends with a compaction back to the
 budget, so the prefill buffers hold budget + chunk slots whatever the prompt length; a final
@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from andesvl_jax.infer.chunks import chunk_positions, keep_last_hidden, split_chunks
 from andesvl_jax.infer.kv.compact import compact_layer
 from andesvl_jax.infer.kv.plan import KVSetup
 from andesvl_jax.models.kv_cache import CompactKVCache, CompactLayer
@@ -55,11 +56,8 @@ def compact_prefill(
     model = nnx.merge(graphdef, state)
     cfg = model.cfg.text
     policy = setup.policy
-    b, t = ids.shape
+    b = ids.shape[0]
     embeds = model.embed(ids, images, image_flags)
-    n_chunks = t // chunk
-    per_chunk = embeds.reshape(b, n_chunks, chunk, -1).swapaxes(0, 1)
-    last_index = lengths - 1
     cache = empty_cache(cfg, b, setup.prefill, embeds.dtype)
     g = cfg.num_heads // cfg.num_kv_heads
     accs = tuple(
@@ -69,7 +67,7 @@ def compact_prefill(
     def body(carry, xs):
         cache, accs, last, weights = carry
         emb, c = xs
-        positions = jnp.broadcast_to(c * chunk + jnp.arange(chunk, dtype=jnp.int32), (b, chunk))
+        positions = chunk_positions(c, chunk, b)
         valid = positions < lengths[:, None]
         seen = jnp.minimum(lengths, (c + 1) * chunk)
         # "end" observes the prompt's own last window; "chunk" the window ending this chunk
@@ -83,15 +81,12 @@ def compact_prefill(
         cache = cache.with_obs(None)
         if policy.schedule == "chunk":
             cache, accs = _compact_all(setup, cache, accs, seen, targets, vision, setup.prefill)
-        offset = last_index - c * chunk
-        inside = (offset >= 0) & (offset < chunk)
-        picked = jnp.take_along_axis(hidden, jnp.clip(offset, 0, chunk - 1)[:, None, None], 1)
-        last = jnp.where(inside[:, None], picked[:, 0], last)
+        last = keep_last_hidden(last, hidden, lengths, c, chunk)
         return (cache, accs, last, weights), None
 
     last = jnp.zeros((b, embeds.shape[-1]), embeds.dtype)
     (cache, accs, last, _), _ = jax.lax.scan(
-        body, (cache, accs, last, state), (per_chunk, jnp.arange(n_chunks, dtype=jnp.int32))
+        body, (cache, accs, last, state), split_chunks(embeds, chunk)
     )
     cache, _ = _compact_all(setup, cache, accs, lengths, targets, vision, setup.decode)
     kept = jnp.stack([jnp.sum(layer.pos >= 0, axis=1) for layer in cache.layers])
