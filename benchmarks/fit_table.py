@@ -45,8 +45,6 @@ MESHES = {
     "grpo": "fsdp=256",
     "qat": "fsdp=128,tensor=2",
 }
-# a single device: the stage's batch accumulated one row per micro-step
-SINGLE_ROWS = {"grpo": "--config.grpo.prompts_per_rollout=1"}
 
 
 def run_row(size: str, stage: str, remat: str, args) -> dict:
@@ -57,7 +55,7 @@ def run_row(size: str, stage: str, remat: str, args) -> dict:
     if args.single_device:
         cmd += ["--mesh", "fsdp=1", "--devices", "1"]
         if stage == "grpo":  # a round of 1 prompt x 8 samples, one row per micro-step
-            overrides += [SINGLE_ROWS["grpo"], "--config.optim.accum_steps=8"]
+            overrides += ["--config.grpo.prompts_per_rollout=1", "--config.optim.accum_steps=8"]
         else:
             overrides += ["--config.data.batch_size=8", "--config.optim.accum_steps=8"]
     else:
