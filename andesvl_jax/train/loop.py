@@ -93,20 +93,34 @@ def quantized_params(config, model_cfg, graphdef, full, mesh, rules):
         nnx.merge(graphdef, local), q.rules, weight_init=q.weight_init, exact=q.exact
     )
     if needs_calibration(model):
-        data_stage = config.data.stage or get_stage(config.stage).data_stage
-        local_batch = config.data.batch_size // jax.process_count()
-        in_process = config.copy_and_resolve_references()
-        in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
-        batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
-        calib = [next(batches) for _ in range(max(int(q.calib_batches), 1))]
-
-        def run(m):
-            for b in calib:
-                m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
-
-        calibrate_activations(model, run, q.act_init)
+        calibrate_activations(
+            model,
+            calibration_run(calibration_batches(config, model_cfg, q.calib_batches)),
+            q.act_init,
+        )
     graphdef, state = nnx.split(model)
     return graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
+
+
+def calibration_batches(config, model_cfg, count: int) -> list[TrainBatch]:
+    """The first `count` training batches of the run `config` (its stage's data policy), read in
+    this process: the calibration data of QAT's activation steps and of PTQ."""
+    data_stage = config.data.stage or get_stage(config.stage).data_stage
+    local_batch = config.data.batch_size // jax.process_count()
+    in_process = config.copy_and_resolve_references()
+    in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
+    batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
+    return [next(batches) for _ in range(max(int(count), 1))]
+
+
+def calibration_run(batches: list[TrainBatch]):
+    """model -> None: the forwards of `batches` (what compress's calibration observes)."""
+
+    def run(m):
+        for b in batches:
+            m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
+
+    return run
 
 
 def initial_state(config, model_cfg, mesh, rules, stage, objective):
