@@ -28,6 +28,7 @@ from andesvl_jax.compress.lsq import FP16_MAX, FP16_TINY, act_range, dynamic_sca
 from andesvl_jax.compress.qlinear import QuantLinear, quant_sites, replace_module
 from andesvl_jax.compress.qmatmul import grouped_product
 from andesvl_jax.compress.rules import layer_names, linear_sites
+from andesvl_jax.kernels import dispatch
 from andesvl_jax.kernels._common import round_up
 from andesvl_jax.kernels.packing import plane_widths
 from andesvl_jax.kernels.quant_format import (
@@ -38,6 +39,7 @@ from andesvl_jax.kernels.quant_format import (
 )
 
 PACK_GROUPS = (128, 64, 32)
+REFERENCE = "reference"  # DeployedLinear.impl: the integer reference forward (not a kernel)
 
 
 class Deployed(nnx.Variable):
@@ -117,6 +119,9 @@ class DeployedLinear(nnx.Module):
                 setattr(self, key, None)
         self.bias = bias
         self.meta, self.dtype = meta, dtype
+        self.impl = (
+            REFERENCE  # or a kernels.dispatch impl ("auto", "xla", "pallas"): set_kernel_impl
+        )
 
     def weight(self) -> PackedWeight:
         meta = self.meta
@@ -153,11 +158,29 @@ class DeployedLinear(nnx.Module):
         u = jnp.round(jnp.clip((x - m * s) / s, 0, qp)).astype(jnp.int32)
         return u + self.act_offset[...].astype(jnp.int32), s
 
+    def through_kernels(self, x2: jax.Array) -> jax.Array:
+        """The same quantized operands through the kernel dispatch (`self.impl`): weight-only and
+        A16 (its int16 codes times their step, exact in float32) by `quantized_matmul`, A8 without
+        offset by the A8 kernel. Equal to the reference up to float accumulation order."""
+        meta, w = self.meta, self.weight()
+        if meta.act_bits is None:
+            return dispatch.quantized_matmul(x2.astype(self.dtype), w, impl=self.impl)
+        xc, s_x = self.act_codes(x2)
+        s_rows = jnp.broadcast_to(s_x, (x2.shape[0],)).astype(jnp.float32)
+        if meta.act_bits == 8 and self.act_offset is None:
+            return dispatch.quantized_matmul_a8(
+                xc, s_rows, w, impl=self.impl, compute_dtype=jnp.float32, out_dtype=jnp.float32
+            )
+        x_hat = xc.astype(jnp.float32) * s_rows[:, None]
+        return dispatch.quantized_matmul(x_hat, w, impl=self.impl)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         meta = self.meta
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        if meta.act_bits is None:
+        if self.impl != REFERENCE:
+            y = self.through_kernels(x2)
+        elif meta.act_bits is None:
             w = dequantize_weight(self.weight()).astype(self.dtype)
             y = jnp.matmul(x2.astype(self.dtype), w, preferred_element_type=jnp.float32)
         else:
@@ -304,3 +327,15 @@ __all__ = [
     "layer_value",
     "skeleton",
 ]
+
+
+def set_kernel_impl(model: nnx.Module, impl: str) -> nnx.Module:
+    """Run every DeployedLinear of `model` by `impl` (in place; returns `model`): "reference" (the
+    integer-domain specification, the default) or a kernels.dispatch impl name ("auto" picks the
+    validated kernel of this backend: XLA on CPU, Pallas where validated)."""
+    if impl != REFERENCE:
+        dispatch.resolve_impl(impl, "quantized_matmul")  # an unknown name fails here, named
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, DeployedLinear):
+            module.impl = impl
+    return model

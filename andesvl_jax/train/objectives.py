@@ -177,15 +177,21 @@ def qat_objective(
         return task
 
     def loss(model, reference, batch, extra):
-        total, stats = task.loss(model, reference, batch, extra)
-        student = jax.nn.log_softmax(_forward(model, batch).astype(jnp.float32))
+        # one student forward serves the task loss and the KL (full logits: the KL needs them)
+        logits = _forward(model, batch)
+        total, stats = next_token_loss(logits, batch.targets, batch.loss_mask, z_loss)
+        student = jax.nn.log_softmax(logits.astype(jnp.float32))
         teacher_model = set_quantization(reference, False)
         teacher = jax.lax.stop_gradient(
             jax.nn.log_softmax(_forward(teacher_model, batch).astype(jnp.float32))
         )
         kl = jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1) * batch.loss_mask
         kl_sum = jnp.sum(kl)
-        return total + distill_weight * kl_sum, {**stats, "kl_sum": kl_sum}
+        return total + distill_weight * kl_sum, {
+            **stats,
+            "normaliser": stats["tokens"],
+            "kl_sum": kl_sum,
+        }
 
     def summarise(s):
         n = jnp.maximum(s["tokens"], 1)
