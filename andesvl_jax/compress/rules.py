@@ -127,6 +127,13 @@ RECIPES: dict[str, tuple[QuantRule, ...]] = {
     "w2a16_g32": (_w(2, 32),),
     "w4_g32": (_w(4, 32, act="none"),),
     "mixed": mixed_recipe(),
+    # the whole model: LLM W4A16 g32; vision tower and projector W8A8 per channel. A8 there keeps
+    # the fake-quant float sums exact (127^2 * K < 2^24 for K < 1040: the patch embedding's K = 588
+    # fits); with A16 they exceed 2^24 and the mapping holds only to float rounding (~4e-4).
+    "w4a16_g32_vit_w8a8": (
+        _w(4, 32),
+        QuantRule(r"^(vision|projector)/", 8, None, act="a8"),
+    ),
 }
 
 

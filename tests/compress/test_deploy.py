@@ -201,6 +201,34 @@ def test_deployed_decode_through_the_kernel_dispatch_matches_the_integer_referen
         set_kernel_impl(kernels, "cuda")
 
 
+def test_mapping_holds_with_the_vision_tower_and_projector_quantized(tmp_path):
+    """Recipe w4a16_g32_vit_w8a8 (LLM W4A16, vision + projector W8A8 per channel, the patch
+    embedding's K = 588 padded to the pack group): on image batches the deployed model, also after a save /
+    load round trip, computes the fake-quantized model's logits bit for bit."""
+    from andesvl_jax.compress.deployed_io import load_deployed, save_deployed
+    from andesvl_jax.data.pipeline import DataConfig, synthetic_dataset
+
+    model = tiny_model()
+    cfg = DataConfig.for_model(model.cfg, stage="demo", batch_size=2, seed=3)
+    batch = next(iter(synthetic_dataset(cfg, size=16)))
+    assert batch.images is not None and batch.images.patches.shape[0] > 0
+
+    def logits(m):
+        return np.asarray(
+            m(batch.input_ids, batch.images, positions=batch.positions,
+              segment_ids=batch.segment_ids)[0]
+        )  # fmt: skip
+
+    quantize_model(model, "w4a16_g32_vit_w8a8")
+    calibrate_activations(model, logits)
+    towers = {s.names[0].split("/")[0] for s in quant_sites(model)}
+    assert towers == {"llm", "vision", "projector"}
+    deployed = deploy(model, separate_layers=True)
+    np.testing.assert_array_equal(logits(deployed), logits(model))
+    save_deployed(deployed, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(logits(load_deployed(tmp_path / "m.safetensors")), logits(model))
+
+
 def test_deploy_rejects_a_model_without_quantized_linears():
     with pytest.raises(ValueError, match="no QuantLinear"):
         deploy(tiny_model())
