@@ -25,9 +25,10 @@ import numpy as np
 from flax import nnx
 
 from andesvl_jax.compress.lsq import FP16_MAX, FP16_TINY, act_range, dynamic_scale
+from andesvl_jax.compress.qembed import QuantEmbed
 from andesvl_jax.compress.qlinear import QuantLinear, quant_sites, replace_module
 from andesvl_jax.compress.qmatmul import grouped_product
-from andesvl_jax.compress.rules import layer_names, linear_sites
+from andesvl_jax.compress.rules import layer_names, weight_sites
 from andesvl_jax.kernels import dispatch
 from andesvl_jax.kernels._common import round_up
 from andesvl_jax.kernels.packing import plane_widths
@@ -65,11 +66,14 @@ class DeployMeta:
     act_dynamic: bool
     act_offset: bool
     bias: bool
+    embedding: bool = False  # a token embedding table (DeployedEmbed): [D, vocab] kernel
 
     @classmethod
     def of(cls, qlin: QuantLinear) -> DeployMeta:
         rule = qlin.rule
         k, n = qlin.kernel.shape[-2:]
+        if qlin.out_in:
+            k, n = n, k
         if rule.group_size is None:
             pack = next((g for g in PACK_GROUPS if k % g == 0), 32)
         else:
@@ -85,6 +89,7 @@ class DeployMeta:
             act_dynamic=rule.act != "none" and rule.act_scale == "dynamic",
             act_offset=rule.act_offset,
             bias=qlin.bias is not None,
+            embedding=isinstance(qlin, QuantEmbed),
         )
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -197,6 +202,19 @@ class DeployedLinear(nnx.Module):
         return y.reshape(*lead, -1)
 
 
+class DeployedEmbed(DeployedLinear):
+    """A deployed token embedding table: the packed [D, vocab] kernel of the tied head. The lookup
+    unpacks the columns of the requested tokens; `attend` is the deployed (weight-only) product."""
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        table_t = dequantize_weight(self.weight())[: self.meta.in_features]  # [D, vocab] float32
+        rows = jnp.take(table_t, ids, axis=1)  # [D, *ids.shape]
+        return jnp.moveaxis(rows, 0, -1).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        return DeployedLinear.__call__(self, x)
+
+
 def deployed_arrays(qlin: QuantLinear, meta: DeployMeta) -> list[dict[str, np.ndarray]]:
     """The deployed tensors of each layer of `qlin` (one dict unless stacked)."""
     wc, sw = qlin.quantized_weight()  # [.., G, group, N], [.., G, N]
@@ -244,13 +262,15 @@ def deployed_arrays(qlin: QuantLinear, meta: DeployMeta) -> list[dict[str, np.nd
 def skeleton(model: nnx.Module, metas: dict[str, DeployMeta]) -> nnx.Module:
     """`model` with the linears named in `metas` (by first per-layer name) replaced by zero
     DeployedLinears (stacked layers get stacked arrays)."""
-    for site in list(linear_sites(model)):
+    for site in list(weight_sites(model)):
         name = site.names[0]
         if name in metas:
             lead = (len(site.names),) if site.stacked else ()
-            new = DeployedLinear(
-                metas[name], None, site.module.bias, dtype=site.module.dtype, lead=lead
-            )
+            make = DeployedEmbed if metas[name].embedding else DeployedLinear
+            new = make(
+                metas[name], None, getattr(site.module, "bias", None), dtype=site.module.dtype,
+                lead=lead,
+            )  # fmt: skip
             replace_module(model, site.path, new)
     return model
 
@@ -320,6 +340,7 @@ def deploy(model: nnx.Module, separate_layers: bool | None = None) -> nnx.Module
 __all__ = [
     "DeployMeta",
     "Deployed",
+    "DeployedEmbed",
     "DeployedLinear",
     "deploy",
     "deployed_linears",

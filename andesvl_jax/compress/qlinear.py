@@ -26,7 +26,7 @@ from andesvl_jax.compress.lsq import (
 from andesvl_jax.compress.qmatmul import dense_product, grouped_product
 from andesvl_jax.compress.recorder import record
 from andesvl_jax.compress.rules import QuantRule, RuleError, Site, linear_sites, resolve_rules
-from andesvl_jax.models.layers import Linear
+from andesvl_jax.models.layers import Embed, Linear
 
 WEIGHT_INITS = {"absmax": absmax_weight_init, "mse": mse_weight_init}
 
@@ -73,7 +73,9 @@ class QuantLinear(Linear):
         )
         self.rule, self.names, self.exact = rule, tuple(names), exact
         self.observing = False  # calibration: float activations, inputs recorded
-        self.enabled = True  # False: the float Linear (e.g. a distillation teacher on the same params)
+        self.enabled = (
+            True  # False: the float Linear (e.g. a distillation teacher on the same params)
+        )
 
     def quantized_weight(self) -> tuple[jax.Array, jax.Array]:
         """(signed codes [G, group, N], fp16-exact steps [G, N]) of the current kernel."""
@@ -130,9 +132,10 @@ def init_weight_scales(qlin: QuantLinear, method: str = "absmax") -> None:
     if method not in WEIGHT_INITS:
         raise ValueError(f"unknown weight init {method!r}; expected one of {sorted(WEIGHT_INITS)}")
     rule = qlin.rule
-    s, z = WEIGHT_INITS[method](
-        qlin.kernel[...], rule.weight_bits, rule.group_size, rule.zero_point
-    )
+    kernel = qlin.kernel[...]
+    if qlin.out_in:  # stored [out, in] (an embedding table): the steps are of the [in, out] kernel
+        kernel = jnp.swapaxes(kernel, -1, -2)
+    s, z = WEIGHT_INITS[method](kernel, rule.weight_bits, rule.group_size, rule.zero_point)
     qlin.w_scale.set_value(s.astype(jnp.float32))
     if z is not None:
         qlin.w_zero.set_value(z.astype(jnp.float32))
@@ -151,12 +154,15 @@ def quantize_model(
     `weight_init` ("absmax" or "mse"); static activation steps start at 1 — set them with
     `calibrate.calibrate_activations` before training or deploying.
     """
-    from andesvl_jax.compress.rules import get_recipe
+    from andesvl_jax.compress.qembed import QuantEmbed
+    from andesvl_jax.compress.rules import get_recipe, weight_sites
 
+    quantized = {Linear: QuantLinear, Embed: QuantEmbed}  # module type -> its quantized form
     rules = get_recipe(rules) if isinstance(rules, str) else tuple(rules)
-    sites = [s for s in linear_sites(model) if not isinstance(s.module, QuantLinear)]
+    sites = [s for s in weight_sites(model) if not isinstance(s.module, QuantLinear)]
     for site, rule in resolve_rules(sites, rules):
-        qlin = QuantLinear(site.module, rule, site.names, exact=exact)
+        make = next(q for t, q in quantized.items() if isinstance(site.module, t))
+        qlin = make(site.module, rule, site.names, exact=exact)
         init_weight_scales(qlin, weight_init)
         replace_module(model, site.path, qlin)
     return model
