@@ -92,3 +92,17 @@ def test_qat_stage_lowers_at_real_scale():
     leaves = nnx.to_flat_state(step.state.params)
     scales = [p for p, _ in leaves if p[-1] == "w_scale"]
     assert len(scales) == 7  # q, k, v, o, gate, up, down of the (stacked) LLM layer
+
+
+def test_a_non_finite_step_size_update_is_caught_by_the_step_guard(make_config, tmp_path):
+    """Only the step sizes' updates go non-finite (their own LR multiplier is NaN): the guard skips
+    those steps like any other and stops the run, keeping no checkpoint of a broken state."""
+    from andesvl_jax.train.loop import NonFiniteError
+
+    config = qat_config(make_config, steps=4, max_bad_steps=2, save_every=1)
+    config.optim.lr_multipliers.quant = float("nan")
+    with pytest.raises(NonFiniteError, match="2 non-finite steps in a row"):
+        train(config, tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # (the first step runs at warm-up LR 0: its update is finite)
+    assert [x["finite"] for x in lines if "finite" in x][-2:] == [0.0, 0.0]
