@@ -53,8 +53,15 @@ def test_vqa_accuracy_single_and_multiple_answers():
     assert score("vqa_accuracy", "two cats", answer="2 dogs")["score"] == 0.0
     humans = ["2", "two", "2", "3", "3", "several", "2", "2", "3", "3"]
     assert score("vqa_accuracy", "Two", answers=humans)["score"] == 1.0  # 5 matches -> capped at 1
-    assert score("vqa_accuracy", "several", answers=humans)["score"] == pytest.approx(1 / 3)
-    assert score("vqa_accuracy", "three", answers=["3", "3", "4"])["score"] == pytest.approx(2 / 3)
+    # VQAv2 averages over leaving each human answer out: 1 match of 10 -> (9 * 1/3 + 0) / 10.
+    assert score("vqa_accuracy", "several", answers=humans)["score"] == pytest.approx(0.3)
+    # 4 matches ("3"): leaving a "3" out leaves 3 -> 1; either way capped: 1.0.
+    assert score("vqa_accuracy", "3", answers=humans)["score"] == pytest.approx(1.0)
+    # 3 matches of 10: (3 * 2/3 + 7 * 1) / 10 = 0.9, where min(3/3, 1) would say 1.
+    three_of_ten = ["red"] * 3 + ["blue"] * 7
+    assert score("vqa_accuracy", "red", answers=three_of_ten)["score"] == pytest.approx(0.9)
+    # 2 of 3: (1/3 + 1/3 + 2/3) / 3.
+    assert score("vqa_accuracy", "three", answers=["3", "3", "4"])["score"] == pytest.approx(4 / 9)
     assert score("vqa_accuracy", "five", answers=humans)["score"] == 0.0
     empty = score("vqa_accuracy", "  ", answer="2")
     assert empty["unparsable"] and empty["score"] == 0.0
