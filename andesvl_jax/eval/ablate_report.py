@@ -281,13 +281,18 @@ def plot(results: dict, path: pathlib.Path) -> None:
                    yerr=_error_bars(results, cell, conds), capsize=2)  # fmt: skip
         for x, s in zip(xs, stats, strict=True):
             acc_ax.scatter([x] * len(s["values"]), [100 * v for v in s["values"]], s=8, c="k")
-        st = table[cell]["step_time_s"]
-        time_ax.bar(i, st["mean"] or 0.0, yerr=st["half_range"] or 0.0, capsize=2)
+        timed = (results.get("timing") or {}).get(cell)
+        if timed:  # interleaved timing: median with [min, max] over rounds
+            err = [[timed["median_s"] - timed["min_s"]], [timed["max_s"] - timed["median_s"]]]
+            time_ax.bar(i, timed["median_s"], yerr=err, capsize=2)
+        else:
+            st = table[cell]["step_time_s"]
+            time_ax.bar(i, st["mean"] or 0.0, yerr=st["half_range"] or 0.0, capsize=2)
     acc_ax.set_xticks(range(len(conds)), conds)
     acc_ax.set_ylabel("exact match (%)")
     acc_ax.set_title("held-out exact match (bars: mean with 95 % interval, dots: seeds)")
     acc_ax.legend(fontsize=7)
     time_ax.set_xticks(range(len(cells)), [c.replace("-", "\n") for c in cells], fontsize=7)
     time_ax.set_ylabel("s / training step")
-    time_ax.set_title("mean step time")
+    time_ax.set_title("step time (interleaved)" if results.get("timing") else "mean step time")
     atomic_write_with(path, lambda tmp: FigureCanvasAgg(fig).print_png(str(tmp)))
