@@ -77,6 +77,25 @@ def test_rouge_chinese_is_character_level():
     assert _score("rouge", "。", answer="我爱北京")["unparsable"]
 
 
+# ---- ANLS: the `anls` package (DocVQA's definition) ----
+
+_ANLS_TEXT = st.text(alphabet="abAB ßİ1.\n", max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pred=_ANLS_TEXT, golds=st.lists(_ANLS_TEXT.filter(str.strip), min_size=1, max_size=3))
+def test_anls_equals_anls_package(pred, golds):
+    from anls import anls_score
+
+    ours = _score("anls", pred, answers=golds)["score"]
+    assert ours == pytest.approx(anls_score(pred, golds), abs=1e-12)
+
+
+def test_anls_counts_upper_case_length_like_the_package():
+    # 'ßa' vs 'sa': distance 1 over len('SSA') = 3 -> 2/3 (over 2 it would be NL 0.5 -> 0).
+    assert _score("anls", "ßa", answer="sa")["score"] == pytest.approx(2 / 3)
+
+
 # ---- MME ----
 
 
