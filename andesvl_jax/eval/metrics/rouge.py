@@ -14,8 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rouge_score import rouge_scorer, tokenizers
-
 from andesvl_jax.data.answers import gold_answers
 from andesvl_jax.eval.metrics.base import Metric, Score, mean_of
 
@@ -24,8 +22,9 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _TOKEN = re.compile(f"[a-z0-9]+|[{_CJK}]")
 
 
-class CharacterCJKTokenizer(tokenizers.Tokenizer):
-    """rouge-score's tokenizer (lower case, `[a-z0-9]+` runs) plus one token per CJK character."""
+class CharacterCJKTokenizer:
+    """rouge-score's tokenizer (lower case, `[a-z0-9]+` runs) plus one token per CJK character.
+    (The package's `tokenizers.Tokenizer` interface: a `tokenize(text)` method.)"""
 
     def tokenize(self, text: str) -> list[str]:
         return _TOKEN.findall(text.lower())
@@ -35,7 +34,14 @@ CJK_TOKENIZER = CharacterCJKTokenizer()
 
 
 @functools.cache
-def _scorer() -> rouge_scorer.RougeScorer:
+def _scorer():
+    # Imported on first use: the rest of the metrics work where rouge-score is not installed.
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as e:
+        raise ImportError(
+            "metric 'rouge' needs Google's rouge-score: pip install rouge-score==0.1.2"
+        ) from e
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], tokenizer=CJK_TOKENIZER)
 
 
