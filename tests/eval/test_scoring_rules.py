@@ -19,6 +19,7 @@ from PIL import Image
 from rouge_score import rouge_scorer
 
 from andesvl_jax.eval.metrics import evaluate_predictions, get_metric, rouge_1, rouge_l
+from andesvl_jax.eval.metrics.can_infer import can_infer
 from andesvl_jax.eval.metrics.mathvista import answer_span, last_number
 from andesvl_jax.eval.metrics.mme import COGNITION, PERCEPTION
 from andesvl_jax.eval.metrics.ocrbench import CATEGORIES as OCR_CATEGORIES
@@ -220,15 +221,35 @@ def test_circular_hand_computed():
     assert agg["score"] == pytest.approx(0.5) and agg["unparsable"] == 1
 
 
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("B", "B"),
+        ("(B)", "B"),
+        ("The answer is (B) indeed", "B"),  # one letter, among the last 5 tokens
+        # one letter but early in a long reply: not read by can_infer_option (ours reads it);
+        # the reply is too long for can_infer_text: left to the judge
+        ("B is correct since the image clearly shows a dog in it", None),
+        ("The correct answer is **C**. Here's why: the rest is a long explanation of words", "C"),
+        ("A cat is visible.", "A"),  # the article check runs only under VERBOSE
+        ("A or B", None),  # two letters, no 'answer is', no single option text
+        ("a dog", "B"),  # option text
+        ("Cannot determine the answer", "Z"),
+        ("Z", "Z"),
+        ("", None),
+    ],
+)
+def test_can_infer_follows_vlmevalkit(reply, expected):
+    assert can_infer(reply, {"A": "cat", "B": "dog", "C": "cow", "D": "hen"}) == expected
+
+
 def official_circular(rows, predictions):
     """VLMEvalKit mcq_circular_eval without a judge: g_index = index % 1e6; a group hits iff
     every row's can_infer letter equals its GT; reported over the main rows."""
-    from andesvl_jax.eval.metrics import extract_choice  # can_infer's role
-
     groups = collections.defaultdict(list)
     for row, pred in zip(rows, predictions, strict=True):
         options = {k: row[k] for k in "ABCD" if row.get(k)}
-        groups[int(int(row["index"]) % 1e6)].append(extract_choice(pred, options) == row["answer"])
+        groups[int(int(row["index"]) % 1e6)].append(can_infer(pred, options) == row["answer"])
     main = [int(r["index"]) for r in rows if int(r["index"]) == int(int(r["index"]) % 1e6)]
     return sum(all(groups[i]) for i in main) / len(main)
 

@@ -3,9 +3,10 @@ every rotation of its options is answered correctly.
 
 An MMBench TSV holds each question once per rotation of its options; the copies share
 `g_index = index % 1_000_000` (or a `g_index` column), the original has `index == g_index`.
-Per rotation the reply is read by the `multiple_choice` rule; a group scores 1 iff every rotation's
-extracted letter equals its answer (a reply no letter can be read from fails the group, as in
-VLMEvalKit's exact-matching mode, which has no LLM judge). A TSV without rotations is groups of
+Per rotation the reply is read as VLMEvalKit reads it before asking a judge (`can_infer`,
+metrics/can_infer.py); a group scores 1 iff every rotation's letter equals its answer (a reply no
+letter can be read from fails the group, as in VLMEvalKit's exact-matching mode, which has no LLM
+judge). A TSV without rotations is groups of
 one: plain accuracy.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from andesvl_jax.eval.metrics.base import Metric, Score
-from andesvl_jax.eval.metrics.choice import score_multiple_choice
+from andesvl_jax.eval.metrics.can_infer import can_infer
 
 CIRCULAR_STRIDE = 1_000_000
 
@@ -36,10 +37,22 @@ def circular_group(meta: Mapping[str, Any]) -> str:
 
 
 def score_circular(prediction: str, meta: Mapping[str, Any]) -> Score:
-    """The multiple-choice score of one rotation, with its group and whether it is the original."""
-    out = score_multiple_choice(prediction, meta)
+    """One rotation: right iff `can_infer` reads meta['answer'] (a letter of meta['options']);
+    with its group and whether it is the original."""
+    missing = [k for k in ("answer", "options") if not meta.get(k)]
+    if missing:
+        raise KeyError(f"metric 'mmbench_circular' needs sample meta {missing}; got {sorted(meta)}")
+    answer = str(meta["answer"]).strip().upper()
+    pred = can_infer(prediction, meta["options"])
     group = circular_group(meta)
-    return {**out, "group": group, "original": str(meta.get("index")) == group}
+    return {
+        "score": float(pred == answer),
+        "pred": pred,
+        "answer": answer,
+        "unparsable": pred is None,
+        "group": group,
+        "original": str(meta.get("index")) == group,
+    }
 
 
 def aggregate_circular(scores: Sequence[Score]) -> dict[str, Any]:
