@@ -246,12 +246,14 @@ def evaluate_run(run_dir: pathlib.Path, conditions: list[str], n: int, batch: in
 
 def cached_timing(workdir: pathlib.Path, configs: dict, rounds: int) -> dict:
     """Interleaved step times of these cells (WORKDIR/timing.json; a rerun with the same cells,
-    rounds and steps reuses it)."""
+    configs and rounds reuses it)."""
+    import hashlib
+
     from andesvl_jax.eval.ablate_timing import interleaved_step_times
 
     path = workdir / "timing.json"
-    key = {"cells": sorted(configs), "rounds": rounds,
-           "steps": {n: c.steps for n, c in configs.items()}}  # fmt: skip
+    digest = lambda c: hashlib.sha256(c.to_json_best_effort(sort_keys=True).encode()).hexdigest()  # noqa: E731
+    key = {"rounds": rounds, "configs": {n: digest(c) for n, c in sorted(configs.items())}}
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("key") != key:
         timing = interleaved_step_times(configs, rounds=rounds, baseline=BASELINE)
