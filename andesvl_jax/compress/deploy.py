@@ -25,8 +25,7 @@ import numpy as np
 from flax import nnx
 
 from andesvl_jax.compress.lsq import FP16_MAX, FP16_TINY, act_range, dynamic_scale
-from andesvl_jax.compress.qembed import QuantEmbed
-from andesvl_jax.compress.qlinear import QuantLinear, quant_sites, replace_module
+from andesvl_jax.compress.qlinear import QuantEmbed, QuantLinear, quant_sites, replace_module
 from andesvl_jax.compress.qmatmul import grouped_product
 from andesvl_jax.compress.rules import layer_names, weight_sites
 from andesvl_jax.kernels import dispatch

@@ -1,4 +1,4 @@
-"""Quantized token embeddings (compress/qembed.py): the table fake-quantized once, read as rows
+"""Quantized token embeddings (compress/qlinear.py): the table fake-quantized once, read as rows
 (lookup) and as the tied head; deployed as packed codes with the same numbers; counted in BPW."""
 
 import jax
@@ -12,8 +12,7 @@ from andesvl_jax.compress.bpw import deployed_bits
 from andesvl_jax.compress.deploy import DeployedEmbed, deploy
 from andesvl_jax.compress.deployed_io import load_deployed, save_deployed
 from andesvl_jax.compress.lsq import dequantize_codes
-from andesvl_jax.compress.qembed import QuantEmbed
-from andesvl_jax.compress.qlinear import quantize_model
+from andesvl_jax.compress.qlinear import QuantEmbed, quantize_model
 from andesvl_jax.compress.rules import QuantRule, RuleError
 
 PROMPT = np.array([5, 17, 42, 99, 3, 250], np.int32)
