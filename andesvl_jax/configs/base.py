@@ -169,6 +169,7 @@ def base_config() -> ConfigDict:
             # the bit-exact grouped product (holds [tokens, K/group, N]); False = one dense matmul
             "exact": False,
             "distill_weight": 0.0,  # KL(float teacher || student) on answer tokens, per token
+            "task_weight": 1.0,  # the next-token loss's weight (0 = pure distillation; needs KL)
         }
     )
     c.log_every = 10

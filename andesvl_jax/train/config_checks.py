@@ -134,11 +134,13 @@ def _check_quant(config) -> None:
         raise ValueError(
             f"config.quant.act_init={q.act_init!r} unknown; expected one of {list(ACT_INITS)}"
         )
-    if q.calib_batches < 1 or q.distill_weight < 0:
+    if q.calib_batches < 1 or q.distill_weight < 0 or q.task_weight < 0:
         raise ValueError(
-            "config.quant.calib_batches must be >= 1 and distill_weight >= 0, got "
-            f"{q.calib_batches} and {q.distill_weight}"
+            "config.quant.calib_batches must be >= 1 and distill_weight, task_weight >= 0, got "
+            f"{q.calib_batches}, {q.distill_weight} and {q.task_weight}"
         )
+    if q.task_weight == 0 and q.distill_weight == 0:
+        raise ValueError("config.quant.task_weight and distill_weight are both 0: nothing to train")
 
 
 # In order: the schema first, so the later checks can read every field.
