@@ -110,9 +110,7 @@ def lora_rules(
 ) -> tuple[LoraRule, ...]:
     """One rule per target (a TARGETS name or a regular expression), same settings for all."""
     targets = [targets] if isinstance(targets, str) else list(targets)
-    return tuple(
-        LoraRule(TARGETS.get(t, t), rank, alpha, dropout, branch) for t in targets
-    )
+    return tuple(LoraRule(TARGETS.get(t, t), rank, alpha, dropout, branch) for t in targets)
 
 
 def _base_sites(model: nnx.Module) -> list[Site]:
@@ -205,8 +203,12 @@ class LoraLinear(nnx.Module):
         """(A, B) as the branch uses them (int8: LSQ fake-quantized)."""
         a, b = self.lora_a[...], self.lora_b[...]
         if self.rule.branch == "int8":
-            a = lsq_quantize(a, self.a_step[...][..., None, :], 127, 127, lsq_grad_scale(a.shape[-2], 127))
-            b = lsq_quantize(b, self.b_step[...][..., None, :], 127, 127, lsq_grad_scale(b.shape[-2], 127))
+            a = lsq_quantize(
+                a, self.a_step[...][..., None, :], 127, 127, lsq_grad_scale(a.shape[-2], 127)
+            )
+            b = lsq_quantize(
+                b, self.b_step[...][..., None, :], 127, 127, lsq_grad_scale(b.shape[-2], 127)
+            )
         return a, b
 
     def delta(self, x: jax.Array) -> jax.Array:

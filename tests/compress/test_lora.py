@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from compress_testing import jitted_logits, rel_err, tiny_model, token_batch
 from flax import nnx
 
 from andesvl_jax.compress.lora import (
@@ -16,8 +17,6 @@ from andesvl_jax.compress.lora import (
     merged,
 )
 from andesvl_jax.compress.rules import RuleError
-
-from compress_testing import jitted_logits, rel_err, tiny_model, token_batch
 
 
 def randomise_b(model, seed=1, std=0.05):
