@@ -44,6 +44,7 @@ from andesvl_jax.kernels import lora_delta
 from andesvl_jax.models.layers import Linear
 
 BRANCHES = ("float", "float16", "int8")
+LORA_LEAVES = ("lora_a", "lora_b", "a_step", "b_step")  # what the lora / qalft stages train
 BASES = (Linear, DeployedLinear)  # QuantLinear is a Linear
 
 
@@ -316,6 +317,7 @@ def add_slots(
 
 __all__ = [
     "LLM_ALL",
+    "LORA_LEAVES",
     "TARGETS",
     "AdapterIds",
     "LoraLinear",

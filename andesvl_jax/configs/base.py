@@ -94,7 +94,9 @@ def base_config() -> ConfigDict:
             "path": placeholder(str),
             "image_root": placeholder(str),  # unset = the data file's folder
             "tokenizer": placeholder(str),  # a tokenizer.json; unset = the embedded one
-            "stage": placeholder(str),  # a data/pipeline.py DATA_STAGES key; unset = the stage's own
+            "stage": placeholder(
+                str
+            ),  # a data/pipeline.py DATA_STAGES key; unset = the stage's own
             "mixture": ConfigDict(),  # synthetic: task -> weight
             # real datasets mixed by weight: name -> {format, path, image_root, weight} (data/mixture.py)
             "sources": ConfigDict(),
@@ -155,7 +157,9 @@ def base_config() -> ConfigDict:
             "curriculum": "difficulty",  # easy -> hard by meta difficulty ('' = off)
             # rollout engine: a mesh over this host's devices (all unset = sample where the policy
             # is; else an unset axis is 1, one may be -1), and its weights' dtype (unset = training's)
-            "generation_mesh": ConfigDict({a: placeholder(int) for a in ("data", "fsdp", "tensor")}),
+            "generation_mesh": ConfigDict(
+                {a: placeholder(int) for a in ("data", "fsdp", "tensor")}
+            ),
             "generation_dtype": placeholder(str),
         }
     )
@@ -169,6 +173,18 @@ def base_config() -> ConfigDict:
             # the bit-exact grouped product (holds [tokens, K/group, N]); False = one dense matmul
             "exact": False,
             "distill_weight": 0.0,  # KL(float teacher || student) on answer tokens, per token
+        }
+    )
+    # LoRA / QALFT (stages lora, qalft; compress/lora.py): targets are compress.lora.TARGETS names
+    # or regular expressions over per-layer paths, comma-separated
+    c.lora = ConfigDict(
+        {
+            "targets": "llm",
+            "rank": 8,
+            "alpha": 16.0,
+            "dropout": 0.0,
+            "branch": "float",  # float | float16 | int8 (the device's LoRA precision)
+            "deployed": "",  # qalft: the deployed base (compress.save_deployed .safetensors)
         }
     )
     c.log_every = 10
