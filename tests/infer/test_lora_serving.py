@@ -124,3 +124,19 @@ def test_bad_adapters_and_requests_are_clear_errors_and_serving_goes_on(tok, ada
     bad = type(adapters["a"])({"llm/layers/0/attn/q": (wide[0][:5], wide[1], wide[2])})
     with pytest.raises(AdapterError, match="maps 5 -> .* features, the base linear maps"):
         eng.load_adapter("a", bad)
+
+
+def test_chat_command_with_a_lora_adapter(fixtures_dir, tmp_path, capsys):
+    from andesvl_jax.cli import main
+    from andesvl_jax.compress.lora_files import save_adapter
+    from andesvl_jax.infer.load import load_model
+
+    ckpt = fixtures_dir / "andesvl_aimv2_tiny"
+    model, _ = load_model(ckpt, overrides={"scan_layers": False})
+    save_adapter(apply_lora(model, "llm_qv"), tmp_path / "scenario")
+    argv = ["chat", "--checkpoint", str(ckpt), "--max-new-tokens", "3"]
+    assert main([*argv, "--lora", f"scenario={tmp_path / 'scenario'}", "Hello?"]) == 0
+    assert main([*argv, "--lora", "scenario", "Hello?"]) == 2
+    assert "--lora 'scenario': expected NAME=DIR" in capsys.readouterr().err
+    assert main([*argv, "--lora", f"s={tmp_path}", "Hello?"]) == 2
+    assert "not a PEFT adapter directory (adapter_config.json missing)" in capsys.readouterr().err
