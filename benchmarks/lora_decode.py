@@ -84,7 +84,9 @@ def main() -> None:
     for s in range(args.slots):
         lora.load_adapter(f"s{s}", random_adapter(cfg, args.rank, s + 1))
     words = "how many red squares are in the picture".split()
-    samples = [Sample([Message("user", " ".join(words[: 4 + i % 4]))], []) for i in range(args.batch)]
+    samples = [
+        Sample([Message("user", " ".join(words[: 4 + i % 4]))], []) for i in range(args.batch)
+    ]
     names = [f"s{i % args.slots}" for i in range(args.batch)]
     engines = {"none": (plain, None), "adapters": (lora, names)}
     for eng, adapter in engines.values():  # compile both shapes of both engines
@@ -107,9 +109,8 @@ def main() -> None:
         return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
 
     result = {
-        "command": "python benchmarks/lora_decode.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        ),
+        "command": "python benchmarks/lora_decode.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {jax.default_backend()}",
         "jax": jax.__version__,
         "settings": vars(args),

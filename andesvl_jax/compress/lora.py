@@ -114,7 +114,7 @@ def lora_rules(
     return tuple(LoraRule(TARGETS.get(t, t), rank, alpha, dropout, branch) for t in targets)
 
 
-def _base_sites(model: nnx.Module) -> list[Site]:
+def base_sites(model: nnx.Module) -> list[Site]:
     sites = []
     for path, module in nnx.iter_modules(model):
         if not isinstance(module, BASES) or "base" in path:
@@ -125,7 +125,7 @@ def _base_sites(model: nnx.Module) -> list[Site]:
     return sites
 
 
-def _in_out(module) -> tuple[int, int]:
+def in_out(module) -> tuple[int, int]:
     if isinstance(module, DeployedLinear):
         return module.meta.in_features, module.meta.out_features
     k, n = module.kernel.shape[-2:]
@@ -181,7 +181,7 @@ class LoraLinear(nnx.Module):
     axis when the base is stacked). `names`: the per-layer paths (PEFT keys, serving targets)."""
 
     def __init__(self, base, rule: LoraRule, names: Sequence[str], *, key: jax.Array):
-        din, dout = _in_out(base)
+        din, dout = in_out(base)
         weight = base.plane0 if isinstance(base, DeployedLinear) else base.kernel
         lead = tuple(weight.shape[:-2])
         self.base = base
@@ -240,7 +240,7 @@ def apply_lora(
     sequence of LoraRule or a TARGETS name (rank 8, alpha 16)."""
     rules = lora_rules(rules) if isinstance(rules, str) else tuple(rules)
     key = jax.random.key(seed)
-    for i, (site, rule) in enumerate(match_rules(_base_sites(model), rules)):
+    for i, (site, rule) in enumerate(match_rules(base_sites(model), rules)):
         lora = LoraLinear(site.module, rule, site.names, key=jax.random.fold_in(key, i))
         lora.training = training
         replace_module(model, site.path, lora)
@@ -280,7 +280,7 @@ class SlotLoraLinear(nnx.Module):
     recompilation. `ids` is shared by all slot linears of a model (the engine sets it per batch)."""
 
     def __init__(self, base, ids: AdapterIds, slots: int, max_rank: int, name: str, impl="auto"):
-        din, dout = _in_out(base)
+        din, dout = in_out(base)
         self.base = base
         self.a = LoraSlots(jnp.zeros((slots, din, max_rank), jnp.float32))
         self.b = LoraSlots(jnp.zeros((slots, max_rank, dout), jnp.float32))
@@ -303,7 +303,7 @@ def add_slots(
         raise ValueError(f"adapter slots ({slots}) and max rank ({max_rank}) must be >= 1")
     ids = AdapterIds(jnp.full((1,), -1, jnp.int32))
     table = {}
-    for site in _base_sites(model):
+    for site in base_sites(model):
         (name,) = site.names if len(site.names) == 1 else (None,)
         if name is None:
             raise ValueError("adapter slots need separate layers (infer.engine.decoding_layout)")

@@ -26,7 +26,7 @@ import re
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from andesvl_jax.compress.lora import LoraRule, _base_sites, _in_out, apply_lora, lora_modules
+from andesvl_jax.compress.lora import LoraRule, apply_lora, base_sites, in_out, lora_modules
 from andesvl_jax.config import get_preset
 from andesvl_jax.convert.keymaps import qwen3_rules
 from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
@@ -212,7 +212,7 @@ def load_adapter(directory) -> Adapter:
 
 def check_fits(adapter: Adapter, model, where: str = "adapter") -> None:
     """Every adapter module exists in `model` with the factors' in/out widths."""
-    widths = {n: _in_out(s.module) for s in _base_sites(model) for n in s.names}
+    widths = {n: in_out(s.module) for s in base_sites(model) for n in s.names}
     for name, (a, b, _) in sorted(adapter.factors.items()):
         if name not in widths:
             raise CheckpointError(f"{where}: module {name} does not exist in the base model")

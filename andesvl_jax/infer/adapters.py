@@ -16,7 +16,7 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 
-from andesvl_jax.compress.lora import LLM_ALL, _in_out, add_slots
+from andesvl_jax.compress.lora import LLM_ALL, add_slots, in_out
 from andesvl_jax.compress.lora_files import Adapter, load_adapter
 
 
@@ -29,7 +29,7 @@ class AdapterTable:
 
     def __init__(self, model, slots: int, max_rank: int, targets: str = LLM_ALL, impl="auto"):
         self.ids, self.linears = add_slots(model, slots, max_rank, targets, impl)
-        self.slots, self.max_rank = slots, max_rank
+        self.slots, self.max_rank, self.targets = slots, max_rank, targets
         self.loaded: dict[str, int] = {}
         self.info: dict[str, dict] = {}
 
@@ -42,11 +42,10 @@ class AdapterTable:
         for module, (a, b, _) in sorted(adapter.factors.items()):
             if module not in self.linears:
                 raise AdapterError(
-                    f"adapter {name!r}: targets {module}, which has no adapter slot (slot targets "
-                    f"are the linears matching {next(iter(self.linears.values())).name!r}'s rule; "
-                    "Engine(adapter_targets=...))"
+                    f"adapter {name!r}: targets {module}, which has no adapter slot (slots are "
+                    f"on the linears matching {self.targets!r}; Engine(adapter_targets=...))"
                 )
-            width = _in_out(self.linears[module].base)
+            width = in_out(self.linears[module].base)
             if (a.shape[0], b.shape[1]) != width:
                 raise AdapterError(
                     f"adapter {name!r}: {module} maps {a.shape[0]} -> {b.shape[1]} features, "
