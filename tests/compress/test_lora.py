@@ -88,3 +88,27 @@ def test_projector_and_vision_adapters_are_optional_targets():
     model = apply_lora(tiny_model(), lora_rules(["llm_qv", "projector", "vision"]))
     names = {n.split("/")[0] for _, m in lora_modules(model) for n in m.names}
     assert names == {"llm", "projector", "vision"}
+
+
+def test_device_precision_branches_stay_close_to_the_float_branch():
+    ids = token_batch(5)
+    outs = {}
+    for branch in ("float", "float16", "int8"):
+        model = apply_lora(tiny_model(), lora_rules("llm_attn", rank=4, branch=branch))
+        randomise_b(model, std=0.02)
+        if branch == "int8":  # B's LSQ steps from its values (they start small while B is 0)
+            for _, m in lora_modules(model):
+                m.b_step.set_value(jnp.max(jnp.abs(m.lora_b[...]), axis=-2) / 127)
+        outs[branch] = jitted_logits(model)(ids)
+    assert 0 < rel_err(outs["float16"], outs["float"]) < 1e-2
+    assert 0 < rel_err(outs["int8"], outs["float"]) < 3e-2
+    model = apply_lora(tiny_model(), lora_rules("llm_qv", rank=2, branch="int8"))
+    randomise_b(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        return jnp.sum(nnx.merge(graphdef, p, rest)(ids)[0] ** 2)
+
+    grads = nnx.to_flat_state(jax.jit(jax.grad(loss))(params))
+    steps = [np.abs(np.asarray(v.get_value())).max() for p, v in grads if p[-1] == "b_step"]
+    assert steps and min(steps) > 0  # the LoRA's own LSQ steps train
