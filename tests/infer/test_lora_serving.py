@@ -2,6 +2,8 @@
 loading, replacing and unloading adapters never recompiles; bad adapters and requests are clear
 errors and the engine keeps serving."""
 
+import functools
+
 import jax
 import pytest
 from flax import nnx
@@ -21,8 +23,14 @@ GREEDY = SamplingParams()
 PROMPTS = ["how many red squares?", "read the number", "what colour is it?"]
 
 
-def base():
+@functools.cache
+def _base():
     return AndesVL(get_preset("tiny", scan_layers=False), rngs=nnx.Rngs(3))
+
+
+def base():
+    """A fresh copy of one random tiny model (Engine and apply_lora change their own copy)."""
+    return nnx.clone(_base())
 
 
 def lora_model(seed: int, rules):
