@@ -40,7 +40,7 @@ from andesvl_jax.compress.deploy import DeployedLinear
 from andesvl_jax.compress.lsq import lsq_grad_scale, lsq_quantize
 from andesvl_jax.compress.qlinear import QuantScale, replace_module
 from andesvl_jax.compress.rules import RuleError, Site, layer_names
-from andesvl_jax.kernels import lora_delta
+from andesvl_jax.kernels import dequantize_weight, lora_delta
 from andesvl_jax.models.layers import Linear
 
 BRANCHES = ("float", "float16", "int8")
@@ -169,6 +169,49 @@ def _kaiming_a(key, shape, fan_in: int) -> jax.Array:
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+@jax.custom_vjp
+def straight_through(y: jax.Array, x: jax.Array, w: jax.Array) -> jax.Array:
+    """y (a deployed linear's exact integer output for x) with the input gradient of x @ w, w the
+    dequantized weight [K, N]: the straight-through estimator QAT uses (compress/lsq.py), for a
+    base whose integer activation codes would otherwise stop every gradient flowing through it
+    to the LoRAs of earlier layers. Forward: y unchanged (the device's numbers)."""
+    return y
+
+
+def _straight_through_fwd(y, x, w):
+    return y, (x, w)
+
+
+def _straight_through_bwd(res, ct):
+    x, w = res
+    rows = ct.reshape(-1, ct.shape[-1]).astype(jnp.float32)
+    gx = jnp.matmul(rows, w.T).reshape(x.shape).astype(x.dtype)
+    return jnp.zeros_like(ct), gx, jnp.zeros_like(w)
+
+
+straight_through.defvjp(_straight_through_fwd, _straight_through_bwd)
+
+
+def base_output(base, x: jax.Array) -> jax.Array:
+    """base(x); for a deployed base with the straight-through input gradient."""
+    y = base(x)
+    if not isinstance(base, DeployedLinear):
+        return y
+    w = jax.lax.stop_gradient(dequantize_weight(base.weight())).astype(jnp.float32)
+    return straight_through(y, x, w)
+
+
+class StraightThrough(nnx.Module):
+    """A deployed linear without an adapter, made transparent to gradients (QALFT: the LoRAs of
+    earlier layers learn through it); its forward is unchanged."""
+
+    def __init__(self, base: DeployedLinear):
+        self.base = base
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return base_output(self.base, x)
+
+
 def _branch_dot(x, w, branch: str):
     if branch == "float":
         return jnp.matmul(x, w.astype(x.dtype))
@@ -226,7 +269,7 @@ class LoraLinear(nnx.Module):
         return h * jnp.asarray(self.scale, h.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.base(x)
+        y = base_output(self.base, x)
         d = self.delta(x)
         if self.rule.branch == "float":
             return y + d.astype(y.dtype)
@@ -237,13 +280,20 @@ def apply_lora(
     model: nnx.Module, rules: Sequence[LoraRule] | str, *, seed: int = 0, training: bool = False
 ) -> nnx.Module:
     """Wrap every linear a rule matches in a LoraLinear (in place; returns `model`). rules: a
-    sequence of LoraRule or a TARGETS name (rank 8, alpha 16)."""
+    sequence of LoraRule or a TARGETS name (rank 8, alpha 16). The other deployed linears of a
+    deployed base are wrapped in `StraightThrough`, so gradients reach every adapter."""
     rules = lora_rules(rules) if isinstance(rules, str) else tuple(rules)
     key = jax.random.key(seed)
-    for i, (site, rule) in enumerate(match_rules(base_sites(model), rules)):
+    sites = base_sites(model)
+    matched = match_rules(sites, rules)
+    for i, (site, rule) in enumerate(matched):
         lora = LoraLinear(site.module, rule, site.names, key=jax.random.fold_in(key, i))
         lora.training = training
         replace_module(model, site.path, lora)
+    adapted = {site.path for site, _ in matched}
+    for site in sites:
+        if isinstance(site.module, DeployedLinear) and site.path not in adapted:
+            replace_module(model, site.path, StraightThrough(site.module))
     return model
 
 
@@ -325,6 +375,7 @@ __all__ = [
     "LoraRule",
     "LoraSlots",
     "SlotLoraLinear",
+    "StraightThrough",
     "add_slots",
     "apply_lora",
     "lora_modules",

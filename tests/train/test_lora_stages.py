@@ -123,3 +123,35 @@ def test_qalft_without_a_deployed_base_is_a_clear_error(make_config):
         validate_config(make_config(stage="qalft"))
     with pytest.raises(ValueError, match="branch 'int2' unknown"):
         validate_config(make_config(stage="lora", **{"lora.branch": "int2"}))
+
+
+def test_qalft_gradients_pass_straight_through_the_deployed_base():
+    """LoRA gradients on the deployed base ~ those on its fake-quantized (QAT) twin, whose
+    quantizers are straight-through: the integer base must not stop them."""
+    import jax
+    import jax.numpy as jnp
+
+    from andesvl_jax.compress.lora import LoraParam, apply_lora, lora_modules
+
+    qat = quantize_model(
+        AndesVL(get_preset("tiny", scan_layers=False), rngs=nnx.Rngs(0)), "w4a8_g32"
+    )
+    for site in quant_sites(qat):
+        site.module.a_scale.set_value(np.full(site.module.a_scale.shape, 0.03, np.float32))
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 500, (2, 8)))
+    grads = []
+    for model in (deploy(qat, separate_layers=True), qat):
+        apply_lora(model, "llm_attn", seed=1)
+        for i, (_, m) in enumerate(lora_modules(model)):
+            m.lora_b.set_value(jax.random.normal(jax.random.key(i), m.lora_b.shape) * 0.1)
+        graphdef, params, rest = nnx.split(model, LoraParam, ...)
+
+        def loss(p, graphdef=graphdef, rest=rest):
+            return jnp.mean(nnx.merge(graphdef, p, rest)(ids)[0] ** 2)
+
+        flat = nnx.to_flat_state(jax.jit(jax.grad(loss))(params))
+        grads.append({p: np.asarray(v.get_value()) for p, v in flat})
+    deployed, fake = grads
+    key = next(p for p in deployed if p[:4] == ("llm", "layers", 0, "attn") and p[-1] == "lora_a")
+    a, b = deployed[key].ravel(), fake[key].ravel()
+    assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
