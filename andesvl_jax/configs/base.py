@@ -94,9 +94,7 @@ def base_config() -> ConfigDict:
             "path": placeholder(str),
             "image_root": placeholder(str),  # unset = the data file's folder
             "tokenizer": placeholder(str),  # a tokenizer.json; unset = the embedded one
-            "stage": placeholder(
-                str
-            ),  # a data/pipeline.py DATA_STAGES key; unset = the stage's own
+            "stage": placeholder(str),  # a data/pipeline.py DATA_STAGES key; unset = the stage's own
             "mixture": ConfigDict(),  # synthetic: task -> weight
             # real datasets mixed by weight: name -> {format, path, image_root, weight} (data/mixture.py)
             "sources": ConfigDict(),
@@ -157,9 +155,7 @@ def base_config() -> ConfigDict:
             "curriculum": "difficulty",  # easy -> hard by meta difficulty ('' = off)
             # rollout engine: a mesh over this host's devices (all unset = sample where the policy
             # is; else an unset axis is 1, one may be -1), and its weights' dtype (unset = training's)
-            "generation_mesh": ConfigDict(
-                {a: placeholder(int) for a in ("data", "fsdp", "tensor")}
-            ),
+            "generation_mesh": ConfigDict({a: placeholder(int) for a in ("data", "fsdp", "tensor")}),
             "generation_dtype": placeholder(str),
         }
     )

@@ -146,7 +146,6 @@ def _mirror(tree, params, replicated: NamedSharding):
 
 def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective):
     """(graphdef, TrainState of sharded ShapeDtypeStructs, optimizer), as `initial_state` builds."""
-
     def build():
         model = AndesVL(model_cfg, rngs=nnx.Rngs(0))
         if stage.objective == "qat":  # the QAT structure (step sizes), as `quantized_params` builds
