@@ -172,6 +172,18 @@ def base_config() -> ConfigDict:
             "task_weight": 1.0,  # the next-token loss's weight (0 = pure distillation; needs KL)
         }
     )
+    # LoRA / QALFT (stages lora, qalft; compress/lora.py): targets are compress.lora.TARGETS names
+    # or regular expressions over per-layer paths, comma-separated
+    c.lora = ConfigDict(
+        {
+            "targets": "llm",
+            "rank": 8,
+            "alpha": 16.0,
+            "dropout": 0.0,
+            "branch": "float",  # float | float16 | int8 (the device's LoRA precision)
+            "deployed": "",  # qalft: the deployed base (compress.save_deployed .safetensors)
+        }
+    )
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3

@@ -143,6 +143,22 @@ def _check_quant(config) -> None:
         raise ValueError("config.quant.task_weight and distill_weight are both 0: nothing to train")
 
 
+def _check_lora(config) -> None:
+    """The lora / qalft stages' `lora` section: rules that build; qalft names its deployed base."""
+    from andesvl_jax.train.stages import STAGES
+
+    if config.stage not in STAGES or STAGES[config.stage].adapters is None:
+        return
+    from andesvl_jax.train.adapter_stage import stage_rules
+
+    stage_rules(config)  # RuleError (a ValueError) naming the bad setting
+    if STAGES[config.stage].adapters == "deployed" and not config.lora.deployed:
+        raise ValueError(
+            "config.lora.deployed is empty: the qalft stage trains against a deployed base "
+            "(a compress.save_deployed .safetensors file)"
+        )
+
+
 # In order: the schema first, so the later checks can read every field.
 CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_schema,
@@ -152,6 +168,7 @@ CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_data,
     _check_positive,
     _check_quant,
+    _check_lora,
 )
 
 
