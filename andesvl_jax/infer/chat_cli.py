@@ -4,7 +4,9 @@ Streams the answer to stdout as it is generated. --thinking / --no-thinking pick
 Thinking model (default: Instruct, no think block); sampling defaults follow the mode (DESIGN §5)
 unless --temperature / --top-k / --top-p / --presence-penalty are given. --kv-policy NAME with
 --kv-budget (fraction kept, e.g. 0.25, or a token count, e.g. 512) evicts the KV cache
-(docs/kv_eviction.md) and prints what was kept and the cache bytes to stderr.
+(docs/kv_eviction.md) and prints what was kept and the cache bytes to stderr. --draft DIR decodes
+speculatively with an EAGLE draft head (`save_draft`'s directory; EAGLE-2 tree --tree-top-k /
+--tree-depth / --tree-total, default 10 / 7 / 60; docs/speculative.md) and prints tau to stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ def run(args) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    draft = tree = None
+    if args.draft is not None:
+        from andesvl_jax.infer.speculative.draft_io import load_draft
+        from andesvl_jax.infer.speculative.params import TreeParams
+
+        try:
+            tree = TreeParams(args.tree_top_k, args.tree_depth, args.tree_total).validate()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        draft = load_draft(args.draft)
     model, tok = load_model(args.checkpoint)
     engine = Engine(model, tok, image_max_size=args.image_max_size)
     sampling = mode_sampling(args.thinking)
@@ -39,8 +52,15 @@ def run(args) -> int:
         on_text=lambda piece: print(piece, end="", flush=True),
         kv_policy=args.kv_policy,
         kv_budget=args.kv_budget,
+        speculative=draft,
+        tree=tree,
     )
     print()
+    for stats in engine.spec_stats:
+        print(
+            f"[speculative: tau {stats.tau:.2f} tokens per target step (bonus included)]",
+            file=sys.stderr,
+        )
     for report in engine.kv_reports:
         print(f"[{report}]", file=sys.stderr)
     if reply.reasoning is not None:
@@ -71,5 +91,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--kv-budget", help="KV entries kept: a fraction in (0, 1] (0.25) or a token count (512)"
     )
+    p.add_argument("--draft", help="EAGLE draft head directory: speculative decoding")
+    p.add_argument("--tree-top-k", type=int, default=10, help="draft tree: children per node")
+    p.add_argument("--tree-depth", type=int, default=7, help="draft tree: draft steps")
+    p.add_argument("--tree-total", type=int, default=60, help="draft tree: tokens verified")
     p.add_argument("question")
     p.set_defaults(func=run)

@@ -104,7 +104,7 @@ def _speculate(
     stream: bool,
 ):
     model, draft = nnx.merge(graphdef, state), nnx.merge(draft_def, draft_state)
-    llm, cfg = model.llm, model.cfg.text
+    llm = model.llm
     b, t = ids.shape
     depth, width = params.depth, params.verified
     capacity = t + max_new + width + params.candidates + 2 * depth + 2
@@ -225,7 +225,7 @@ def speculative_generate(
     max_new_tokens: int,
     stop_tokens: tuple[int, ...],
     pad_id: int,
-    params: TreeParams = TreeParams(),
+    params: TreeParams | None = None,
     prefill_chunk: int = 256,
     image_flags=None,
     stream: StreamFn | None = None,
@@ -234,8 +234,8 @@ def speculative_generate(
 
     The model must have separate layers (`infer.engine.decoding_layout`, as the Engine runs it).
     Checked before compiling: the tree parameters, the draft head against the target, and the
-    sampling options (no presence penalty)."""
-    params.validate()
+    sampling options (no presence penalty). params None = the EAGLE-2 defaults (10 / 7 / 60)."""
+    params = (params or TreeParams()).validate()
     draft.check_target(model.cfg.text)
     check_sampling(sampling)
     if model.cfg.scan_layers:
