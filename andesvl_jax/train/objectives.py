@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from andesvl_jax.compress.qlinear import set_quantization
+from andesvl_jax.train.eagle import draft_objective, recipe_of
 from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
 from andesvl_jax.train.losses import chunked_next_token_loss, next_token_loss
 from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
@@ -211,4 +212,6 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo)), c.optim.loss_chunk),
     "grpo": lambda c: grpo_objective(grpo_config(c.grpo), c.optim.loss_chunk),
     "qat": lambda c: qat_objective(c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
+    "eagle": lambda c: draft_objective(recipe_of("eagle", c.get("draft"))),
+    "hass": lambda c: draft_objective(recipe_of("hass", c.get("draft"))),
 }

@@ -76,6 +76,22 @@ STAGES: dict[str, Stage] = {
             "config.quant.rules, weights and step sizes train, optional distillation from the float model",
             objective="qat",
         ),
+        Stage(
+            "eagle",
+            ("draft",),
+            "sft",
+            "EAGLE draft head (train/eagle.py) on the frozen target's online features: SmoothL1 "
+            "features + 0.1 CE vs the target's distribution, feature noise",
+            objective="eagle",
+        ),
+        Stage(
+            "hass",
+            ("draft",),
+            "sft",
+            "HASS draft head: EAGLE's loss + top-K distillation of the target's ranking + "
+            "harmonized context alignment (3 unrolled steps on the draft's own features)",
+            objective="hass",
+        ),
     ]
 }
 
