@@ -19,7 +19,15 @@ docs/compression.md):
     andesvl-jax train --config experiments/tiny.py:stage=qat --workdir runs/tiny/qat \
         --config.init.from_stage_workdir=runs/demo/sft
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat (default sft; the
+EAGLE / HASS draft heads for speculative decoding (the head lands in WORKDIR/draft;
+docs/speculative.md):
+
+    andesvl-jax train --config experiments/tiny.py:stage=eagle --workdir runs/tiny/eagle \
+        --config.init.from_stage_workdir=runs/demo/sft
+    andesvl-jax train --config experiments/tiny.py:stage=hass --workdir runs/tiny/hass \
+        --config.init.from_stage_workdir=runs/demo/sft
+
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|eagle|hass (default sft; the
 andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES).
 
 Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
@@ -79,6 +87,9 @@ TINY_STAGES: dict[str, dict] = {
         "quant.rules": "w4a16_g32",
         "quant.distill_weight": 1.0,
     },
+    # EAGLE / HASS draft heads on the frozen demo SFT target (train/eagle.py; docs/speculative.md)
+    "eagle": {"steps": 400, "optim.lr": 3e-3},
+    "hass": {"steps": 400, "optim.lr": 3e-3},
 }
 
 ARGS = {
