@@ -105,10 +105,8 @@ def unrolled(draft: DraftHead, embeds, feats, positions, segment_ids, steps: int
     return outs
 
 
-def draft_objective(recipe: DraftTraining):
-    """An `objectives.Objective` for a `DraftTrainee` (imported lazily by objectives.py)."""
-    from andesvl_jax.train.objectives import Objective
-
+def draft_loss(recipe: DraftTraining):
+    """(loss, summarise) of the `objectives.Objective` that trains a `DraftTrainee`."""
     recipe.validate()
 
     def loss(model: DraftTrainee, reference, batch, extra):
@@ -154,7 +152,7 @@ def draft_objective(recipe: DraftTraining):
             for i in range(1, recipe.steps + 1)
         }
 
-    return Objective(loss, summarise=summarise)
+    return loss, summarise
 
 
 def recipe_of(stage_objective: str, section) -> DraftTraining:
