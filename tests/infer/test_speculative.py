@@ -5,6 +5,7 @@ after acceptance equals decoding the accepted tokens one by one; sampled output 
 target's distribution (chi-square); bad requests fail before compiling; heads save and load."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +179,43 @@ def test_kv_after_acceptance_equals_one_by_one_decoding(decoder):
     a, _ = decoder(jnp.asarray([[7]]), cache=cache)
     b, _ = decoder(jnp.asarray([[7]]), cache=ref)
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_speculative_loop_updates_the_caches_in_place(decoder):
+    """No `copy` of any array with the caches' slot dimension in the compiled loop: the tree's
+    KV, the path commit and the draft's cache are all updated in place."""
+    tree = TreeParams(2, 2, 3)
+    t, new = 16, 8
+    slots = t + new + tree.verified + tree.candidates + 2 * tree.depth + 2  # = 40 (capacity)
+    gd, st = nnx.split(decoder)
+    dd, ds = nnx.split(new_draft_head(decoder.cfg.text))
+    hlo = (
+        _speculate.lower(
+            gd,
+            st,
+            dd,
+            ds,
+            np.ones((1, t), np.int32),
+            np.full((1,), t, np.int32),
+            None,
+            None,
+            SamplingBatch.of([GREEDY]),
+            np.asarray([-1], np.int32),
+            np.int32(0),
+            params=tree,
+            max_new=new,
+            chunk=t,
+            greedy=True,
+            stream=False,
+        )  # fmt: skip
+        .compile()
+        .as_text()
+    )
+    text = decoder.cfg.text
+    assert f"f32[{text.num_kv_heads},{slots},{text.head_dim}]" in hlo
+    has_slots = re.compile(rf"f32\[([\d,]*,)?{slots}(,[\d,]*)?\]")
+    copies = [line for line in hlo.splitlines() if " copy(" in line and has_slots.search(line)]
+    assert not copies, copies[:3]
 
 
 def _chi_square_p(counts: np.ndarray, probs: np.ndarray) -> float:
