@@ -39,10 +39,51 @@ def parse_tree(text: str):
     return TreeParams(k, d, n).validate()
 
 
+def synthetic_pair(width: int, layers: int):
+    """A random tiny-vocabulary target of `width` x `layers` whose attention and MLP outputs are
+    scaled by 0.3 (its next token depends mostly on the current one), and a head that predicts
+    exactly that part (fc = [I; 0], the layer's outputs zeroed): a high-acceptance draft whose cost
+    is one layer, to time the speculative mechanics on a target worth drafting for."""
+    import dataclasses
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.infer.engine import decoding_layout
+    from andesvl_jax.models.andesvl import AndesVL
+    from andesvl_jax.models.eagle import new_draft_head
+
+    cfg = get_preset("tiny")
+    text = dataclasses.replace(
+        cfg.text,
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_layers=layers,
+        num_heads=width // 64,
+        num_kv_heads=max(width // 128, 1),
+        head_dim=64,
+    )
+    model = AndesVL(cfg.replace(text=text, scan_layers=False), rngs=nnx.Rngs(0))
+    for layer in model.llm.layers:
+        for lin in (layer.attn.o, layer.mlp.down):
+            lin.kernel[...] = lin.kernel[...] * 0.3
+    head = new_draft_head(text, seed=1)
+    head.fc.kernel[...] = jnp.concatenate([jnp.eye(width), jnp.zeros((width, width))], 0)
+    for lin in (head.layer.attn.o, head.layer.mlp.down):
+        lin.kernel[...] = jnp.zeros_like(lin.kernel[...])
+    return decoding_layout(model), head
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", required=True, help="training workdir of the target")
-    ap.add_argument("--head", action="append", required=True, help="NAME=DRAFT_DIR (repeatable)")
+    ap.add_argument("--target", help="training workdir of the target")
+    ap.add_argument("--head", action="append", default=[], help="NAME=DRAFT_DIR (repeatable)")
+    ap.add_argument(
+        "--synthetic",
+        help="WIDTH,LAYERS: instead of --target/--head, a random predictable target of that size "
+        "with an oracle head (synthetic_pair; measures the mechanics, not a trained draft)",
+    )
     ap.add_argument(
         "--trees",
         default="chain4,chain7,4/3/10,10/7/60",
@@ -61,7 +102,14 @@ def main(argv=None) -> int:
     from andesvl_jax.infer.load import load_model
     from andesvl_jax.infer.speculative.draft_io import load_draft
 
-    model, tok = load_model(args.target)
+    if args.synthetic:
+        from andesvl_jax.data.tokenizer import TextTokenizer
+
+        width, layers = (int(x) for x in args.synthetic.split(","))
+        model, oracle = synthetic_pair(width, layers)
+        tok = TextTokenizer.default()
+    else:
+        model, tok = load_model(args.target)
     engine = Engine(model, tok, image_max_size=112, batch_size=1, prefill_chunk=128)
     src = SyntheticSource(
         {"count": 1.0, "colour": 0.5, "ocr_digits": 1.5},
@@ -71,7 +119,7 @@ def main(argv=None) -> int:
         ctx=TaskContext(56, 112),
     )
     samples = [src[i] for i in range(args.prompts)]
-    heads = {}
+    heads = {"oracle": oracle} if args.synthetic else {}
     for spec in args.head:
         name, path = spec.split("=", 1)
         heads[name] = load_draft(path)
@@ -134,8 +182,8 @@ def main(argv=None) -> int:
     record = dict(
         command="python benchmarks/speculative.py " + " ".join(argv or os.sys.argv[1:]),
         machine=f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()}",
-        target=args.target,
-        heads={n: p.split("=", 1)[1] for n, p in zip(heads, args.head, strict=True)},
+        target=args.target or f"synthetic {args.synthetic}",
+        heads=args.head,
         prompts=args.prompts,
         repeats=args.repeats,
         rows=rows,

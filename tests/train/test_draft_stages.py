@@ -37,7 +37,7 @@ def test_eagle_stage_trains_only_the_draft_head(make_config):
         config, model_config(config), mesh, DEFAULT_RULES, get_stage("eagle"), objective
     )
     assert {str(v) for v in jax.tree.leaves(module_labels(state.params))} == {"draft"}
-    assert "draft" not in state.frozen and "llm" in state.frozen
+    assert "draft" not in state.frozen and "target" in state.frozen
 
 
 def test_hass_stage_trains_and_saves_the_head(make_config, tmp_path):
