@@ -26,9 +26,9 @@ from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.kv import Budget, get_policy
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
-from andesvl_jax.infer.speculative.decode import speculative_generate
+from andesvl_jax.infer.speculative.decode import decoding_head, speculative_generate
 from andesvl_jax.infer.speculative.params import TreeParams
-from andesvl_jax.models.layers import Linear
+from andesvl_jax.models.layers import rows_layout
 from andesvl_jax.models.stack import unstacked
 from andesvl_jax.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
 
@@ -60,13 +60,7 @@ def decoding_layout(model):
         model = unstacked(lambda: type(model)(cfg, rngs=nnx.Rngs(0)), model)
     else:
         model = nnx.clone(model)  # new modules, same arrays: the kernels are replaced below
-    for _, module in nnx.iter_modules(model.llm):
-        if isinstance(module, Linear) and not module.out_in:
-            kernel = module.kernel
-            axes = kernel.get_metadata().get("logical_axes")
-            meta = {} if axes is None else {"logical_axes": tuple(reversed(axes))}
-            module.kernel = nnx.Param(jnp.asarray(kernel[...]).T.copy(), **meta)
-            module.out_in = True
+    rows_layout(model.llm)
     return model
 
 
@@ -206,6 +200,7 @@ class Engine:
             check_kv_request(kv_policy, kv_budget)
         if speculative is not None:
             check_speculative(self.cfg, speculative, tree, kv_policy)
+            speculative = decoding_head(speculative)
         self.kv_reports, self.spec_stats = [], []
         n = len(samples)
         modes = _per_request(thinking, n, "thinking")

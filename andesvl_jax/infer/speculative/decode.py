@@ -33,6 +33,7 @@ from andesvl_jax.infer.speculative.commit import commit_path
 from andesvl_jax.infer.speculative.params import TreeParams, check_sampling
 from andesvl_jax.infer.speculative.tree import grow
 from andesvl_jax.models.kv_cache import KVCache, TreeMask
+from andesvl_jax.models.layers import Linear, rows_layout
 
 
 class SpecStats(NamedTuple):
@@ -214,6 +215,15 @@ def _speculate(
     return out[:, :max_new], stopped, steps, made
 
 
+def decoding_head(draft):
+    """`draft` with its kernels stored [out, in] (`models.layers.rows_layout`) like the target's in
+    the decoding layout: a converted copy, or `draft` itself when it already is."""
+    linears = [m for _, m in nnx.iter_modules(draft) if isinstance(m, Linear)]
+    if all(m.out_in for m in linears):
+        return draft
+    return rows_layout(nnx.clone(draft))
+
+
 def speculative_generate(
     model,
     draft,
@@ -257,7 +267,9 @@ def speculative_generate(
         if image_flags is not None:
             image_flags = np.pad(np.asarray(image_flags), ((0, 0), (0, padded - t)))
     graphdef, state = nnx.split(model)
-    draft_def, draft_state = nnx.split(draft)
+    # the head's kernels [out, in] like the target's in the decoding layout (a copy; few-row
+    # products read that layout fastest on CPU)
+    draft_def, draft_state = nnx.split(decoding_head(draft))
     _Sink.fn = stream
     try:
         out, stopped, steps, made = _speculate(
