@@ -24,10 +24,18 @@ LoRA scenario adapters on the SFT model, and QALFT adapters on its deployed W4A8
     andesvl-jax train --config experiments/tiny.py:stage=lora,scenario=count \
         --workdir runs/tiny/lora_count --config.init.from_stage_workdir=runs/demo/sft
     andesvl-jax train --config experiments/tiny.py:stage=qalft,scenario=count \
-        --workdir runs/tiny/qalft_count --config.lora.deployed=runs/tiny/w4a8.safetensors
+        --workdir runs/tiny/qalft_count --config.lora.deployed=runs/tiny/w4a8/deployed.safetensors
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|lora|qalft (default
-sft; the andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES),
+EAGLE / HASS draft heads for speculative decoding (the head lands in WORKDIR/draft;
+docs/speculative.md):
+
+    andesvl-jax train --config experiments/tiny.py:stage=eagle --workdir runs/tiny/eagle \
+        --config.init.from_stage_workdir=runs/demo/sft
+    andesvl-jax train --config experiments/tiny.py:stage=hass --workdir runs/tiny/hass \
+        --config.init.from_stage_workdir=runs/demo/sft
+
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|lora|qalft|eagle|hass
+(default sft; the andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES),
 scenario=count|gui|numbers (the data of one scenario: SCENARIOS; default: the stage's mixture).
 
 Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
@@ -97,8 +105,11 @@ TINY_STAGES: dict[str, dict] = {
         "optim.lr": 2e-3,
         "lora.targets": "llm",
         "lora.branch": "float16",
-        "lora.deployed": "runs/tiny/w4a8.safetensors",  # compress.deploy + save_deployed (docs/lora.md)
+        "lora.deployed": "runs/tiny/w4a8/deployed.safetensors",  # andesvl-jax quantize (docs/lora.md)
     },
+    # EAGLE / HASS draft heads on the frozen demo SFT target (train/eagle.py; docs/speculative.md)
+    "eagle": {"steps": 400, "optim.lr": 3e-3},
+    "hass": {"steps": 400, "optim.lr": 3e-3},
 }
 
 # scenario -> the synthetic tasks of its data (one LoRA per scenario: docs/lora.md)

@@ -184,6 +184,19 @@ def base_config() -> ConfigDict:
             "deployed": "",  # qalft: the deployed base (compress.save_deployed .safetensors)
         }
     )
+    # EAGLE / HASS draft heads (stages eagle, hass; train/eagle.py): unset = the stage's recipe
+    c.draft = ConfigDict(
+        {
+            "steps": placeholder(int),  # unrolled draft steps (HASS: 3)
+            "ce_weight": placeholder(float),  # CE vs the target's distribution (0.1)
+            "topk": placeholder(int),  # HASS top-K distillation (10)
+            "topk_weight": placeholder(float),  # (HASS: 1.0, EAGLE: 0)
+            "noise": placeholder(float),  # uniform feature noise amplitude (0.2)
+            "decay": placeholder(float),  # step s weighs decay^(s-1) (1.0; EAGLE-3: 0.8)
+            "answer_only": placeholder(bool),  # loss on answer tokens only (False: all positions)
+            "draft_vocab": 0,  # reduced draft vocabulary (not trainable yet: 0)
+        }
+    )
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3

@@ -6,7 +6,9 @@ unless --temperature / --top-k / --top-p / --presence-penalty are given. --kv-po
 --kv-budget (fraction kept, e.g. 0.25, or a token count, e.g. 512) evicts the KV cache
 (docs/kv_eviction.md) and prints what was kept and the cache bytes to stderr. --lora NAME=DIR
 (repeatable) loads PEFT LoRA adapters into the engine's slots (docs/lora.md); --adapter NAME picks
-the one that answers (default: the only one given).
+the one that answers (default: the only one given). --draft DIR decodes speculatively with an
+EAGLE draft head (`save_draft`'s directory; EAGLE-2 tree --tree-top-k / --tree-depth /
+--tree-total, default 10 / 7 / 60; docs/speculative.md) and prints tau to stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def run(args) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    draft = tree = None
+    if args.draft is not None:
+        from andesvl_jax.infer.speculative.draft_io import load_draft
+        from andesvl_jax.infer.speculative.params import TreeParams
+
+        try:
+            tree = TreeParams(args.tree_top_k, args.tree_depth, args.tree_total).validate()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        draft = load_draft(args.draft)
     model, tok = load_model(args.checkpoint)
     slots = dict(adapter_slots=len(adapters))
     if adapters:
@@ -57,8 +70,15 @@ def run(args) -> int:
         kv_policy=args.kv_policy,
         kv_budget=args.kv_budget,
         adapter=chosen_adapter,
+        speculative=draft,
+        tree=tree,
     )
     print()
+    for stats in engine.spec_stats:
+        print(
+            f"[speculative: tau {stats.tau:.2f} tokens per target step (bonus included)]",
+            file=sys.stderr,
+        )
     for report in engine.kv_reports:
         print(f"[{report}]", file=sys.stderr)
     if reply.reasoning is not None:
@@ -116,5 +136,9 @@ def register(subparsers) -> None:
         "--lora", action="append", default=[], help="NAME=DIR: a PEFT LoRA adapter (repeatable)"
     )
     p.add_argument("--adapter", help="the --lora adapter that answers (default: the only one)")
+    p.add_argument("--draft", help="EAGLE draft head directory: speculative decoding")
+    p.add_argument("--tree-top-k", type=int, default=10, help="draft tree: children per node")
+    p.add_argument("--tree-depth", type=int, default=7, help="draft tree: draft steps")
+    p.add_argument("--tree-total", type=int, default=60, help="draft tree: tokens verified")
     p.add_argument("question")
     p.set_defaults(func=run)

@@ -28,7 +28,9 @@ from andesvl_jax.infer.adapters import AdapterError, AdapterTable
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.kv import Budget, get_policy
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
-from andesvl_jax.models.layers import Linear
+from andesvl_jax.infer.speculative.decode import decoding_head, speculative_generate
+from andesvl_jax.infer.speculative.params import TreeParams
+from andesvl_jax.models.layers import rows_layout
 from andesvl_jax.models.stack import unstacked
 from andesvl_jax.sharding import DEFAULT_RULES, state_shardings, use_mesh_rules
 
@@ -60,13 +62,7 @@ def decoding_layout(model):
         model = unstacked(lambda: type(model)(cfg, rngs=nnx.Rngs(0)), model)
     else:
         model = nnx.clone(model)  # new modules, same arrays: the kernels are replaced below
-    for _, module in nnx.iter_modules(model.llm):
-        if isinstance(module, Linear) and not module.out_in:
-            kernel = module.kernel
-            axes = kernel.get_metadata().get("logical_axes")
-            meta = {} if axes is None else {"logical_axes": tuple(reversed(axes))}
-            module.kernel = nnx.Param(jnp.asarray(kernel[...]).T.copy(), **meta)
-            module.out_in = True
+    rows_layout(model.llm)
     return model
 
 
@@ -91,6 +87,15 @@ def check_kv_request(policy, budget) -> None:
         raise ValueError("kv_policy and kv_budget go together: give both or neither")
     get_policy(policy)
     Budget.parse(budget)
+
+
+def check_speculative(cfg, draft, tree, kv_policy) -> None:
+    """Fail early (before encoding or compiling) on a draft head that does not fit the model,
+    tree parameters out of range, or a combination the speculative path does not run."""
+    draft.check_target(cfg.text)
+    (tree or TreeParams()).validate()
+    if kv_policy is not None:
+        raise ValueError("speculative decoding does not combine with KV eviction (kv_policy)")
 
 
 def mode_sampling(thinking: bool | None) -> SamplingParams:
@@ -205,6 +210,8 @@ class Engine:
         kv_policy=None,
         kv_budget=None,
         adapter: str | None | Sequence[str | None] = None,
+        speculative=None,
+        tree=None,
     ) -> list[Completion]:
         """Completions for samples, in order, `batch_size` prompts per compiled call.
 
@@ -215,12 +222,21 @@ class Engine:
         kv_policy / kv_budget: evict the KV cache (`infer.kv`: a policy name such as "snapkv" or a
         `KVPolicy`; budget a fraction kept in (0, 1] or a token count); checked before compiling.
         `self.kv_reports` then holds each batch's `KVReport` (kept / removed, cache bytes).
+        speculative: an EAGLE `DraftHead` (`models.eagle`): EAGLE-2 tree speculative decoding
+        (`infer.speculative`; tree: its `TreeParams`, default 10 / 7 / 60), lossless: the same
+        tokens as plain decoding when greedy, the same distribution when sampling.
+        `self.spec_stats` then holds each batch's `SpecStats` (tau, steps).
         """
         if kv_policy is not None or kv_budget is not None:
             check_kv_request(kv_policy, kv_budget)
-        self.kv_reports = []
+        if speculative is not None:
+            check_speculative(self.cfg, speculative, tree, kv_policy)
+            speculative = decoding_head(speculative)
+        self.kv_reports, self.spec_stats = [], []
         n = len(samples)
         names = _per_request(adapter, n, "adapter")
+        if speculative is not None and any(a is not None for a in names):
+            raise ValueError("speculative decoding does not combine with LoRA adapters (adapter=)")
         if any(a is not None for a in names):
             self._table(next(a for a in names if a is not None)).slot_ids(names)
         modes = _per_request(thinking, n, "thinking")
@@ -235,12 +251,27 @@ class Engine:
             if self.adapters is not None:
                 self.adapters.select(names[rows])
             out += self._run(
-                examples, modes[rows], params[rows], max_new_tokens, stream, kv_policy, kv_budget
+                examples,
+                modes[rows],
+                params[rows],
+                max_new_tokens,
+                stream,
+                kv_policy,
+                kv_budget,
+                (speculative, tree),
             )
         return out
 
     def _run(
-        self, examples, modes, params, max_new_tokens, stream, kv_policy=None, kv_budget=None
+        self,
+        examples,
+        modes,
+        params,
+        max_new_tokens,
+        stream,
+        kv_policy=None,
+        kv_budget=None,
+        speculative=(None, None),
     ) -> list[Completion]:
         lengths = np.array([e.num_tokens for e in examples], np.int32)
         ids = np.full((len(examples), int(lengths.max())), self.pad_id, np.int32)
@@ -254,6 +285,24 @@ class Engine:
                 self.cfg.vision.patch_size,
                 max_patches=bucket(most, 64),
             )
+        kw = dict(
+            max_new_tokens=max_new_tokens,
+            stop_tokens=self.stop_tokens,
+            pad_id=self.pad_id,
+            prefill_chunk=self.prefill_chunk,
+            stream=stream,
+        )
+        draft, tree = speculative
+        if draft is not None:
+            args = (self.model, draft, ids, lengths, images, SamplingBatch.of(params))
+            result, stats = self._in_mesh(lambda: speculative_generate(*args, params=tree, **kw))
+            self.spec_stats.append(stats)
+            return [
+                self._completion(
+                    result.tokens[r, : result.num_tokens[r]], bool(result.stopped[r]), m
+                )
+                for r, m in enumerate(modes)
+            ]
         call = lambda: generate(  # noqa: E731
             self.model,
             ids,
@@ -268,17 +317,19 @@ class Engine:
             kv_policy=kv_policy,
             kv_budget=kv_budget,
         )
-        if self.mesh is None:
-            result = call()
-        else:
-            with use_mesh_rules(self.mesh, self.rules):
-                result = call()
+        result = self._in_mesh(call)
         if result.kv is not None:
             self.kv_reports.append(result.kv)
         return [
             self._completion(result.tokens[r, : result.num_tokens[r]], bool(result.stopped[r]), m)
             for r, m in enumerate(modes)
         ]
+
+    def _in_mesh(self, call):
+        if self.mesh is None:
+            return call()
+        with use_mesh_rules(self.mesh, self.rules):
+            return call()
 
     def _completion(self, ids: np.ndarray, stopped: bool, thinking: bool | None) -> Completion:
         ids = ids.tolist()
@@ -301,6 +352,8 @@ class Engine:
         kv_policy=None,
         kv_budget=None,
         adapter: str | None = None,
+        speculative=None,
+        tree=None,
     ) -> Completion:
         """One conversation (or one question) with its images -> the assistant's completion.
 
@@ -327,4 +380,6 @@ class Engine:
             kv_policy=kv_policy,
             kv_budget=kv_budget,
             adapter=adapter,
+            speculative=speculative,
+            tree=tree,
         )[0]

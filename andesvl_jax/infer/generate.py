@@ -69,9 +69,15 @@ def bucket(n: int, multiple: int) -> int:
 
 def _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk: int):
     """Write the prompts into the cache chunk by chunk; return (hidden at each row's last token, cache)."""
-    model = nnx.merge(graphdef, state)
-    b = ids.shape[0]
-    embeds = model.embed(ids, images, image_flags)
+    embeds = nnx.merge(graphdef, state).embed(ids, images, image_flags)
+    last, cache, _ = prefill_embeds(graphdef, state, embeds, lengths, cache, chunk)
+    return last, cache
+
+
+def prefill_embeds(graphdef, state, embeds, lengths, cache, chunk: int, all_hidden: bool = False):
+    """Prefill from input embeddings [b, t, d] -> (hidden at each row's last token, cache, and the
+    hidden states of every position [b, t, d] when `all_hidden`, else None)."""
+    b = embeds.shape[0]
 
     def body(carry, xs):
         cache, last, weights = carry
@@ -79,11 +85,14 @@ def _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk: i
         positions = chunk_positions(c, chunk, b)
         segment_ids = (positions < lengths[:, None]).astype(jnp.int32)
         hidden, cache = nnx.merge(graphdef, weights).llm(emb, positions, segment_ids, cache)
-        return (cache, keep_last_hidden(last, hidden, lengths, c, chunk), weights), None
+        last = keep_last_hidden(last, hidden, lengths, c, chunk)
+        return (cache, last, weights), (hidden if all_hidden else None)
 
     last = jnp.zeros((b, embeds.shape[-1]), embeds.dtype)
-    (cache, last, _), _ = jax.lax.scan(body, (cache, last, state), split_chunks(embeds, chunk))
-    return last, cache
+    (cache, last, _), hidden = jax.lax.scan(body, (cache, last, state), split_chunks(embeds, chunk))
+    if all_hidden:
+        hidden = hidden.swapaxes(0, 1).reshape(embeds.shape)
+    return last, cache, hidden
 
 
 @functools.partial(

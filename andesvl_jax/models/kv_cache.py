@@ -23,6 +23,16 @@ from andesvl_jax.config import TextConfig
 Layers = jax.Array | tuple[jax.Array, ...]
 
 
+class TreeMask(NamedTuple):
+    """Which cache slots a call's queries see when they form a tree (speculative decoding) rather
+    than a causal run: every slot below `base` [b] (the committed prefix), and in the window of
+    `mask.shape[-1]` slots from `base` exactly those `mask` [b, t, W] marks (a node's ancestors and
+    itself). Slots at or past base + W are never seen."""
+
+    base: jax.Array
+    mask: jax.Array
+
+
 class KVCache(NamedTuple):
     """k, v: [layers, b * kv_heads, max_len, head_dim], or a tuple of `layers` arrays
     [b * kv_heads, max_len, head_dim]; lengths: [b] filled slots per sequence."""
@@ -70,13 +80,33 @@ def write(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     return cache
 
 
+def tree_allowed(tree: TreeMask, slots: int) -> jax.Array:
+    """[b, t, S] bool: the slots each query of a tree call sees (`TreeMask`)."""
+    s = jnp.arange(slots, dtype=jnp.int32)[None, :]
+    rel = s - tree.base[:, None]  # [b, S]
+    width = tree.mask.shape[-1]
+    inside = (rel >= 0) & (rel < width)
+    picked = jnp.take_along_axis(
+        tree.mask,
+        jnp.broadcast_to(jnp.clip(rel, 0, width - 1)[:, None, :], tree.mask.shape[:2] + (slots,)),
+        axis=2,
+    )
+    return jnp.where(inside[:, None, :], picked, (rel < 0)[:, None, :])
+
+
 def cached_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, q_valid: jax.Array, q_slots: jax.Array
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_valid: jax.Array,
+    q_slots: jax.Array,
+    tree: TreeMask | None = None,
 ) -> jax.Array:
     """Softmax attention of new queries over the cache (after this call's write).
 
     q [b, t, h, d]; k, v [b * kv, S, d]; q_valid [b, t] (False = padding: output 0); q_slots [b, t]:
-    each query's own slot, it sees every slot up to it. Same rule and float32 softmax as
+    each query's own slot, it sees every slot up to it (with a `tree`, the slots it marks instead).
+    Same rule and float32 softmax as
     `kernels.attention_ref.xla_attention` with causal positions; GQA without repeating K/V: the g = h / kv query
     heads of a KV head (times t) are the rows of one matmul against that head's [S, d] block.
     """
@@ -89,9 +119,11 @@ def cached_attention(
     logits = jnp.einsum(
         "nmd,nsd->nms", rows, k.astype(q.dtype), preferred_element_type=jnp.float32
     ) * (d**-0.5)
-    allowed = q_valid[:, :, None] & (
-        jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_slots[:, :, None]
-    )  # [b, t, S]
+    if tree is None:
+        seen = jnp.arange(slots, dtype=jnp.int32)[None, None, :] <= q_slots[:, :, None]
+    else:
+        seen = tree_allowed(tree, slots)
+    allowed = q_valid[:, :, None] & seen  # [b, t, S]
     mask = jnp.broadcast_to(allowed[:, None, None], (b, kv, g, t, slots))
     logits = jnp.where(mask, logits.reshape(b, kv, g, t, slots), -1e30)
     weights = jax.nn.softmax(logits, axis=-1).reshape(b * kv, g * t, slots)

@@ -74,6 +74,19 @@ class Linear(nnx.Module):
         return y
 
 
+def rows_layout(module: nnx.Module) -> nnx.Module:
+    """Store every `Linear` kernel under `module` [out, in] (`Linear.out_in`), in place: the
+    layout few-row (decoding) products read fastest on CPU. Returns `module`."""
+    for _, sub in nnx.iter_modules(module):
+        if isinstance(sub, Linear) and not sub.out_in:
+            kernel = sub.kernel
+            axes = kernel.get_metadata().get("logical_axes")
+            meta = {} if axes is None else {"logical_axes": tuple(reversed(axes))}
+            sub.kernel = nnx.Param(jnp.asarray(kernel[...]).T.copy(), **meta)
+            sub.out_in = True
+    return module
+
+
 class RMSNorm(nnx.Module):
     """x * rsqrt(mean(x^2) + eps) * scale, computed in float32."""
 

@@ -20,6 +20,7 @@ from andesvl_jax.models.kv_cache import (
     CompactKVCache,
     CompactLayer,
     KVCache,
+    TreeMask,
     cached_attention,
     compact_step,
     write,
@@ -31,7 +32,7 @@ from andesvl_jax.models.stack import make_layers, run_layers
 from andesvl_jax.sharding import constrain
 
 ACT = ("batch", "length", "embed")
-__all__ = ["KVCache", "Qwen3", "Qwen3Attention", "Qwen3Layer"]
+__all__ = ["KVCache", "Qwen3", "Qwen3Attention", "Qwen3Layer", "TreeMask"]
 
 
 class Qwen3Attention(nnx.Module):
@@ -45,7 +46,7 @@ class Qwen3Attention(nnx.Module):
         self.k_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", **dtypes)
         self.cfg = cfg
 
-    def __call__(self, x, positions, segment_ids, cache_kv, cache_lengths, impl):
+    def __call__(self, x, positions, segment_ids, cache_kv, cache_lengths, impl, tree=None):
         cfg = self.cfg
         b, t, _ = x.shape
         q = self.q_norm(self.q(x).reshape(b, t, cfg.num_heads, cfg.head_dim))
@@ -72,8 +73,8 @@ class Qwen3Attention(nnx.Module):
         else:
             ck, cv = write(cache_kv[0], k, cache_lengths), write(cache_kv[1], v, cache_lengths)
             slots = cache_lengths[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-            if resolve_attention(impl, q, ck) == "xla":  # e.g. "auto" for a decode step
-                out = cached_attention(q, ck, cv, segment_ids != 0, slots)
+            if tree is not None or resolve_attention(impl, q, ck) == "xla":  # "auto" decoding
+                out = cached_attention(q, ck, cv, segment_ids != 0, slots, tree)
             else:  # a registered kernel takes slot-major [b, S, kv, hd] keys and values
 
                 def slot_major(c):
@@ -111,9 +112,9 @@ class Qwen3Layer(nnx.Module):
             **dtypes,
         )
 
-    def __call__(self, x, positions, segment_ids, cache_kv, cache_lengths, impl):
+    def __call__(self, x, positions, segment_ids, cache_kv, cache_lengths, impl, tree=None):
         h, new_kv = self.attn(
-            self.input_norm(x), positions, segment_ids, cache_kv, cache_lengths, impl
+            self.input_norm(x), positions, segment_ids, cache_kv, cache_lengths, impl, tree
         )
         x = x + h
         x = x + self.mlp(self.post_norm(x))
@@ -156,13 +157,19 @@ class Qwen3(nnx.Module):
         positions: jax.Array,
         segment_ids: jax.Array,
         cache: KVCache | CompactKVCache | None = None,
+        tree: TreeMask | None = None,
     ) -> tuple[jax.Array, KVCache | CompactKVCache | None]:
-        """embeds [b, t, d]; positions, segment_ids [b, t] (0 = padding) -> (hidden [b, t, d], cache)."""
+        """embeds [b, t, d]; positions, segment_ids [b, t] (0 = padding) -> (hidden [b, t, d], cache).
+
+        tree (with a full KVCache only): the call's tokens form a draft tree (speculative decoding):
+        they are written at slots lengths.. as usual but attend by the `TreeMask`."""
         impl = self.attention_impl
         lengths = None if cache is None else cache.lengths
+        if tree is not None and not isinstance(cache, KVCache):
+            raise ValueError("a tree attention mask needs a full KVCache (not a compact one)")
 
         def body(layer, x, kv):
-            return layer(x, positions, segment_ids, kv, lengths, impl)
+            return layer(x, positions, segment_ids, kv, lengths, impl, tree)
 
         x = constrain(embeds, ACT)
         if cache is None:

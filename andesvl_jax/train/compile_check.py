@@ -30,6 +30,8 @@ from andesvl_jax.data.patches import PackedImages
 from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.config_checks import validate_config
+from andesvl_jax.train.eagle import RECIPES as DRAFT_RECIPES
+from andesvl_jax.train.eagle import trainee
 from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.rollouts import RolloutBatch
@@ -150,6 +152,8 @@ def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective)
         model = AndesVL(model_cfg, rngs=nnx.Rngs(0))
         if stage.objective == "qat":  # the QAT structure (step sizes), as `quantized_params` builds
             quantize_model(model, config.quant.rules, exact=config.quant.exact)
+        if stage.objective in DRAFT_RECIPES:  # eagle / hass: the draft head on the target
+            model = trainee(model, config.get("draft"), 0)
         return model
 
     model = nnx.eval_shape(build)

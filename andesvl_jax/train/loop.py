@@ -39,6 +39,8 @@ from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
 from andesvl_jax.train.adapter_stage import adapter_params, write_adapter
 from andesvl_jax.train.checkpoint import Checkpointer
 from andesvl_jax.train.config_checks import validate_config
+from andesvl_jax.train.eagle import RECIPES as DRAFT_RECIPES
+from andesvl_jax.train.eagle import trainee_state
 from andesvl_jax.train.objectives import OBJECTIVES
 from andesvl_jax.train.optim import make_optimizer
 from andesvl_jax.train.stages import get_stage, is_trainable
@@ -131,6 +133,8 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
         graphdef, full = quantized_params(config, model_cfg, graphdef, full, mesh, rules)
     if stage.adapters is not None:
         graphdef, full = adapter_params(config, model_cfg, stage, graphdef, full, mesh, rules)
+    if stage.objective in DRAFT_RECIPES:  # eagle / hass: a draft head on the frozen target
+        graphdef, full = trainee_state(config, graphdef, full, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
     optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -404,5 +408,10 @@ def train(config, workdir: str | pathlib.Path, devices=None, step_context=None) 
         "skipped_steps": int(state.skipped_steps),
         "data": pipeline_stats(iterator.get_state()),
     }
+    if stage.objective in DRAFT_RECIPES and jax.process_index() == 0:
+        from andesvl_jax.infer.speculative.draft_io import save_draft
+
+        trained = nnx.merge(graphdef, state.params, state.frozen)
+        summary["draft"] = str(save_draft(trained.draft, workdir / "draft"))
     writer.enabled and writer.write(step, {"summary": summary})
     return summary

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from andesvl_jax.compress.qlinear import set_quantization
+from andesvl_jax.train.eagle import draft_loss, recipe_of
 from andesvl_jax.train.grpo import GRPOConfig, grpo_loss
 from andesvl_jax.train.losses import chunked_next_token_loss, next_token_loss
 from andesvl_jax.train.mpo import BCODelta, MPOConfig, mpo_loss
@@ -204,6 +205,12 @@ def qat_objective(
     return Objective(loss, _reference_copy, summarise=summarise)
 
 
+def draft_objective(stage_objective: str, config) -> Objective:
+    """EAGLE / HASS draft-head training (train/eagle.py): the stage's recipe + config `draft`."""
+    loss, summarise = draft_loss(recipe_of(stage_objective, config.get("draft")))
+    return Objective(loss, summarise=summarise)
+
+
 def _fields(cls, section) -> dict:
     """The entries of a config section that are fields of the dataclass `cls`."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -223,4 +230,6 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "qat": lambda c: qat_objective(
         c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk, c.quant.task_weight
     ),
+    "eagle": lambda c: draft_objective("eagle", c),
+    "hass": lambda c: draft_objective("hass", c),
 }

@@ -96,6 +96,22 @@ STAGES: dict[str, Stage] = {
             "base (config.lora.deployed, never re-quantized), branch in its device precision",
             adapters="deployed",
         ),
+        Stage(
+            "eagle",
+            ("draft",),
+            "sft",
+            "EAGLE draft head (train/eagle.py) on the frozen target's online features: SmoothL1 "
+            "features + 0.1 CE vs the target's distribution, feature noise",
+            objective="eagle",
+        ),
+        Stage(
+            "hass",
+            ("draft",),
+            "sft",
+            "HASS draft head: EAGLE's loss + top-K distillation of the target's ranking + "
+            "harmonized context alignment (3 unrolled steps on the draft's own features)",
+            objective="hass",
+        ),
     ]
 }
 
