@@ -19,7 +19,12 @@ docs/compression.md):
     andesvl-jax train --config experiments/tiny.py:stage=qat --workdir runs/tiny/qat \
         --config.init.from_stage_workdir=runs/demo/sft
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat (default sft; the
+Sparse + quantized fine-tuning (1:4 magnitude pruning, W4 g64 kept values, distilled; --config.sparse.*):
+
+    andesvl-jax train --config experiments/tiny.py:stage=sparse --workdir runs/tiny/sparse \
+        --config.init.from_stage_workdir=runs/demo/sft
+
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|sparse (default sft; the
 andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES).
 
 Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
@@ -78,6 +83,14 @@ TINY_STAGES: dict[str, dict] = {
         "optim.lr_multipliers.quant": 10.0,
         "quant.rules": "w4a16_g32",
         "quant.distill_weight": 1.0,
+    },
+    # pruned once (magnitude 1:4 = 75 %), kept values LSQ W4 g64, distilled from the dense model
+    "sparse": {
+        "steps": 200,
+        "optim.lr": 2e-4,
+        "optim.lr_multipliers.quant": 10.0,
+        "sparse.rules": "1:4",
+        "sparse.method": "magnitude",
     },
 }
 

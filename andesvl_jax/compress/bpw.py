@@ -88,7 +88,9 @@ def format_report(rep: dict) -> str:
         f"{t['bytes']:>9} {t['bpw']:>6.3f} {t['ratio_to_bf16']:>6.3f}"
     )
     lines.append("")
-    lines.append(f"{'stored as is':34} {'params':>12} {'bytes':>12} {'bits/param':>10} {'/bf16':>6}")
+    lines.append(
+        f"{'stored as is':34} {'params':>12} {'bytes':>12} {'bits/param':>10} {'/bf16':>6}"
+    )
     for name, p in sorted(rep["parts"].items()):
         lines.append(
             f"{name:34} {p['params']:>12} {p['bytes']:>12} {p['bits_per_param']:>10.2f} "

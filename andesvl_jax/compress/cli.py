@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-COMPRESS_TOOLS = ["andesvl_jax.compress.bpw"]  # each module defines register(subparsers)
+COMPRESS_TOOLS = [
+    "andesvl_jax.compress.bpw",
+    "andesvl_jax.compress.sparse_export",
+]  # each module defines register(subparsers)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("compress", help="inspect compressed checkpoints (bpw)")
+    p = subparsers.add_parser("compress", help="compressed checkpoints: bpw, export-sparse")
     tools = p.add_subparsers(dest="compress_tool", required=True)
     for name in COMPRESS_TOOLS:
         importlib.import_module(name).register(tools)

@@ -45,7 +45,10 @@ from andesvl_jax.compress.qlinear import (
 
 
 class SparseMask(nnx.Variable):
-    """A fixed pruning mask (1 kept, 0 pruned) of a kernel: not trained."""
+    """A fixed pruning mask (1 kept, 0 pruned) of a kernel: not trained (train/stages.py puts
+    variables with `frozen_in_training` in the frozen state)."""
+
+    frozen_in_training = True
 
 
 class SparseLinear(QuantLinear):
@@ -191,6 +194,14 @@ def sparse_sites(model: nnx.Module) -> list:
     return [s for s in quant_sites(model) if isinstance(s.module, SparseLinear)]
 
 
+def to_sparse(model: nnx.Module) -> nnx.Module:
+    """Every QuantLinear of `model` becomes a SparseLinear with an all-ones mask (in place)."""
+    for site in quant_sites(model):
+        if not isinstance(site.module, SparseLinear):
+            replace_module(model, site.path, SparseLinear(site.module))
+    return model
+
+
 def prune_model(
     model: nnx.Module,
     rules="u75",
@@ -204,9 +215,7 @@ def prune_model(
         raise ValueError(f"unknown pruning method {method!r}; expected one of {sorted(PRUNERS)}")
     if method in NEEDS_CALIBRATION and run is None:
         raise ValueError(f"{method} needs calibration forwards: pass run=lambda model: ...")
-    for site in quant_sites(model):
-        if not isinstance(site.module, SparseLinear):
-            replace_module(model, site.path, SparseLinear(site.module))
+    to_sparse(model)
     index = layer_index(model)
     if not index:
         raise ValueError("the model has no QuantLinear: call quantize_model first")

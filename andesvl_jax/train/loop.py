@@ -23,6 +23,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from andesvl_jax.compress.calibrate import calibrate_activations
+from andesvl_jax.compress.prune import prune_model, sparse_quant_rules, to_sparse
 from andesvl_jax.compress.qlinear import needs_calibration, quantize_model
 from andesvl_jax.convert.workdir import (
     RUN_CONFIG,
@@ -93,27 +94,55 @@ def quantized_params(config, model_cfg, graphdef, full, mesh, rules):
         nnx.merge(graphdef, local), q.rules, weight_init=q.weight_init, exact=q.exact
     )
     if needs_calibration(model):
-        data_stage = config.data.stage or get_stage(config.stage).data_stage
-        local_batch = config.data.batch_size // jax.process_count()
-        in_process = config.copy_and_resolve_references()
-        in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
-        batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
-        calib = [next(batches) for _ in range(max(int(q.calib_batches), 1))]
-
-        def run(m):
-            for b in calib:
-                m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
-
-        calibrate_activations(model, run, q.act_init)
+        calibrate_activations(
+            model, calibration_run(config, model_cfg, q.calib_batches), q.act_init
+        )
     graphdef, state = nnx.split(model)
     return graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
+
+
+def calibration_run(config, model_cfg, n_batches: int):
+    """run(model): forwards over the stage's first `n_batches` training batches (in process)."""
+    data_stage = config.data.stage or get_stage(config.stage).data_stage
+    local_batch = config.data.batch_size // jax.process_count()
+    in_process = config.copy_and_resolve_references()
+    in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
+    batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
+    calib = [next(batches) for _ in range(max(int(n_batches), 1))]
+
+    def run(m):
+        for b in calib:
+            m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
+
+    return run
+
+
+def sparse_params(config, model_cfg, graphdef, full, mesh, rules):
+    """The sparse stage's model: LSQ rules for the kept values (`sparse.bits`, `sparse.group`), the
+    linears pruned by `sparse.method` under `sparse.rules` (calibrated on training batches), masks
+    fixed. -> (graphdef, pruned State, the dense State of the same structure: the teacher)."""
+    s = config.sparse
+    local = jax.device_put(full, jax.local_devices()[0])  # on one device, as quantized_params
+    model = to_sparse(
+        quantize_model(nnx.merge(graphdef, local), sparse_quant_rules(s.bits, s.group))
+    )
+    dense = jax.tree.map(jnp.copy, nnx.state(model))
+    run = calibration_run(config, model_cfg, s.calib_batches) if s.method != "magnitude" else None
+    prune_model(model, s.rules, s.method, run)
+    graphdef, state = nnx.split(model)
+    place = lambda st: jax.device_put(st, state_shardings(st, mesh, rules))  # noqa: E731
+    return graphdef, place(state), place(dense)
 
 
 def initial_state(config, model_cfg, mesh, rules, stage, objective):
     """(graphdef, TrainState, optimizer) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
+    teacher = None
     if stage.objective == "qat":
         graphdef, full = quantized_params(config, model_cfg, graphdef, full, mesh, rules)
+    elif stage.objective == "sparse":
+        graphdef, full, dense = sparse_params(config, model_cfg, graphdef, full, mesh, rules)
+        teacher = nnx.split(nnx.merge(graphdef, dense), is_trainable(stage), ...)[1]
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
     optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -129,7 +158,8 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
         rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated),
         bad_steps=scalar(0),
         skipped_steps=scalar(0),
-        extra=jax.jit(objective.init_extra)(params),  # e.g. the reference policy: a sharded copy
+        # e.g. the reference policy: a sharded copy (sparse: the dense model before pruning)
+        extra=jax.jit(objective.init_extra)(params if teacher is None else teacher),
     )
     return graphdef, state, optimizer
 

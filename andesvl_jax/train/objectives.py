@@ -211,4 +211,6 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo)), c.optim.loss_chunk),
     "grpo": lambda c: grpo_objective(grpo_config(c.grpo), c.optim.loss_chunk),
     "qat": lambda c: qat_objective(c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
+    # the reference is the dense model before pruning (train/loop.py `sparse_params`)
+    "sparse": lambda c: qat_objective(c.sparse.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
 }

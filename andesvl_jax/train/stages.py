@@ -76,6 +76,14 @@ STAGES: dict[str, Stage] = {
             "config.quant.rules, weights and step sizes train, optional distillation from the float model",
             objective="qat",
         ),
+        Stage(
+            "sparse",
+            ("llm",),
+            "sft",
+            "sparse + quantized fine-tuning (compress/prune.py): the LLM's linears pruned once by "
+            "config.sparse (fixed mask), kept values LSQ fake-quantized, distilled from the dense model",
+            objective="sparse",
+        ),
     ]
 }
 
@@ -89,7 +97,8 @@ def get_stage(name: str) -> Stage:
 def is_trainable(stage: Stage):
     """nnx filter: parameters under the stage's trainable modules."""
 
-    def predicate(path, _value) -> bool:
-        return bool(path) and path[0] in stage.trainable
+    def predicate(path, value) -> bool:
+        frozen = getattr(value, "frozen_in_training", False)  # e.g. compress.prune.SparseMask
+        return bool(path) and path[0] in stage.trainable and not frozen
 
     return predicate
