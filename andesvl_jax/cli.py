@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "andesvl_jax.eval.verify_import",
     "andesvl_jax.jobs.demo",
     "andesvl_jax.jobs.demo_post",
+    "andesvl_jax.jobs.quantize",
+    "andesvl_jax.jobs.eval_quant",
     "andesvl_jax.train.launch",
     "andesvl_jax.train.compile_check_cli",
     "andesvl_jax.data.inspect_cli",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 COMPRESS_TOOLS = [
-    "andesvl_jax.compress.bpw",
+    "andesvl_jax.compress.sparse_bpw",
     "andesvl_jax.compress.sparse_export",
 ]  # each module defines register(subparsers)
 

@@ -89,6 +89,18 @@ def _metadata(path: pathlib.Path, f) -> tuple[AndesVLConfig, dict[str, DeployMet
     return cfg, linears
 
 
+def is_deployed_file(path: str | pathlib.Path) -> bool:
+    """Whether `path` is a safetensors file whose metadata says it is a deployed checkpoint."""
+    path = pathlib.Path(path)
+    if not path.is_file() or path.suffix != ".safetensors":
+        return False
+    try:
+        with safe_open(path, framework="np") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
 def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.Module:
     """A deployed model (separate layers) from `save_deployed`'s file; dtype overrides the compute
     dtype in the saved config."""

@@ -40,6 +40,7 @@ from andesvl_jax.compress.qlinear import (
     QuantRule,
     init_weight_scales,
     quant_sites,
+    quantize_model,
     replace_module,
 )
 
@@ -200,6 +201,12 @@ def to_sparse(model: nnx.Module) -> nnx.Module:
         if not isinstance(site.module, SparseLinear):
             replace_module(model, site.path, SparseLinear(site.module))
     return model
+
+
+def sparse_structure(bits: int, group: int) -> Callable[[nnx.Module], nnx.Module]:
+    """module -> the sparse stage's structure of it (SparseLinears under `sparse_quant_rules`):
+    what a sparse run's checkpoint is restored into."""
+    return lambda m: to_sparse(quantize_model(m, sparse_quant_rules(bits, group)))
 
 
 def prune_model(

@@ -1,4 +1,5 @@
-"""Bits per weight of a sparse checkpoint, counted from the bytes stored (`andesvl-jax compress bpw`).
+"""Bits per weight of a sparse checkpoint, counted from the bytes stored (`andesvl-jax compress bpw`;
+a deployed dense-quantized file is counted by compress/bpw.py instead).
 
 Pruned LLM linears: per tensor the bytes of its mask, values, steps (and counts), over its K·N
 weights; their total is the headline BPW. Every other tensor is reported by part (embeddings, norms,
@@ -105,8 +106,16 @@ def format_report(rep: dict) -> str:
 
 
 def run(args) -> int:
-    rep = bpw_report(args.checkpoint)
-    print(format_report(rep))
+    """Sparse files by `bpw_report`; deployed (dense quantized) files by compress/bpw.py."""
+    from andesvl_jax.compress.bpw import deployed_bits, format_bits
+    from andesvl_jax.compress.deployed_io import is_deployed_file
+
+    if is_deployed_file(args.checkpoint):
+        rep = deployed_bits(args.checkpoint)
+        print(format_bits(rep, per_linear=True))
+    else:
+        rep = bpw_report(args.checkpoint)
+        print(format_report(rep))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0
@@ -114,8 +123,8 @@ def run(args) -> int:
 
 def register(compress_subparsers) -> None:
     p = compress_subparsers.add_parser(
-        "bpw", help="bits per weight of a sparse checkpoint, counted from the stored bytes"
+        "bpw", help="bits per weight of a sparse or deployed checkpoint, from the stored bytes"
     )
-    p.add_argument("checkpoint", help="a save_sparse .safetensors file")
+    p.add_argument("checkpoint", help="a save_sparse or save_deployed .safetensors file")
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(func=run)

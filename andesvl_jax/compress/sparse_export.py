@@ -6,26 +6,10 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
-from flax import nnx
-
-from andesvl_jax.compress.prune import sparse_quant_rules, to_sparse
-from andesvl_jax.compress.qlinear import quantize_model
+from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.sparse_io import save_sparse
-from andesvl_jax.configs import model_config
-from andesvl_jax.convert.workdir import load_run_config, restore_model_params
+from andesvl_jax.convert.workdir import load_run_config, trained_model
 from andesvl_jax.models.andesvl import AndesVL
-
-
-def sparse_structure(config) -> AndesVL:
-    """The sparse stage's model structure for `config` (abstract arrays)."""
-    s = config.sparse
-
-    def build():
-        model = AndesVL(model_config(config), rngs=nnx.Rngs(0))
-        return to_sparse(quantize_model(model, sparse_quant_rules(s.bits, s.group)))
-
-    return nnx.eval_shape(build)
 
 
 def sparse_trained_model(workdir: str | pathlib.Path, config=None) -> AndesVL:
@@ -33,12 +17,8 @@ def sparse_trained_model(workdir: str | pathlib.Path, config=None) -> AndesVL:
     config = load_run_config(workdir) if config is None else config
     if config.stage != "sparse":
         raise ValueError(f"{workdir}: a {config.stage!r} run, not a sparse stage run")
-    graphdef, abs_state = nnx.split(sparse_structure(config))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    like = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abs_state
-    )
-    return nnx.merge(graphdef, restore_model_params(workdir, like))
+    s = config.sparse
+    return trained_model(config, workdir, sparse_structure(s.bits, s.group))
 
 
 def run(args) -> int:

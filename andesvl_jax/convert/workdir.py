@@ -110,10 +110,16 @@ def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> 
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), full_state, shardings)
 
 
-def trained_model(config, workdir: str | pathlib.Path) -> AndesVL:
-    """The model of a finished (or interrupted) run, restored from its latest checkpoint."""
+def trained_model(config, workdir: str | pathlib.Path, structure=None) -> AndesVL:
+    """The model of a finished (or interrupted) run, restored from its latest checkpoint.
+
+    structure: a function module -> module applied to the freshly built model before restoring,
+    for runs that trained a changed structure (e.g. the qat stage's QuantLinears, applied by
+    infer.load, which may import compress/).
+    """
     model_cfg = model_config(config)
-    abstract = nnx.eval_shape(lambda: AndesVL(model_cfg, rngs=nnx.Rngs(0)))
+    build = structure or (lambda m: m)
+    abstract = nnx.eval_shape(lambda: build(AndesVL(model_cfg, rngs=nnx.Rngs(0))))
     graphdef, abs_state = nnx.split(abstract)
     like = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(

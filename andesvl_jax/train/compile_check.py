@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from andesvl_jax.compress.prune import sparse_quant_rules, to_sparse
+from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.qlinear import quantize_model
 from andesvl_jax.configs import model_config
 from andesvl_jax.data.batch import TrainBatch
@@ -154,7 +154,7 @@ def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective)
             quantize_model(model, config.quant.rules, exact=config.quant.exact)
         if stage.objective == "sparse":  # the sparse structure (masks), as `sparse_params` builds
             s = config.sparse
-            to_sparse(quantize_model(model, sparse_quant_rules(s.bits, s.group)))
+            model = sparse_structure(s.bits, s.group)(model)
         return model
 
     model = nnx.eval_shape(build)

@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from andesvl_jax.compress.calibrate import calibrate_activations
-from andesvl_jax.compress.prune import prune_model, sparse_quant_rules, to_sparse
+from andesvl_jax.compress.prune import prune_model, sparse_structure
 from andesvl_jax.compress.qlinear import needs_calibration, quantize_model
 from andesvl_jax.convert.workdir import (
     RUN_CONFIG,
@@ -95,23 +95,30 @@ def quantized_params(config, model_cfg, graphdef, full, mesh, rules):
     )
     if needs_calibration(model):
         calibrate_activations(
-            model, calibration_run(config, model_cfg, q.calib_batches), q.act_init
+            model,
+            calibration_run(calibration_batches(config, model_cfg, q.calib_batches)),
+            q.act_init,
         )
     graphdef, state = nnx.split(model)
     return graphdef, jax.device_put(state, state_shardings(state, mesh, rules))
 
 
-def calibration_run(config, model_cfg, n_batches: int):
-    """run(model): forwards over the stage's first `n_batches` training batches (in process)."""
+def calibration_batches(config, model_cfg, count: int) -> list[TrainBatch]:
+    """The first `count` training batches of the run `config` (its stage's data policy), read in
+    this process: the calibration data of QAT's activation steps and of PTQ."""
     data_stage = config.data.stage or get_stage(config.stage).data_stage
     local_batch = config.data.batch_size // jax.process_count()
     in_process = config.copy_and_resolve_references()
     in_process.data.worker_count = 0  # a few batches: no prefetch processes to start
     batches = iter(training_data(in_process, model_cfg, data_stage, local_batch))
-    calib = [next(batches) for _ in range(max(int(n_batches), 1))]
+    return [next(batches) for _ in range(max(int(count), 1))]
+
+
+def calibration_run(batches: list[TrainBatch]):
+    """model -> None: the forwards of `batches` (what compress's calibration observes)."""
 
     def run(m):
-        for b in calib:
+        for b in batches:
             m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
 
     return run
@@ -123,11 +130,11 @@ def sparse_params(config, model_cfg, graphdef, full, mesh, rules):
     fixed. -> (graphdef, pruned State, the dense State of the same structure: the teacher)."""
     s = config.sparse
     local = jax.device_put(full, jax.local_devices()[0])  # on one device, as quantized_params
-    model = to_sparse(
-        quantize_model(nnx.merge(graphdef, local), sparse_quant_rules(s.bits, s.group))
-    )
+    model = sparse_structure(s.bits, s.group)(nnx.merge(graphdef, local))
     dense = jax.tree.map(jnp.copy, nnx.state(model))
-    run = calibration_run(config, model_cfg, s.calib_batches) if s.method != "magnitude" else None
+    run = None
+    if s.method != "magnitude":
+        run = calibration_run(calibration_batches(config, model_cfg, s.calib_batches))
     prune_model(model, s.rules, s.method, run)
     graphdef, state = nnx.split(model)
     place = lambda st: jax.device_put(st, state_shardings(st, mesh, rules))  # noqa: E731

@@ -31,6 +31,6 @@ def tiny_config(**overrides):
     return c
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_config():
     return tiny_config
