@@ -26,7 +26,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ("magnitude", "wanda", "sparsegpt")
 PATTERNS = {"50%": "2:4", "75%": "1:4"}  # the N:M patterns the format stores (2:4, 1:4)
-EXTRA_ONESHOT = ("u50", "u75")  # unstructured one-shot points (same methods)
+# unstructured one-shot points (same methods); attn50_mlp875: 75 % placed per layer type
+EXTRA_ONESHOT = ("u50", "u75", "attn50_mlp875")
 # 75 % at <= 1.8 BPW with a finer pattern: 2:8 (5-bit index per 8) with W3 kept values = 1.625
 BEST = [("sparsegpt", "75%", "2:8", "one-shot", 3), ("sparsegpt", "75%", "2:8", "fine-tuned", 3)]
 
@@ -153,7 +154,7 @@ def main() -> int:
         for method in methods
     ]
     jobs += [
-        (method, f"{rules[1:]}%", rules, "one-shot", 4)
+        (method, "75%" if rules == "attn50_mlp875" else f"{rules[1:]}%", rules, "one-shot", 4)
         for rules in EXTRA_ONESHOT
         for method in methods
         if "one-shot" in modes

@@ -1,5 +1,6 @@
 """Compression: quantization rules, LSQ quantization-aware training, PTQ (RTN, GPTQ) and the exact
-QAT -> deployed integer model mapping (docs/compression.md). Sparsity and LoRA/QALFT: planned.
+QAT -> deployed integer model mapping (docs/compression.md); pruning (prune.py: magnitude, Wanda,
+SparseGPT; masks.py) and the packed sparse format (sparse_codec.py, sparse_io.py). LoRA/QALFT: planned.
 
     model = quantize_model(model, "w4a8_g32")            # rules.py: QuantLinear per matching linear
     calibrate_activations(model, lambda m: m(batch))     # static activation steps
