@@ -1,6 +1,6 @@
 """Packed 1:4-sparse decode vs dense fp32 and dense W4 at the Qwen3-0.6B LLM shape, one run.
 
-    python benchmarks/sparse_decode.py                  # 28 layers, batch 1 (2 loaded cores: ~10 min)
+    python benchmarks/sparse_decode.py                  # 28 layers, batch 1 (~8 GB of memory)
     python benchmarks/sparse_decode.py --layers 4       # the same per-layer shapes, fewer layers
 
 Three engines over the same random LLM (the 0.6B text config; a tiny vision tower that text prompts
@@ -21,6 +21,7 @@ included as the LM head). Writes benchmarks/results/sparse_decode.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import platform
@@ -42,7 +43,7 @@ def build(layers: int):
     from andesvl_jax.models.andesvl import AndesVL
 
     cfg = get_preset("0.6b", scan_layers=False)
-    cfg = cfg.replace(vision=TINY_VISION, text=cfg.text.replace(num_layers=layers))
+    cfg = cfg.replace(vision=TINY_VISION, text=dataclasses.replace(cfg.text, num_layers=layers))
     return AndesVL(cfg, rngs=nnx.Rngs(0))
 
 
@@ -54,23 +55,25 @@ def llm_bytes(model) -> int:
 
 
 def engines(layers: int, tmp: pathlib.Path):
-    from flax import nnx
+    """The three engines, built one after another from the same seed (one float copy at a time)."""
+    import gc
 
     from andesvl_jax.compress import deploy, quantize_model
     from andesvl_jax.compress.prune import prune_model, sparse_structure
     from andesvl_jax.compress.sparse_io import load_sparse, save_sparse
     from andesvl_jax.infer.engine import decoding_layout
 
-    out = {}
-    dense = build(layers)
-    out["dense fp32"] = decoding_layout(dense)
-    w4 = quantize_model(nnx.clone(dense), "w4_g32")
-    out["dense W4 g32"] = decoding_layout(deploy(w4, separate_layers=True))
+    out = {"dense fp32": decoding_layout(build(layers))}
+    gc.collect()
+    w4 = deploy(quantize_model(build(layers), "w4_g32"), separate_layers=True)
+    out["dense W4 g32"] = decoding_layout(w4)
     del w4
-    sp = sparse_structure(4, 128)(dense)
+    gc.collect()
+    sp = sparse_structure(4, 128)(build(layers))
     prune_model(sp, "1:4", "magnitude")
     path = save_sparse(sp, tmp / "sparse.safetensors")
-    del sp, dense
+    del sp
+    gc.collect()
     out["sparse 1:4 W4 g128"] = decoding_layout(load_sparse(path))
     return out
 

@@ -97,7 +97,7 @@ def plot(rows, qat_rows, path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ref = next(r for r in rows if r["method"] == "float")
     for metric, ax in zip(("exact_match", "top1_consistency"), axes, strict=True):
-        for mode, marker in (("one-shot", "o"), ("fine-tuned", "s")):
+        for mode, marker in (("one-shot", "o"), ("fine-tuned", "s"), ("fine-tuned long", "*")):
             for method in METHODS:
                 pts = sorted(
                     (r["bpw"], r[metric])
@@ -132,6 +132,14 @@ def main() -> int:
     p.add_argument("--calib-batches", type=int, default=4)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--modes", default="one-shot,fine-tuned")
+    p.add_argument("--patterns", help="only these rules (e.g. 1:4,2:8); default: all")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        help="another run's OUT/sparsity.json (e.g. longer fine-tunes): its rows join the table "
+        "and plot as mode 'fine-tuned long'",
+    )
     p.add_argument("--qat-json", help="an eval-quant eval_quant.json for the dense QAT points")
     args = p.parse_args()
     out = pathlib.Path(args.out)
@@ -160,6 +168,8 @@ def main() -> int:
         if "one-shot" in modes
     ]
     jobs += [j for j in BEST if j[0] in methods and j[3] in modes]
+    if args.patterns:
+        jobs = [j for j in jobs if j[2] in args.patterns.split(",")]
     for method, sparsity, rules, mode, bits in jobs:
         if (method, rules, mode, bits) in done:
             continue
@@ -190,6 +200,10 @@ def main() -> int:
             flush=True,
         )
         results.write_text(json.dumps(rows, indent=1))
+    for other in args.also:
+        extra = [r for r in json.loads(pathlib.Path(other).read_text()) if r["method"] != "float"]
+        rows = [r for r in rows if r["mode"] != "fine-tuned long"]
+        rows += [{**r, "mode": "fine-tuned long", "source": other} for r in extra]
     text = table(rows)
     print(text)
     meta = {

@@ -40,7 +40,12 @@ from andesvl_jax.compress.sparse_codec import (
 from andesvl_jax.config import AndesVLConfig, replace_fields
 from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
 from andesvl_jax.kernels import dispatch
-from andesvl_jax.kernels.sparse_format import SPARSE_GROUP_SIZES, VALUE_ZERO, pack_sparse
+from andesvl_jax.kernels.sparse_format import (
+    SPARSE_GROUP_SIZES,
+    VALUE_ZERO,
+    SparseWeight,
+    pack_sparse,
+)
 from andesvl_jax.models.andesvl import AndesVL
 
 FORMAT = "andesvl-sparse"
@@ -68,7 +73,7 @@ def packed_linears(model: nnx.Module, target_bpw: float | None = None) -> dict[s
             pick = (lambda a, i=i: a[i]) if site.stacked else (lambda a: a)  # noqa: E731
             m = pick(mask)
             k, n = m.shape
-            pattern = _pattern_of(m, name)
+            pattern = _pattern_of(m)
             bits = mod.rule.weight_bits
             if target_bpw is not None:
                 floor = bpw_floor(pattern, bits, mod.rule.group_size, 1 - m.mean())
@@ -82,7 +87,7 @@ def packed_linears(model: nnx.Module, target_bpw: float | None = None) -> dict[s
     return out
 
 
-def _pattern_of(mask: np.ndarray, name: str) -> str | float:
+def _pattern_of(mask: np.ndarray) -> str | float:
     """The N:M pattern a mask obeys (checked 1:4, 2:8, 2:4 in order), else 'unstructured' as its
     fraction."""
     k, n = mask.shape
@@ -232,8 +237,6 @@ class PackedSparseLinear(nnx.Module):
         self.bias, self.dtype = bias, dtype
 
     def __call__(self, x):
-        from andesvl_jax.kernels.sparse_format import SparseWeight
-
         sw = SparseWeight(
             self.index[...], self.values[...], self.scales[...], self.group_size, self.in_features
         )
