@@ -7,7 +7,8 @@ mixture of experiments/tiny.py, the same step budget, seed and patch budget in e
         --workdir runs/ablations/rope2d_off-shuffle_on-s1
 
 Args (ARGS): rope2d=on|off, shuffle=on|off (default on), seed=N (default 0), steps=N (default
-STEPS).
+STEPS), tasks=demo|position (default demo: MIXTURE; position: POSITION_MIXTURE, the powered study's
+tasks where positions matter, with colour as a position-free control).
 
 `andesvl-jax ablate` (andesvl_jax/eval/ablate_cli.py) trains every cell for every seed and then
 evaluates each model at the training resolution, 2x / 4x more patches and extreme aspect ratios.
@@ -29,12 +30,15 @@ MAX_PATCHES = 256  # the same patch budget per packed row in every cell
 TEXT_ROOM = 320
 MAX_TOKENS = {True: MAX_PATCHES // 4 + TEXT_ROOM, False: MAX_PATCHES + TEXT_ROOM}
 MIXTURE = {"count": 1.0, "colour": 0.5, "ocr_digits": 1.5}  # as experiments/tiny.py
+POSITION_MIXTURE = {"count": 1.0, "ocr_digits": 1.0, "spatial": 1.0, "colour": 0.5}
+MIXTURES = {"demo": MIXTURE, "position": POSITION_MIXTURE}
 
 ARGS = {
     "rope2d": Arg("on", choices=SWITCHES, help="2D-RoPE in the vision tower"),
     "shuffle": Arg("on", choices=SWITCHES, help="2x2 pixel shuffle before the projector"),
     "seed": Arg("0", type=int, help="training seed", example="1"),
     "steps": Arg(str(STEPS), type=int, help="training steps", example="3"),
+    "tasks": Arg("demo", choices=MIXTURES, help="training / eval task mixture"),
 }
 
 
@@ -48,7 +52,7 @@ def get_config(arg: str = "rope2d=on,shuffle=on"):
     c.model.vision.use_rope2d = args["rope2d"]
     c.model.pixel_shuffle = args["shuffle"]
     c.data.stage = "demo"  # answer-only loss, 112 px area budget
-    c.data.mixture = dict(MIXTURE)
+    c.data.mixture = dict(args["tasks"])
     c.data.worker_count = 1
     c.data.batch_size = 16
     c.data.max_tokens = MAX_TOKENS[args["shuffle"]]

@@ -103,7 +103,7 @@ def get_config(arg: str = "size=1b,stage=sft"):
         # Distillation (quant.distill_weight) takes full [rows, tokens, vocab] teacher and student
         # logits (not chunked yet): off here, on in experiments/tiny.py.
         c.quant.update(rules="w4a16_g32", exact=False, distill_weight=0.0)
-        c.optim.lr_multipliers.update(quant=10.0)
+        c.optim.lr_multipliers.update(quant=0.01)  # Adam: ~lr per step; steps are ~1e-3 (tiny.py)
     if args["stage"] == "grpo":
         c.data.format = "synthetic"
         c.data.mixture = {"math": 1.0}

@@ -24,8 +24,16 @@ Sparse + quantized fine-tuning (1:4 magnitude pruning, W4 g64 kept values, disti
     andesvl-jax train --config experiments/tiny.py:stage=sparse --workdir runs/tiny/sparse \
         --config.init.from_stage_workdir=runs/demo/sft
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|sparse (default sft; the
-andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES).
+LoRA scenario adapters on the SFT model, and QALFT adapters on its deployed W4A8 base (docs/lora.md):
+
+    andesvl-jax train --config experiments/tiny.py:stage=lora,scenario=count \
+        --workdir runs/tiny/lora_count --config.init.from_stage_workdir=runs/demo/sft
+    andesvl-jax train --config experiments/tiny.py:stage=qalft,scenario=count \
+        --workdir runs/tiny/qalft_count --config.lora.deployed=runs/tiny/w4a8.safetensors
+
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|sparse|lora|qalft
+(default sft; the andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES),
+scenario=count|gui|numbers (the data of one scenario: SCENARIOS; default: the stage's mixture).
 
 Each trains the tiny preset for a few hundred steps on 56-112 px images (count / colour / OCR-digit
 questions) in about a minute per hundred steps on 2 CPU cores; the loss falls from ~6 to well under 1.
@@ -76,11 +84,13 @@ TINY_STAGES: dict[str, dict] = {
         "grpo.curriculum": "",
         "save_every": 50,
     },
-    # LSQ QAT of the LLM's linears (compress/), step sizes at 10x the weights' LR
+    # LSQ QAT of the LLM's linears (compress/). Step sizes at 0.01x the weights' LR: Adam moves a
+    # parameter by ~lr per step whatever its size, and a W8 step is ~1e-3 (max|w| / 127), so the
+    # LSQ paper's SGD-era 10x wrecked the model within 20 steps (KL 0.9 vs 0.004 at 0.01x, measured)
     "qat": {
         "steps": 200,
         "optim.lr": 2e-4,
-        "optim.lr_multipliers.quant": 10.0,
+        "optim.lr_multipliers.quant": 0.01,
         "quant.rules": "w4a16_g32",
         "quant.distill_weight": 1.0,
     },
@@ -92,11 +102,31 @@ TINY_STAGES: dict[str, dict] = {
         "sparse.rules": "1:4",
         "sparse.method": "magnitude",
     },
+    # LoRA (rank 8, alpha 16) on the LLM's linears, only the factors train
+    "lora": {"steps": 200, "optim.lr": 2e-3, "lora.targets": "llm"},
+    # the same against the deployed integer base, LoRA branch in fp16 as on the device
+    "qalft": {
+        "steps": 200,
+        "optim.lr": 2e-3,
+        "lora.targets": "llm",
+        "lora.branch": "float16",
+        "lora.deployed": "runs/tiny/w4a8.safetensors",  # compress.deploy + save_deployed (docs/lora.md)
+    },
+}
+
+# scenario -> the synthetic tasks of its data (one LoRA per scenario: docs/lora.md)
+SCENARIOS: dict[str, dict[str, float]] = {
+    "count": {"count": 1.0},
+    "gui": {"gui_grounding": 1.0},
+    "numbers": {"ocr_digits": 1.0},
 }
 
 ARGS = {
     "stage": Arg("sft", choices=tuple(TINY_STAGES), help="the training stage"),
     "steps": Arg(None, type=int, help="training steps (default: the stage's)", example="3"),
+    "scenario": Arg(
+        "none", choices=("none", *SCENARIOS), help="train on one scenario's data (SCENARIOS)"
+    ),
 }
 
 
@@ -122,6 +152,8 @@ def get_config(arg: str = "stage=sft"):
     c.log_every = 10
     c.save_every = 100
     c.update_from_flattened_dict(TINY_STAGES[args["stage"]])
+    if args["scenario"] != "none":
+        c.data.mixture = SCENARIOS[args["scenario"]]
     if args["steps"] is not None:
         c.steps = args["steps"]
     return c

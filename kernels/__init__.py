@@ -21,6 +21,7 @@ from andesvl_jax.kernels.dispatch import (
     dot_product_attention,
     get_kernel,
     is_validated,
+    lora_delta,
     lora_matmul,
     quantized_matmul,
     quantized_matmul_a8,
@@ -28,7 +29,7 @@ from andesvl_jax.kernels.dispatch import (
     resolve_attention,
     resolve_impl,
 )
-from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
+from andesvl_jax.kernels.lora_matmul import lora_delta_ref, lora_matmul_pallas, lora_matmul_ref
 from andesvl_jax.kernels.quant_format import (
     PackedWeight,
     dequantize_weight,
@@ -57,6 +58,8 @@ __all__ = [
     "dequantize_weight",
     "get_kernel",
     "is_validated",
+    "lora_delta",
+    "lora_delta_ref",
     "lora_matmul",
     "lora_matmul_pallas",
     "lora_matmul_ref",

@@ -16,7 +16,7 @@ from andesvl_jax.kernels.attention import packed_attention
 from andesvl_jax.kernels.attention_blockwise import DEFAULT_BLOCK, blockwise_attention
 from andesvl_jax.kernels.attention_cudnn import cudnn_attention, cudnn_unsupported
 from andesvl_jax.kernels.attention_ref import xla_attention
-from andesvl_jax.kernels.lora_matmul import lora_matmul_pallas, lora_matmul_ref
+from andesvl_jax.kernels.lora_matmul import lora_delta_ref, lora_matmul_pallas, lora_matmul_ref
 from andesvl_jax.kernels.quant_format import PackedWeight
 from andesvl_jax.kernels.quant_matmul import (
     quantized_matmul_a8_pallas,
@@ -39,6 +39,7 @@ KERNELS: dict[str, dict[str, Callable]] = {
     "quantized_matmul_a8": {"xla": quantized_matmul_a8_ref, "pallas": quantized_matmul_a8_pallas},
     "sparse_matmul": {"xla": sparse_matmul_ref, "pallas": sparse_matmul_pallas},
     "lora_matmul": {"xla": lora_matmul_ref, "pallas": lora_matmul_pallas},
+    "lora_delta": {"xla": lora_delta_ref},  # the LoRA term alone (a base linear adds its own)
 }
 WEIGHT_MATMULS: dict[type, str] = {PackedWeight: "quantized_matmul", SparseWeight: "sparse_matmul"}
 
@@ -163,6 +164,23 @@ def lora_matmul(
     """x: [..., K]; w: [K, N]; lora_a: [L, K, r]; lora_b: [L, r, N]; adapter_ids: int [...]."""
     y = get_kernel("lora_matmul", impl)(
         _rows(x), w, lora_a, lora_b, adapter_ids.reshape(-1), scale=scale
+    )
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def lora_delta(
+    x: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    adapter_ids: jax.Array,
+    *,
+    scale: float = 1.0,
+    impl: str = "auto",
+) -> jax.Array:
+    """scale * (x @ A[id]) @ B[id] per row: x [..., K]; lora_a [L, K, r]; lora_b [L, r, N];
+    adapter_ids int [...] (-1: none) -> float32 [..., N]."""
+    y = get_kernel("lora_delta", impl)(
+        _rows(x), lora_a, lora_b, adapter_ids.reshape(-1), scale=scale
     )
     return y.reshape(*x.shape[:-1], y.shape[-1])
 

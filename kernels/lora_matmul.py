@@ -123,6 +123,30 @@ def _check(x, w, lora_a, lora_b, adapter_ids) -> None:
         raise ValueError(f"adapter_ids {adapter_ids.shape} must be [{m}]")
 
 
+def lora_delta_ref(
+    x: jax.Array,
+    lora_a: jax.Array,
+    lora_b: jax.Array,
+    adapter_ids: jax.Array,
+    *,
+    scale: float = 1.0,
+) -> jax.Array:
+    """The LoRA term of BGMV alone, scale * (x @ A[id]) @ B[id] per row (0 for id -1), as a pure-jnp
+    program: x [M, K], lora_a [L, K, r], lora_b [L, r, N], adapter_ids int [M] -> float32 [M, N].
+
+    Every row is shrunk through every adapter and the rows of other adapters are zeroed (one-hot)
+    before one expand: no [M, K, r] gather (a 2048-row prefill chunk would gather 134 MB per linear
+    at K=1024, r=16), L*r/K of the base product's work. The engine adds this to its base linear's
+    output, whatever that base is (float, fake-quantized or deployed integer).
+    """
+    dtype = x.dtype
+    hot = (adapter_ids[:, None] == jnp.arange(lora_a.shape[0])[None, :]).astype(jnp.float32)
+    xa = jnp.einsum("mk,lkr->mlr", x, lora_a.astype(dtype), preferred_element_type=jnp.float32)
+    xa = (xa * hot[:, :, None]).astype(dtype)
+    delta = jnp.einsum("mlr,lrn->mn", xa, lora_b.astype(dtype), preferred_element_type=jnp.float32)
+    return delta * scale
+
+
 def lora_matmul_ref(
     x: jax.Array,
     w: jax.Array,
@@ -132,17 +156,7 @@ def lora_matmul_ref(
     *,
     scale: float = 1.0,
 ) -> jax.Array:
-    """Pure-jnp reference of `lora_matmul_pallas` (gathers each row's adapter)."""
+    """Pure-jnp reference of `lora_matmul_pallas`: x @ w + `lora_delta_ref`."""
     _check(x, w, lora_a, lora_b, adapter_ids)
-    dtype = x.dtype
-    base = jnp.dot(x, w.astype(dtype), preferred_element_type=jnp.float32)
-    has = adapter_ids >= 0
-    safe = jnp.where(has, adapter_ids, 0)
-    xa = jnp.einsum("mk,mkr->mr", x, lora_a.astype(dtype)[safe], preferred_element_type=jnp.float32)
-    delta = jnp.einsum(
-        "mr,mrn->mn",
-        xa.astype(dtype),
-        lora_b.astype(dtype)[safe],
-        preferred_element_type=jnp.float32,
-    )
-    return (base + jnp.where(has[:, None], delta * scale, 0.0)).astype(dtype)
+    base = jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+    return (base + lora_delta_ref(x, lora_a, lora_b, adapter_ids, scale=scale)).astype(x.dtype)

@@ -1,6 +1,6 @@
 """Bits per weight of a deployed checkpoint, counted from the bytes the file stores.
 
-Every tensor of the file is charged to what it belongs to: a deployed linear (its packed code
+Every tensor of the file is charged to what it belongs to: a deployed linear or embedding table (its packed code
 planes, fp16 steps, zero points, activation step and offset all count against its K x N weights),
 or a float tensor of the LLM (embeddings, norms), the vision tower or the projector, reported
 separately. Nothing is estimated from the format's nominal width: the header's shapes and dtypes
@@ -28,8 +28,15 @@ def _tensor_bytes(f, key: str) -> tuple[int, int]:
     return n, n * DTYPE_BYTES[sl.get_dtype()]
 
 
+def _part(name: str, meta: dict) -> str:
+    """The report line a deployed tensor set is charged to."""
+    tower = name.split("/")[0]
+    return f"{tower} embedding" if meta.get("embedding") else f"{tower} linears"
+
+
 def deployed_bits(path: str | pathlib.Path) -> dict:
-    """Per linear and per part (llm linears / llm other / vision / projector): weights (or float
+    """Per linear and per part (llm linears / llm embedding when quantized / llm other / vision /
+    projector): weights (or float
     parameters), stored bytes and bits per weight; plus the file size and the ratio to bf16."""
     path = pathlib.Path(path)
     with safe_open(path, framework="np") as f:
@@ -45,7 +52,7 @@ def deployed_bits(path: str | pathlib.Path) -> dict:
             linear = owner.get(key.rsplit(".", 1)[0])
             if linear is not None:
                 per_linear[linear]["bytes"] += nbytes
-                part = f"{key.split('.')[0]} linears"
+                part = _part(linear, linears[linear])
             else:
                 part = "llm other" if key.startswith("llm.") else key.split(".")[0]
             acc = parts.setdefault(part, {"weights": 0, "bytes": 0})
@@ -53,7 +60,7 @@ def deployed_bits(path: str | pathlib.Path) -> dict:
             acc["weights"] += 0 if linear is not None else n
     for name, m in per_linear.items():
         m["bpw"] = 8 * m["bytes"] / m["weights"]
-        part = parts[f"{name.split('/')[0]} linears"]
+        part = parts[_part(name, linears[name])]
         part["weights"] += m["weights"]
     for part in parts.values():
         part["bpw"] = 8 * part["bytes"] / max(part["weights"], 1)

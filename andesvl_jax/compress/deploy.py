@@ -25,9 +25,10 @@ import numpy as np
 from flax import nnx
 
 from andesvl_jax.compress.lsq import FP16_MAX, FP16_TINY, act_range, dynamic_scale
-from andesvl_jax.compress.qlinear import QuantLinear, quant_sites, replace_module
+from andesvl_jax.compress.qlinear import QuantEmbed, QuantLinear, quant_sites, replace_module
 from andesvl_jax.compress.qmatmul import grouped_product
-from andesvl_jax.compress.rules import layer_names, linear_sites
+from andesvl_jax.compress.rules import layer_names, weight_sites
+from andesvl_jax.kernels import dispatch
 from andesvl_jax.kernels._common import round_up
 from andesvl_jax.kernels.packing import plane_widths
 from andesvl_jax.kernels.quant_format import (
@@ -38,6 +39,7 @@ from andesvl_jax.kernels.quant_format import (
 )
 
 PACK_GROUPS = (128, 64, 32)
+REFERENCE = "reference"  # DeployedLinear.impl: the integer reference forward (not a kernel)
 
 
 class Deployed(nnx.Variable):
@@ -63,11 +65,14 @@ class DeployMeta:
     act_dynamic: bool
     act_offset: bool
     bias: bool
+    embedding: bool = False  # a token embedding table (DeployedEmbed): [D, vocab] kernel
 
     @classmethod
     def of(cls, qlin: QuantLinear) -> DeployMeta:
         rule = qlin.rule
         k, n = qlin.kernel.shape[-2:]
+        if qlin.out_in:
+            k, n = n, k
         if rule.group_size is None:
             pack = next((g for g in PACK_GROUPS if k % g == 0), 32)
         else:
@@ -83,6 +88,7 @@ class DeployMeta:
             act_dynamic=rule.act != "none" and rule.act_scale == "dynamic",
             act_offset=rule.act_offset,
             bias=qlin.bias is not None,
+            embedding=isinstance(qlin, QuantEmbed),
         )
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -117,6 +123,9 @@ class DeployedLinear(nnx.Module):
                 setattr(self, key, None)
         self.bias = bias
         self.meta, self.dtype = meta, dtype
+        self.impl = (
+            REFERENCE  # or a kernels.dispatch impl ("auto", "xla", "pallas"): set_kernel_impl
+        )
 
     def weight(self) -> PackedWeight:
         meta = self.meta
@@ -153,11 +162,29 @@ class DeployedLinear(nnx.Module):
         u = jnp.round(jnp.clip((x - m * s) / s, 0, qp)).astype(jnp.int32)
         return u + self.act_offset[...].astype(jnp.int32), s
 
+    def through_kernels(self, x2: jax.Array) -> jax.Array:
+        """The same quantized operands through the kernel dispatch (`self.impl`): weight-only and
+        A16 (its int16 codes times their step, exact in float32) by `quantized_matmul`, A8 without
+        offset by the A8 kernel. Equal to the reference up to float accumulation order."""
+        meta, w = self.meta, self.weight()
+        if meta.act_bits is None:
+            return dispatch.quantized_matmul(x2.astype(self.dtype), w, impl=self.impl)
+        xc, s_x = self.act_codes(x2)
+        s_rows = jnp.broadcast_to(s_x, (x2.shape[0],)).astype(jnp.float32)
+        if meta.act_bits == 8 and self.act_offset is None:
+            return dispatch.quantized_matmul_a8(
+                xc, s_rows, w, impl=self.impl, compute_dtype=jnp.float32, out_dtype=jnp.float32
+            )
+        x_hat = xc.astype(jnp.float32) * s_rows[:, None]
+        return dispatch.quantized_matmul(x_hat, w, impl=self.impl)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         meta = self.meta
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        if meta.act_bits is None:
+        if self.impl != REFERENCE:
+            y = self.through_kernels(x2)
+        elif meta.act_bits is None:
             w = dequantize_weight(self.weight()).astype(self.dtype)
             y = jnp.matmul(x2.astype(self.dtype), w, preferred_element_type=jnp.float32)
         else:
@@ -172,6 +199,19 @@ class DeployedLinear(nnx.Module):
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y.reshape(*lead, -1)
+
+
+class DeployedEmbed(DeployedLinear):
+    """A deployed token embedding table: the packed [D, vocab] kernel of the tied head. The lookup
+    unpacks the columns of the requested tokens; `attend` is the deployed (weight-only) product."""
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        table_t = dequantize_weight(self.weight())[: self.meta.in_features]  # [D, vocab] float32
+        rows = jnp.take(table_t, ids, axis=1)  # [D, *ids.shape]
+        return jnp.moveaxis(rows, 0, -1).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        return DeployedLinear.__call__(self, x)
 
 
 def deployed_arrays(qlin: QuantLinear, meta: DeployMeta) -> list[dict[str, np.ndarray]]:
@@ -221,13 +261,15 @@ def deployed_arrays(qlin: QuantLinear, meta: DeployMeta) -> list[dict[str, np.nd
 def skeleton(model: nnx.Module, metas: dict[str, DeployMeta]) -> nnx.Module:
     """`model` with the linears named in `metas` (by first per-layer name) replaced by zero
     DeployedLinears (stacked layers get stacked arrays)."""
-    for site in list(linear_sites(model)):
+    for site in list(weight_sites(model)):
         name = site.names[0]
         if name in metas:
             lead = (len(site.names),) if site.stacked else ()
-            new = DeployedLinear(
-                metas[name], None, site.module.bias, dtype=site.module.dtype, lead=lead
-            )
+            make = DeployedEmbed if metas[name].embedding else DeployedLinear
+            new = make(
+                metas[name], None, getattr(site.module, "bias", None), dtype=site.module.dtype,
+                lead=lead,
+            )  # fmt: skip
             replace_module(model, site.path, new)
     return model
 
@@ -297,6 +339,7 @@ def deploy(model: nnx.Module, separate_layers: bool | None = None) -> nnx.Module
 __all__ = [
     "DeployMeta",
     "Deployed",
+    "DeployedEmbed",
     "DeployedLinear",
     "deploy",
     "deployed_linears",
@@ -304,3 +347,15 @@ __all__ = [
     "layer_value",
     "skeleton",
 ]
+
+
+def set_kernel_impl(model: nnx.Module, impl: str) -> nnx.Module:
+    """Run every DeployedLinear of `model` by `impl` (in place; returns `model`): "reference" (the
+    integer-domain specification, the default) or a kernels.dispatch impl name ("auto" picks the
+    validated kernel of this backend: XLA on CPU, Pallas where validated)."""
+    if impl != REFERENCE:
+        dispatch.resolve_impl(impl, "quantized_matmul")  # an unknown name fails here, named
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, DeployedLinear):
+            module.impl = impl
+    return model

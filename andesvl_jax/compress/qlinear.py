@@ -26,7 +26,7 @@ from andesvl_jax.compress.lsq import (
 from andesvl_jax.compress.qmatmul import dense_product, grouped_product
 from andesvl_jax.compress.recorder import record
 from andesvl_jax.compress.rules import QuantRule, RuleError, Site, linear_sites, resolve_rules
-from andesvl_jax.models.layers import Linear
+from andesvl_jax.models.layers import Embed, Linear
 
 WEIGHT_INITS = {"absmax": absmax_weight_init, "mse": mse_weight_init}
 
@@ -73,7 +73,9 @@ class QuantLinear(Linear):
         )
         self.rule, self.names, self.exact = rule, tuple(names), exact
         self.observing = False  # calibration: float activations, inputs recorded
-        self.enabled = True  # False: the float Linear (e.g. a distillation teacher on the same params)
+        self.enabled = (
+            True  # False: the float Linear (e.g. a distillation teacher on the same params)
+        )
 
     def quantized_weight(self) -> tuple[jax.Array, jax.Array]:
         """(signed codes [G, group, N], fp16-exact steps [G, N]) of the current kernel."""
@@ -110,6 +112,56 @@ class QuantLinear(Linear):
         return y.reshape(*lead, -1)
 
 
+# Quantized token embeddings: the table fake-quantized as the output projection it also is.
+#
+# A Qwen3 embedding table [vocab, D] is read two ways: rows by token id (the input embedding) and,
+# when tied, as the LM head (logits = h @ tableᵀ: a [K = D, N = vocab] kernel). `QuantEmbed` quantizes
+# it once, as that kernel stored [out, in] (`Linear.out_in`): one step per group of D entries of each
+# token's row (or per row), weights only (an embedding has no activation input to quantize). Both
+# reads see the same codes: the lookup takes rows of the dequantized table, `attend` is the
+# QuantLinear product. `deploy` turns it into a `DeployedEmbed` (packed codes of the [D, vocab]
+# kernel, fp16 steps): the head through the quantized matmul, the lookup by unpacking columns.
+# On Qwen3-0.6B the tied table is 155 M of the LLM's 596 M parameters: an on-device size that counts
+# it in float misses a quarter of the model.
+class QuantEmbed(QuantLinear):
+    """An `Embed` with LSQ fake-quantized weights (the same `embedding` Param, as `kernel`)."""
+
+    def __init__(self, embed: Embed, rule: QuantRule, names: tuple[str, ...], *, exact=True):
+        if rule.act != "none":
+            raise RuleError(
+                f"{names[0]}: an embedding table quantizes weights only; rule {rule.pattern!r} "
+                f"asks act={rule.act!r} (use act='none')"
+            )
+        table = embed.embedding
+        vocab, d = table.shape
+        axes = table.get_metadata().get("logical_axes")  # ("vocab", "embed")
+        meta = {} if axes is None else {"logical_axes": tuple(reversed(axes))}
+        g = 1 if rule.group_size is None else d // rule.group_size
+        self.kernel, self.bias, self.dtype, self.out_in = table, None, embed.dtype, True
+        self.w_scale = QuantScale(jnp.ones((g, vocab), jnp.float32), **meta)
+        self.w_zero = (
+            QuantScale(jnp.zeros((g, vocab), jnp.float32), **meta) if rule.zero_point else None
+        )
+        self.a_scale = self.a_offset = None
+        self.rule, self.names, self.exact = rule, tuple(names), exact
+        self.observing = False
+        self.enabled = True
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """Token ids -> rows of the (fake-quantized) table, in the compute dtype."""
+        if not self.enabled:
+            return jnp.take(self.kernel[...], ids, axis=0).astype(self.dtype)
+        wc, sw = self.quantized_weight()  # [G, group, vocab], [G, vocab]
+        table_t = dequantize_codes(wc, sw)  # [D, vocab]
+        return (
+            jnp.take(table_t, ids, axis=1).astype(self.dtype).transpose(*range(1, ids.ndim + 1), 0)
+        )
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """The tied head: x [..., D] -> logits [..., vocab] with the same codes."""
+        return QuantLinear.__call__(self, x)
+
+
 def replace_module(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
     parent = model
     for p in path[:-1]:
@@ -130,9 +182,10 @@ def init_weight_scales(qlin: QuantLinear, method: str = "absmax") -> None:
     if method not in WEIGHT_INITS:
         raise ValueError(f"unknown weight init {method!r}; expected one of {sorted(WEIGHT_INITS)}")
     rule = qlin.rule
-    s, z = WEIGHT_INITS[method](
-        qlin.kernel[...], rule.weight_bits, rule.group_size, rule.zero_point
-    )
+    kernel = qlin.kernel[...]
+    if qlin.out_in:  # stored [out, in] (an embedding table): the steps are of the [in, out] kernel
+        kernel = jnp.swapaxes(kernel, -1, -2)
+    s, z = WEIGHT_INITS[method](kernel, rule.weight_bits, rule.group_size, rule.zero_point)
     qlin.w_scale.set_value(s.astype(jnp.float32))
     if z is not None:
         qlin.w_zero.set_value(z.astype(jnp.float32))
@@ -151,12 +204,14 @@ def quantize_model(
     `weight_init` ("absmax" or "mse"); static activation steps start at 1 — set them with
     `calibrate.calibrate_activations` before training or deploying.
     """
-    from andesvl_jax.compress.rules import get_recipe
+    from andesvl_jax.compress.rules import get_recipe, weight_sites
 
+    quantized = {Linear: QuantLinear, Embed: QuantEmbed}  # module type -> its quantized form
     rules = get_recipe(rules) if isinstance(rules, str) else tuple(rules)
-    sites = [s for s in linear_sites(model) if not isinstance(s.module, QuantLinear)]
+    sites = [s for s in weight_sites(model) if not isinstance(s.module, QuantLinear)]
     for site, rule in resolve_rules(sites, rules):
-        qlin = QuantLinear(site.module, rule, site.names, exact=exact)
+        make = next(q for t, q in quantized.items() if isinstance(site.module, t))
+        qlin = make(site.module, rule, site.names, exact=exact)
         init_weight_scales(qlin, weight_init)
         replace_module(model, site.path, qlin)
     return model

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from flax import nnx
 
 from andesvl_jax.kernels.quant_format import GROUP_SIZES
-from andesvl_jax.models.layers import Linear
+from andesvl_jax.models.layers import Embed, Linear
 
 WEIGHT_BITS = (2, 3, 4, 8)
 ACT_MODES = {"none": None, "a16": 16, "a8": 8}
@@ -127,6 +127,15 @@ RECIPES: dict[str, tuple[QuantRule, ...]] = {
     "w2a16_g32": (_w(2, 32),),
     "w4_g32": (_w(4, 32, act="none"),),
     "mixed": mixed_recipe(),
+    # W4A16 g32 linears and the token embedding table (also the tied LM head) W8 per token row
+    "w4a16_g32_emb_w8": (_w(4, 32), QuantRule(r"^llm/embed$", 8, None, act="none")),
+    # the whole model: LLM W4A16 g32; vision tower and projector W8A8 per channel. A8 there keeps
+    # the fake-quant float sums exact (127^2 * K < 2^24 for K < 1040: the patch embedding's K = 588
+    # fits); with A16 they exceed 2^24 and the mapping holds only to float rounding (~4e-4).
+    "w4a16_g32_vit_w8a8": (
+        _w(4, 32),
+        QuantRule(r"^(vision|projector)/", 8, None, act="a8"),
+    ),
 }
 
 
@@ -142,17 +151,22 @@ class Site:
     """One linear module of the model: where it lives and the per-layer paths it stands for."""
 
     path: tuple  # its nnx path (stacked layers: no layer index)
-    module: Linear
+    module: Linear | Embed
     names: tuple[str, ...]  # per-layer paths ('llm/layers/0/attn/q', ...): one unless stacked
 
     @property
+    def weight(self) -> nnx.Variable:
+        return self.module.embedding if isinstance(self.module, Embed) else self.module.kernel
+
+    @property
     def stacked(self) -> bool:
-        return self.module.kernel.ndim == 3
+        return self.weight.ndim == 3
 
     @property
     def in_features(self) -> int:
-        shape = self.module.kernel.shape[-2:]
-        return shape[1] if self.module.out_in else shape[0]
+        """K of the product: an embedding table [vocab, D] is the tied head's [D, vocab] kernel."""
+        shape = self.weight.shape[-2:]
+        return shape[1] if isinstance(self.module, Embed) or self.module.out_in else shape[0]
 
 
 def linear_sites(model: nnx.Module, cls: type = Linear) -> Iterator[Site]:
@@ -162,6 +176,14 @@ def linear_sites(model: nnx.Module, cls: type = Linear) -> Iterator[Site]:
             continue
         stacked = module.kernel.shape[0] if module.kernel.ndim == 3 else None
         yield Site(tuple(path), module, layer_names(path, stacked))
+
+
+def weight_sites(model: nnx.Module) -> Iterator[Site]:
+    """What rules can quantize: every Linear, then every token embedding table (Embed)."""
+    yield from linear_sites(model)
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, Embed):
+            yield Site(tuple(path), module, layer_names(path, None))
 
 
 def layer_names(path, stacked: int | None) -> tuple[str, ...]:

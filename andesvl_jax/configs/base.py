@@ -169,6 +169,19 @@ def base_config() -> ConfigDict:
             # the bit-exact grouped product (holds [tokens, K/group, N]); False = one dense matmul
             "exact": False,
             "distill_weight": 0.0,  # KL(float teacher || student) on answer tokens, per token
+            "task_weight": 1.0,  # the next-token loss's weight (0 = pure distillation; needs KL)
+        }
+    )
+    # LoRA / QALFT (stages lora, qalft; compress/lora.py): targets are compress.lora.TARGETS names
+    # or regular expressions over per-layer paths, comma-separated
+    c.lora = ConfigDict(
+        {
+            "targets": "llm",
+            "rank": 8,
+            "alpha": 16.0,
+            "dropout": 0.0,
+            "branch": "float",  # float | float16 | int8 (the device's LoRA precision)
+            "deployed": "",  # qalft: the deployed base (compress.save_deployed .safetensors)
         }
     )
     # sparse stage (andesvl_jax/compress/prune.py): rules = a SPARSITY_RECIPES name

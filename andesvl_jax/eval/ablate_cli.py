@@ -1,11 +1,15 @@
-"""`andesvl-jax ablate`: 2D-RoPE on/off x pixel shuffle on/off on the tiny preset (docs/ablations.md).
+"""`andesvl-jax ablate`: 2D-RoPE on/off x pixel shuffle on/off on the tiny preset (docs/ablations.md),
+plus 2D-RoPE without the learned absolute position table (a nested config override of the base cell).
 
 Every cell (CELLS) trains once per seed with the same step budget, seed and patch budget
 (experiments/ablations.py), then is scored by greedy exact match on the same held-out synthetic
 questions under every eval condition (CONDITIONS): the training resolution, 2x and 4x more patches,
-and extreme aspect ratios. Per run, WORKDIR/<cell>-s<seed>/ holds the training workdir,
+4:1 and 1:4 aspect ratios, and train-low / test-high (224-448 px after training at <= 112 px).
+Per run, WORKDIR/<cell>-s<seed>/ holds the training workdir,
 `train_summary.json` (written when training completed) and `eval.json`; a rerun skips what exists.
-WORKDIR/results.json aggregates everything; `--doc` gets the tables and a plot (ablate_report.py).
+WORKDIR/results.json aggregates everything; `--doc` gets the tables and a plot (ablate_report.py),
+with per-question paired statistics (ablate_paired.py) and interleaved step timing
+(ablate_timing.py).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from andesvl_jax.eval.suite import EXTREME_ASPECTS, TRAIN_CONTEXT, pad_to_aspect
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "ablations.py"
 EVAL_SEED = 9201  # eval split; differs from the suite's seeds and the demo's 1234
 TRAIN_IMAGE_MAX_SIZE = 112  # experiments/ablations.py data.image_max_size
-# One generation budget for every cell and condition, large enough that no image is shrunk
-# (the largest, a 1:4-padded digit image at pixel shuffle off, is ~650 tokens).
+# One generation budget for every cell and condition, large enough that no image is shrunk (the
+# largest, a 448 px test_high scene, is 1024 patches: 1024 tokens at pixel shuffle off).
 EVAL_MAX_PATCHES = 1024
 EVAL_MAX_TOKENS = 1280
 WORD = {True: "on", False: "off"}
@@ -32,26 +36,44 @@ WORD = {True: "on", False: "off"}
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One architecture of the 2x2 grid."""
+    """One architecture: the 2x2 grid, and (abs_pos False) the learned absolute table removed."""
 
     rope2d: bool
     shuffle: bool
+    abs_pos: bool = True
 
     @property
     def name(self) -> str:
-        return f"rope2d_{WORD[self.rope2d]}-shuffle_{WORD[self.shuffle]}"
+        name = f"rope2d_{WORD[self.rope2d]}-shuffle_{WORD[self.shuffle]}"
+        return name if self.abs_pos else f"{name}-abs_off"
 
-    def config_arg(self, seed: int, steps: int | None = None) -> str:
-        """The experiments/ablations.py argument (steps None: the experiment's default)."""
+    def config_arg(self, seed: int, steps: int | None = None, tasks: str | None = None) -> str:
+        """The experiments/ablations.py argument (None: the experiment's default)."""
         arg = f"rope2d={WORD[self.rope2d]},shuffle={WORD[self.shuffle]},seed={seed}"
-        return arg if steps is None else f"{arg},steps={steps}"
+        arg += "" if steps is None else f",steps={steps}"
+        return arg if tasks is None else f"{arg},tasks={tasks}"
+
+    @property
+    def overrides(self) -> list[str]:
+        """Nested config overrides beyond the experiment's switches (not a registered preset)."""
+        return [] if self.abs_pos else ["--config.model.vision.use_abs_pos=False"]
 
 
 CELLS: dict[str, Cell] = {
-    c.name: c for c in (Cell(r, s) for r in (True, False) for s in (True, False))
+    c.name: c
+    for c in [
+        *(Cell(r, s) for r in (True, False) for s in (True, False)),
+        Cell(True, True, abs_pos=False),  # the extrapolation case: RoPE is the only position
+    ]
 }
-# Factor -> the Cell field it switches (ablate_report.py estimates each factor's effect).
-FACTORS: dict[str, str] = {"2D-RoPE": "rope2d", "pixel shuffle": "shuffle"}
+BASELINE = "rope2d_on-shuffle_on"  # the AndesVL architecture; step-time ratios are against it
+# Factor -> the Cell field it switches (ablate_report.py estimates each factor's effect over the
+# pairs of cells differing in that field only).
+FACTORS: dict[str, str] = {
+    "2D-RoPE": "rope2d",
+    "pixel shuffle": "shuffle",
+    "absolute table (RoPE on)": "abs_pos",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +115,14 @@ CONDITIONS: dict[str, EvalCondition] = {
         EvalCondition("patches_4x", 2.0, 2 * TRAIN_IMAGE_MAX_SIZE,
                       "sides x 2 (112-224 px), area budget 224 px: ~4x the patches"),
         EvalCondition("aspect_4to1", 1.0, 2 * TRAIN_IMAGE_MAX_SIZE,
-                      "training-size images padded to 4:1 / 1:4 (alternating); area budget "
-                      "224 px, so the padding does not shrink the content",
-                      aspects=EXTREME_ASPECTS),
+                      "training-size images padded to 4:1 (wide); area budget 224 px, so the "
+                      "padding does not shrink the content", aspects=(EXTREME_ASPECTS[0],)),
+        EvalCondition("aspect_1to4", 1.0, 2 * TRAIN_IMAGE_MAX_SIZE,
+                      "training-size images padded to 1:4 (tall); area budget 224 px",
+                      aspects=(EXTREME_ASPECTS[1],)),
+        EvalCondition("test_high", 4.0, 4 * TRAIN_IMAGE_MAX_SIZE,
+                      "train-low / test-high: sides x 4 (224-448 px), area budget 448 px: "
+                      "~16x the patches of training (<= 112 px)"),
     ]
 }  # fmt: skip
 
@@ -185,6 +212,7 @@ def evaluate_condition(model, tokenizer, mixture, condition: EvalCondition, n, b
     result = evaluate_exact_match(engine, samples)
     result.update(
         seconds=time.perf_counter() - start,
+        tasks=[s.meta.get("task", "all") for s in samples],  # per question, for paired statistics
         patches_per_image=patches,
         tokens_per_image=patches / model.cfg.tokens_per_patch_group,
         max_tokens_per_image=max(im.num_patches for im in images)
@@ -203,7 +231,8 @@ def evaluate_run(run_dir: pathlib.Path, conditions: list[str], n: int, batch: in
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("eval_samples") != n:
         cached = {"eval_samples": n, "conditions": {}}
-    todo = [c for c in conditions if c not in cached["conditions"]]
+    # An entry without per-question tasks predates the paired statistics: evaluate it again.
+    todo = [c for c in conditions if "tasks" not in cached["conditions"].get(c, {})]
     if todo:
         mixture = dict(load_run_config(run_dir).data.mixture)
         model, tokenizer = load_model(run_dir)
@@ -215,6 +244,24 @@ def evaluate_run(run_dir: pathlib.Path, conditions: list[str], n: int, batch: in
     return cached
 
 
+def cached_timing(workdir: pathlib.Path, configs: dict, rounds: int) -> dict:
+    """Interleaved step times of these cells (WORKDIR/timing.json; a rerun with the same cells,
+    configs and rounds reuses it)."""
+    import hashlib
+
+    from andesvl_jax.eval.ablate_timing import interleaved_step_times
+
+    path = workdir / "timing.json"
+    digest = lambda c: hashlib.sha256(c.to_json_best_effort(sort_keys=True).encode()).hexdigest()  # noqa: E731
+    key = {"rounds": rounds, "configs": {n: digest(c) for n, c in sorted(configs.items())}}
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if cached.get("key") != key:
+        timing = interleaved_step_times(configs, rounds=rounds, baseline=BASELINE)
+        cached = {"key": key, "timing": timing}
+        atomic_write_text(path, json.dumps(cached, indent=2))
+    return cached["timing"]
+
+
 # ---- the command ----
 
 
@@ -223,24 +270,30 @@ def command_line(args) -> str:
     parts = ["andesvl-jax ablate", f"--workdir {args.workdir}", f"--seeds {args.seeds}"]
     parts += [f"--steps {args.steps}"] if args.steps else []
     parts += [f"--eval-samples {args.eval_samples}"]
+    parts += [f"--tasks {args.tasks}"] if args.tasks else []
+    parts += [f"--timing-rounds {args.timing_rounds}"]
     parts += [f"--cells {args.cells}", f"--conditions {args.conditions}", f"--doc {args.doc}"]
     return " ".join(parts + list(args.overrides))
 
 
 def run(args) -> int:
+    from andesvl_jax.eval.ablate_paired import paired_analysis
     from andesvl_jax.eval.ablate_report import aggregate, write_doc
     from andesvl_jax.train.launch import load_config
 
     seeds = _csv(args.seeds, cast=int)
     cells, conditions = _csv(args.cells, CELLS), _csv(args.conditions, CONDITIONS)
     workdir = pathlib.Path(args.workdir)
-    records, steps = [], None
+    records, steps, first_configs = [], None, {}
     for seed in seeds:
         for name in cells:
             run_dir = workdir / f"{name}-s{seed}"
+            cell = CELLS[name]
             config = load_config(
-                f"{EXPERIMENT}:{CELLS[name].config_arg(seed, args.steps)}", args.overrides
+                f"{EXPERIMENT}:{cell.config_arg(seed, args.steps, args.tasks)}",
+                [*cell.overrides, *args.overrides],
             )
+            first_configs.setdefault(name, config)
             train_summary, steps = train_cell(config, run_dir), config.steps
             train_summary["flops_per_step"] = flops_per_step(config, train_summary["data"])
             scores = evaluate_run(run_dir, conditions, args.eval_samples, args.batch_size)
@@ -249,9 +302,13 @@ def run(args) -> int:
             accs = ", ".join(f"{c} {scores['conditions'][c]['accuracy']:.1%}" for c in conditions)
             print(f"[{run_dir.name}] {train_summary['step_time_s']:.3f} s/step; {accs}", flush=True)
     results = aggregate(records, {c: CELLS[c] for c in cells}, FACTORS, conditions)
+    results["paired"] = paired_analysis(records, {c: CELLS[c] for c in cells}, FACTORS, conditions)
+    if args.timing_rounds:
+        results["timing"] = cached_timing(workdir, first_configs, args.timing_rounds)
     results.update(
         command=command_line(args),
         settings={"steps": steps, "seeds": seeds, "eval_samples": args.eval_samples,
+                  "tasks": args.tasks or "experiment default",
                   "eval_seed": EVAL_SEED, "eval_max_patches": EVAL_MAX_PATCHES,
                   "eval_max_tokens": EVAL_MAX_TOKENS},
         conditions={c: CONDITIONS[c].about for c in conditions},
@@ -274,5 +331,8 @@ def register(subparsers) -> None:
     p.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of the grid")
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated subset")
     p.add_argument("--batch-size", type=int, default=50, help="prompts per generation call")
+    p.add_argument("--tasks", help="experiments/ablations.py task mixture (e.g. position)")
+    p.add_argument("--timing-rounds", type=int, default=5,
+                   help="rounds of interleaved step timing per cell (0: none)")  # fmt: skip
     p.add_argument("--doc", default="docs/ablations.md", help="report (the plot goes beside it)")
     p.set_defaults(func=run, accepts_overrides=True)

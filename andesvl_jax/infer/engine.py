@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from andesvl_jax.compress.lora import LLM_ALL
 from andesvl_jax.data.answers import strip_thinking
 from andesvl_jax.data.chat import THINK_OPEN
 from andesvl_jax.data.encode import EncodeSpec, Example, SampleEncoder
@@ -23,6 +24,7 @@ from andesvl_jax.data.patches import pack_images
 from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
+from andesvl_jax.infer.adapters import AdapterError, AdapterTable
 from andesvl_jax.infer.generate import bucket, generate
 from andesvl_jax.infer.kv import Budget, get_policy
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
@@ -118,11 +120,18 @@ class Engine:
         mesh: jax.sharding.Mesh | None = None,
         rules=DEFAULT_RULES,
         weights_dtype: str | None = None,
+        adapter_slots: int = 0,
+        adapter_max_rank: int = 16,
+        adapter_targets: str | None = None,
     ):
         """mesh: where generation runs (tensor/data parallel by `rules`); the weights are placed
         there before they are re-laid out for decoding, so no device ever holds a whole replica.
         weights_dtype: store the floating weights in this dtype for generation (e.g. "bfloat16":
-        half the memory and weight traffic; compute stays in the model's dtype)."""
+        half the memory and weight traffic; compute stays in the model's dtype).
+        adapter_slots / adapter_max_rank / adapter_targets: 1+N LoRA serving (infer/adapters.py):
+        that many adapters of rank <= max rank on the LLM linears matching `adapter_targets`
+        (default: every attention and MLP linear), loaded with `load_adapter` and chosen per
+        request (`generate(adapter=...)`)."""
         cfg = model.cfg
         if mesh is not None:
             model = placed(model, mesh, rules)
@@ -131,6 +140,10 @@ class Engine:
             model = with_weights_dtype(model, weights_dtype)
         if mesh is not None:
             model = placed(model, mesh, rules)
+        self.adapters = None
+        if adapter_slots:
+            targets = adapter_targets or LLM_ALL
+            self.adapters = AdapterTable(model, adapter_slots, adapter_max_rank, targets)
         self.model, self.tok, self.cfg = model, tokenizer, cfg
         self.prefill_chunk, self.batch_size, self.mesh, self.rules = (
             prefill_chunk,
@@ -155,6 +168,21 @@ class Engine:
         self._encoders: dict[bool | None, SampleEncoder] = {}
         self.kv_reports: list = []
 
+    def load_adapter(self, name: str, source) -> int:
+        """Load or replace adapter `name` (a PEFT directory or a `compress.lora_files.Adapter`)
+        into a slot, without recompiling; -> its slot."""
+        return self._table(name).load(name, source)
+
+    def unload_adapter(self, name: str) -> None:
+        self._table(name).unload(name)
+
+    def _table(self, name) -> AdapterTable:
+        if self.adapters is None:
+            raise AdapterError(
+                f"adapter {name!r}: this engine has no adapter slots (Engine(adapter_slots=N))"
+            )
+        return self.adapters
+
     def encoder(self, thinking: bool | None) -> SampleEncoder:
         if thinking not in self._encoders:
             self._encoders[thinking] = SampleEncoder(
@@ -176,9 +204,12 @@ class Engine:
         stream: Callable | None = None,
         kv_policy=None,
         kv_budget=None,
+        adapter: str | None | Sequence[str | None] = None,
     ) -> list[Completion]:
         """Completions for samples, in order, `batch_size` prompts per compiled call.
 
+        adapter: the LoRA adapter of every request or one per request (None: the base alone);
+        a name that is not loaded is an AdapterError before anything runs.
         thinking / sampling: one value for all or one per sample; sampling None = the mode default.
         stream: called with (step, tokens [b], done [b]) after every decode step of each batch.
         kv_policy / kv_budget: evict the KV cache (`infer.kv`: a policy name such as "snapkv" or a
@@ -189,6 +220,9 @@ class Engine:
             check_kv_request(kv_policy, kv_budget)
         self.kv_reports = []
         n = len(samples)
+        names = _per_request(adapter, n, "adapter")
+        if any(a is not None for a in names):
+            self._table(next(a for a in names if a is not None)).slot_ids(names)
         modes = _per_request(thinking, n, "thinking")
         params = [
             p if p is not None else mode_sampling(m)
@@ -198,6 +232,8 @@ class Engine:
         for start in range(0, n, self.batch_size):
             rows = slice(start, start + self.batch_size)
             examples = [self.encode(s, m) for s, m in zip(samples[rows], modes[rows], strict=True)]
+            if self.adapters is not None:
+                self.adapters.select(names[rows])
             out += self._run(
                 examples, modes[rows], params[rows], max_new_tokens, stream, kv_policy, kv_budget
             )
@@ -264,6 +300,7 @@ class Engine:
         on_text: Callable[[str], None] | None = None,
         kv_policy=None,
         kv_budget=None,
+        adapter: str | None = None,
     ) -> Completion:
         """One conversation (or one question) with its images -> the assistant's completion.
 
@@ -289,4 +326,5 @@ class Engine:
             stream=stream,
             kv_policy=kv_policy,
             kv_budget=kv_budget,
+            adapter=adapter,
         )[0]

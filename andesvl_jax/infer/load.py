@@ -5,7 +5,8 @@
 * a safetensors checkpoint directory (HF Qwen3 / official AndesVL layout, see convert/): imported,
   with the `tokenizer.json` next to it (the embedded tokenizer only fits a 512-token vocabulary);
 * a deployed (integer) model: a `compress.save_deployed` file, or a directory holding one as
-  `deployed.safetensors` (what `andesvl-jax quantize` writes), with the tokenizer as above.
+  `deployed.safetensors` (what `andesvl-jax quantize` writes), with the tokenizer as above; its
+  linears run through the kernel dispatch (`impl="auto"`).
 
 A run whose stage trained a changed structure (RUN_STRUCTURES: the qat stage's QuantLinears, the
 sparse stage's SparseLinears)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import pathlib
 
+from andesvl_jax.compress.deploy import set_kernel_impl
 from andesvl_jax.compress.deployed_io import is_deployed_file, load_deployed
 from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.qlinear import quantize_model
@@ -58,7 +60,7 @@ def load_model(path: str | pathlib.Path, overrides: dict | None = None):
         )
     deployed = path / DEPLOYED_FILE if path.is_dir() else path
     if is_deployed_file(deployed):
-        model = load_deployed(deployed)
+        model = set_kernel_impl(load_deployed(deployed), "auto")  # served through the kernels
         return model, _checkpoint_tokenizer(deployed.parent, model.cfg.text.vocab_size)
     if any(path.glob("*.safetensors")):
         from andesvl_jax.convert.loader import load_checkpoint

@@ -24,7 +24,6 @@ import pathlib
 import time
 
 from andesvl_jax.data.atomic_io import atomic_write_text
-from andesvl_jax.infer.load import DEPLOYED_FILE
 
 SETTINGS = ("w8a16", "w4a16_g32", "w4a8_g32", "w3a16_g32", "w2a16_g32", "mixed")
 METHODS = ("rtn", "gptq", "qat")
@@ -113,7 +112,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
 
 def run(args) -> int:
     from andesvl_jax.infer.load import load_model
-    from andesvl_jax.jobs.quantize import quantize
+    from andesvl_jax.jobs.quantize import REPORT, quantize
 
     out, float_dir = pathlib.Path(args.out), pathlib.Path(args.checkpoint)
     score, (float_model, tok) = scorer(float_dir, args.samples)
@@ -122,12 +121,12 @@ def run(args) -> int:
         for method in args.methods.split(","):
             target = out / setting / method
             start = time.perf_counter()
-            if not (target / DEPLOYED_FILE).is_file():
+            if not (target / REPORT).is_file():  # written last: the cell is complete
                 quantize(
                     float_dir, setting, method, target, calib_batches=args.calib_batches,
-                    overrides=args.overrides, steps=args.qat_steps,
+                    overrides=args.overrides, steps=args.qat_steps, overwrite=True,
                 )  # fmt: skip
-            report = json.loads((target / "quantize.json").read_text())
+            report = json.loads((target / REPORT).read_text())
             model, tokenizer = load_model(target)
             row = {
                 "setting": setting,

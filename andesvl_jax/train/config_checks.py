@@ -134,10 +134,28 @@ def _check_quant(config) -> None:
         raise ValueError(
             f"config.quant.act_init={q.act_init!r} unknown; expected one of {list(ACT_INITS)}"
         )
-    if q.calib_batches < 1 or q.distill_weight < 0:
+    if q.calib_batches < 1 or q.distill_weight < 0 or q.task_weight < 0:
         raise ValueError(
-            "config.quant.calib_batches must be >= 1 and distill_weight >= 0, got "
-            f"{q.calib_batches} and {q.distill_weight}"
+            "config.quant.calib_batches must be >= 1 and distill_weight, task_weight >= 0, got "
+            f"{q.calib_batches}, {q.distill_weight} and {q.task_weight}"
+        )
+    if q.task_weight == 0 and q.distill_weight == 0:
+        raise ValueError("config.quant.task_weight and distill_weight are both 0: nothing to train")
+
+
+def _check_lora(config) -> None:
+    """The lora / qalft stages' `lora` section: rules that build; qalft names its deployed base."""
+    from andesvl_jax.train.stages import STAGES
+
+    if config.stage not in STAGES or STAGES[config.stage].adapters is None:
+        return
+    from andesvl_jax.train.adapter_stage import stage_rules
+
+    stage_rules(config)  # RuleError (a ValueError) naming the bad setting
+    if STAGES[config.stage].adapters == "deployed" and not config.lora.deployed:
+        raise ValueError(
+            "config.lora.deployed is empty: the qalft stage trains against a deployed base "
+            "(a compress.save_deployed .safetensors file)"
         )
 
 
@@ -173,6 +191,7 @@ CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_positive,
     _check_quant,
     _check_sparse,
+    _check_lora,
 )
 
 

@@ -37,6 +37,7 @@ from andesvl_jax.data.batch import TrainBatch, packing_efficiency
 from andesvl_jax.data.mixture import open_mixture
 from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.sharding import DEFAULT_RULES, make_mesh, state_shardings
+from andesvl_jax.train.adapter_stage import adapter_params, write_adapter
 from andesvl_jax.train.checkpoint import Checkpointer
 from andesvl_jax.train.config_checks import validate_config
 from andesvl_jax.train.objectives import OBJECTIVES
@@ -150,6 +151,8 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
     elif stage.objective == "sparse":
         graphdef, full, dense = sparse_params(config, model_cfg, graphdef, full, mesh, rules)
         teacher = nnx.split(nnx.merge(graphdef, dense), is_trainable(stage), ...)[1]
+    if stage.adapters is not None:
+        graphdef, full = adapter_params(config, model_cfg, stage, graphdef, full, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
     optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -414,6 +417,8 @@ def train(config, workdir: str | pathlib.Path, devices=None, step_context=None) 
         progress.close()
         ckpt.close()
         writer.close()
+    if stage.adapters is not None and jax.process_index() == 0:
+        write_adapter(graphdef, state, workdir)
     summary = {
         "stage": config.stage,
         "steps": step,

@@ -167,25 +167,35 @@ def grpo_objective(cfg: GRPOConfig | None = None, loss_chunk: int | None = None)
 
 
 def qat_objective(
-    distill_weight: float = 0.0, z_loss: float = 0.0, loss_chunk: int | None = None
+    distill_weight: float = 0.0,
+    z_loss: float = 0.0,
+    loss_chunk: int | None = None,
+    task_weight: float = 1.0,
 ) -> Objective:
-    """QAT (compress/): the task's next-token loss on the fake-quantized model, plus
+    """QAT (compress/): `task_weight` x the task's next-token loss on the fake-quantized model, plus
     `distill_weight` x KL(teacher || student) per answer token, the teacher being the starting
-    float model (a frozen copy of the params run with quantization switched off)."""
+    float model (a frozen copy of the params run with quantization switched off). task_weight 0
+    is pure distillation: the student follows the float model, not the labels."""
     task = next_token_objective(z_loss, loss_chunk)
     if not distill_weight:
         return task
 
     def loss(model, reference, batch, extra):
-        total, stats = task.loss(model, reference, batch, extra)
-        student = jax.nn.log_softmax(_forward(model, batch).astype(jnp.float32))
+        # one student forward serves the task loss and the KL (full logits: the KL needs them)
+        logits = _forward(model, batch)
+        total, stats = next_token_loss(logits, batch.targets, batch.loss_mask, z_loss)
+        student = jax.nn.log_softmax(logits.astype(jnp.float32))
         teacher_model = set_quantization(reference, False)
         teacher = jax.lax.stop_gradient(
             jax.nn.log_softmax(_forward(teacher_model, batch).astype(jnp.float32))
         )
         kl = jnp.sum(jnp.exp(teacher) * (teacher - student), axis=-1) * batch.loss_mask
         kl_sum = jnp.sum(kl)
-        return total + distill_weight * kl_sum, {**stats, "kl_sum": kl_sum}
+        return task_weight * total + distill_weight * kl_sum, {
+            **stats,
+            "normaliser": stats["tokens"],
+            "kl_sum": kl_sum,
+        }
 
     def summarise(s):
         n = jnp.maximum(s["tokens"], 1)
@@ -210,7 +220,9 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     "next_token": lambda c: next_token_objective(c.optim.z_loss, c.optim.loss_chunk),
     "mpo": lambda c: mpo_objective(MPOConfig(**_fields(MPOConfig, c.mpo)), c.optim.loss_chunk),
     "grpo": lambda c: grpo_objective(grpo_config(c.grpo), c.optim.loss_chunk),
-    "qat": lambda c: qat_objective(c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
+    "qat": lambda c: qat_objective(
+        c.quant.distill_weight, c.optim.z_loss, c.optim.loss_chunk, c.quant.task_weight
+    ),
     # the reference is the dense model before pruning (train/loop.py `sparse_params`)
     "sparse": lambda c: qat_objective(c.sparse.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
 }

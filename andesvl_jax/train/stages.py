@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from andesvl_jax.compress.lora import LORA_LEAVES
+
 ALL = ("vision", "projector", "llm")
 
 
@@ -18,6 +20,8 @@ class Stage:
     data_stage: str  # andesvl_jax.data.pipeline.DATA_STAGES key: loss mask, budgets, mixture
     description: str
     objective: str = "next_token"  # train/objectives.py OBJECTIVES key
+    # only LoRA factors train (compress/lora.py), on the float base or the deployed one (qalft)
+    adapters: str | None = None  # None | "float" | "deployed"
 
 
 STAGES: dict[str, Stage] = {
@@ -84,6 +88,22 @@ STAGES: dict[str, Stage] = {
             "config.sparse (fixed mask), kept values LSQ fake-quantized, distilled from the dense model",
             objective="sparse",
         ),
+        Stage(
+            "lora",
+            ("llm",),
+            "sft",
+            "LoRA adapters (config.lora) on the float model; only the factors train; the adapter "
+            "is written as a PEFT directory (workdir/adapter)",
+            adapters="float",
+        ),
+        Stage(
+            "qalft",
+            ("llm",),
+            "sft",
+            "quantization-aware LoRA fine-tuning: a LoRA trained against the deployed integer "
+            "base (config.lora.deployed, never re-quantized), branch in its device precision",
+            adapters="deployed",
+        ),
     ]
 }
 
@@ -95,10 +115,14 @@ def get_stage(name: str) -> Stage:
 
 
 def is_trainable(stage: Stage):
-    """nnx filter: parameters under the stage's trainable modules."""
+    """nnx filter: parameters under the stage's trainable modules (adapter stages: the LoRA
+    factors and their LSQ steps only)."""
 
     def predicate(path, value) -> bool:
-        frozen = getattr(value, "frozen_in_training", False)  # e.g. compress.prune.SparseMask
-        return bool(path) and path[0] in stage.trainable and not frozen
+        if getattr(value, "frozen_in_training", False):  # e.g. compress.prune.SparseMask
+            return False
+        if stage.adapters is not None:
+            return bool(path) and path[-1] in LORA_LEAVES
+        return bool(path) and path[0] in stage.trainable
 
     return predicate

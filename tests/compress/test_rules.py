@@ -13,6 +13,7 @@ from andesvl_jax.compress.rules import (
     get_recipe,
     linear_sites,
     resolve_rules,
+    weight_sites,
 )
 
 
@@ -52,7 +53,7 @@ def test_mixed_recipe_gives_each_module_its_precision():
 @pytest.mark.parametrize("name", [n for n in RECIPES if n != "w4a16_g128"])
 def test_every_recipe_applies_to_the_tiny_model(name):
     # "mixed" has a layer-specific (W2) rule: separate layers only
-    sites = list(linear_sites(tiny_model(scan=name != "mixed")))
+    sites = list(weight_sites(tiny_model(scan=name != "mixed")))
     assert resolve_rules(sites, get_recipe(name))
 
 

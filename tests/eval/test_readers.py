@@ -69,9 +69,10 @@ def test_tsv_multiple_choice_prompt_and_meta(mcq_tsv):
         "benchmark": "MMBench_DEV_EN",
         "index": 0,
         "task": "multiple_choice",
-        "metric": "multiple_choice",
+        "metric": "mmbench_circular",
         "question": "What animal?",
         "category": "animals",
+        "image_group": "0",
         "options": {"A": "cat", "B": "dog"},
         "answer": "B",
     }

@@ -169,14 +169,14 @@ def test_vlmeval_tsv_end_to_end(engine, tmp_path):
     bench = read_benchmark("vlmeval_tsv", path, on_error="skip")
     summary = _run(engine, {"mmbench": bench}, tmp_path / "out")
     result = summary["benchmarks"]["mmbench"]
-    assert result["metric"] == "multiple_choice" and result["domain"] == "general"
+    assert result["metric"] == "mmbench_circular" and result["domain"] == "general"
     assert result["n"] == 3 and set(result["per_category"]) == {"colour", "other"}
     assert result["reader"]["stats"] == {"ok": 3, "skipped/bad_base64": 1}
     lines = _lines(tmp_path / "out" / "predictions" / "mmbench.jsonl")
     assert [r["reference"] for r in lines] == ["A", "B", "C"]
     assert "Options:\nA. red\nB. green\nC. blue\nD. black" in lines[0]["prompt"]
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| general | mmbench | multiple_choice |" in md and "| 3 |" in md
+    assert "| general | mmbench | mmbench_circular |" in md and "| 3 |" in md
     assert md.splitlines()[2].split("|")[7].strip() == "1"  # the skipped row is reported
 
 
@@ -257,7 +257,7 @@ def test_eval_command_on_an_official_fixture(fixtures_dir, tmp_path, capsys):
     assert main([*argv, "--max-new-tokens", "4", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "| general | general | vqa_accuracy |" in printed
-    assert "|  | mmb | multiple_choice |" in printed  # the --data file, also general
+    assert "|  | mmb | mmbench_circular |" in printed  # the --data file, also general
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [results["benchmarks"][n]["n"] for n in ("general", "mmb")] == [2, 2]
     assert results["benchmarks"]["mmb"]["reader"]["stats"]["skipped/bad_base64"] == 1

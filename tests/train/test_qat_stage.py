@@ -62,7 +62,8 @@ def test_qat_trains_and_resumes(make_config, tmp_path):
         ({"quant.rules": "w5"}, "unknown quantization recipe 'w5'"),
         ({"quant.weight_init": "minmax"}, "config.quant.weight_init='minmax' unknown"),
         ({"quant.act_init": "p99"}, "config.quant.act_init='p99' unknown"),
-        ({"quant.distill_weight": -1.0}, "distill_weight >= 0"),
+        ({"quant.distill_weight": -1.0}, "distill_weight, task_weight >= 0"),
+        ({"quant.task_weight": 0.0, "quant.distill_weight": 0.0}, "both 0: nothing to train"),
     ],
 )
 def test_bad_quant_config_is_a_clear_error_before_anything_runs(make_config, override, message):
@@ -92,3 +93,49 @@ def test_qat_stage_lowers_at_real_scale():
     leaves = nnx.to_flat_state(step.state.params)
     scales = [p for p, _ in leaves if p[-1] == "w_scale"]
     assert len(scales) == 7  # q, k, v, o, gate, up, down of the (stacked) LLM layer
+
+
+def test_a_non_finite_step_size_update_is_caught_by_the_step_guard(make_config, tmp_path):
+    """Only the step sizes' updates go non-finite (their own LR multiplier is NaN): the guard skips
+    those steps like any other and stops the run, keeping no checkpoint of a broken state."""
+    from andesvl_jax.train.loop import NonFiniteError
+
+    config = qat_config(make_config, steps=4, max_bad_steps=2, save_every=1)
+    config.optim.lr_multipliers.quant = float("nan")
+    with pytest.raises(NonFiniteError, match="2 non-finite steps in a row"):
+        train(config, tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # (the first step runs at warm-up LR 0: its update is finite)
+    assert [x["finite"] for x in lines if "finite" in x][-2:] == [0.0, 0.0]
+
+
+def test_task_weight_scales_the_next_token_term_only():
+    """quant.task_weight: total = task_weight x CE + distill_weight x KL (0 = pure distillation)."""
+    import jax.numpy as jnp
+
+    from andesvl_jax.compress.qlinear import quantize_model
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.data.batch import TrainBatch
+    from andesvl_jax.models.andesvl import AndesVL
+    from andesvl_jax.train.objectives import next_token_objective, qat_objective
+
+    model = quantize_model(AndesVL(get_preset("tiny"), rngs=nnx.Rngs(0)), "w4_g32")
+    ids = np.random.default_rng(0).integers(0, 500, (2, 16)).astype(np.int32)
+    pos = np.broadcast_to(np.arange(16, dtype=np.int32), (2, 16)).copy()
+    batch = TrainBatch(
+        ids, np.ones_like(ids), pos, np.roll(ids, -1, 1), np.ones((2, 16), np.float32), None
+    )
+    reference = nnx.clone(model)
+    for _, var in nnx.to_flat_state(nnx.state(reference, nnx.Param)):
+        var.set_value(var.get_value() * 1.01)  # a teacher that differs: KL > 0
+
+    def total(task_weight):
+        return float(
+            qat_objective(1.0, task_weight=task_weight).loss(model, reference, batch, {})[0]
+        )
+
+    ce = float(next_token_objective().loss(model, None, batch, {})[0])
+    assert total(0.0) > 0
+    np.testing.assert_allclose(total(1.0) - total(0.0), ce, rtol=1e-5)
+    np.testing.assert_allclose(total(2.0) - total(0.0), 2 * ce, rtol=1e-5)
+    assert jnp.isfinite(total(0.5))

@@ -9,8 +9,12 @@ from typing import Any
 from andesvl_jax.eval.metrics.anls import ANLS
 from andesvl_jax.eval.metrics.base import Metric, Score
 from andesvl_jax.eval.metrics.choice import MULTIPLE_CHOICE
+from andesvl_jax.eval.metrics.circular import MMBENCH_CIRCULAR
 from andesvl_jax.eval.metrics.exact_match import EXACT_MATCH
 from andesvl_jax.eval.metrics.grounding import GROUNDING
+from andesvl_jax.eval.metrics.mathvista import MATHVISTA
+from andesvl_jax.eval.metrics.mme import MME
+from andesvl_jax.eval.metrics.ocrbench import OCRBENCH
 from andesvl_jax.eval.metrics.referring import ANDESUI_REFERRING
 from andesvl_jax.eval.metrics.relaxed import RELAXED_ACCURACY
 from andesvl_jax.eval.metrics.rouge import ROUGE
@@ -30,6 +34,10 @@ METRICS: dict[str, Metric] = {
         GROUNDING,
         ANDESUI_REFERRING,
         EXACT_MATCH,
+        MME,
+        MMBENCH_CIRCULAR,
+        OCRBENCH,
+        MATHVISTA,
     ]
 }
 

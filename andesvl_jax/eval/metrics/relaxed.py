@@ -1,34 +1,32 @@
-"""ChartQA relaxed accuracy: numbers within 5 % relative error, exact match otherwise."""
+"""ChartQA relaxed accuracy, exactly as the reference (pix2struct's `relaxed_correctness`, which
+VLMEvalKit copies): numbers within 5 % relative error, case-insensitive exact match otherwise."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from andesvl_jax.data.answers import gold_answers, normalize_answer, parse_number
+from andesvl_jax.data.answers import gold_answers
 from andesvl_jax.eval.metrics.base import Metric, Score
 
 
-def chart_number(text: str) -> list[float] | None:
-    """Candidate values of a number-only answer ('1,234', '45%', '$3.5', '1/2'); None if not a
-    number. A percentage may mean either value (45 or 0.45), as charts label both ways."""
-    t = text.strip().rstrip(".").replace("$", "").strip()
-    percent = t.endswith("%")
-    value = parse_number(t.rstrip("%"))
-    if value is None:
+def chart_number(text: str) -> float | None:
+    """The reference's `_to_float`: Python `float(text)`, or `float(text without trailing %) / 100`
+    for a percentage; None otherwise (no thousands commas, currency signs or fractions)."""
+    try:
+        return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
         return None
-    return [value, value / 100.0] if percent else [value]
 
 
 def relaxed_match(prediction: str, target: str, tolerance: float = 0.05) -> bool:
-    """Numbers within `tolerance` relative error (a target of 0 needs exactly 0), else the
-    normalised exact match of data/answers.normalize_answer."""
-    pred_vals, target_vals = chart_number(prediction), chart_number(target)
-    if pred_vals is None or target_vals is None:
-        return normalize_answer(prediction) == normalize_answer(target)
-    return any(
-        abs(p - t) <= tolerance * abs(t) if t else p == t for p in pred_vals for t in target_vals
-    )
+    """The stripped prediction and the target both numbers and the target non-zero: relative
+    error <= tolerance. Otherwise (a target of 0 included) case-insensitive string equality."""
+    prediction = prediction.strip()
+    pred, gold = chart_number(prediction), chart_number(target)
+    if pred is not None and gold:
+        return abs(pred - gold) / abs(gold) <= tolerance
+    return prediction.lower() == target.lower()
 
 
 def score_relaxed_accuracy(prediction: str, meta: Mapping[str, Any]) -> Score:
@@ -37,7 +35,8 @@ def score_relaxed_accuracy(prediction: str, meta: Mapping[str, Any]) -> Score:
     hit = any(relaxed_match(prediction, r) for r in refs)
     # A number was expected but the prediction is not a number at all: unreadable, not just wrong.
     numeric_expected = any(chart_number(r) is not None for r in refs)
-    unparsable = not prediction.strip() or (numeric_expected and chart_number(prediction) is None)
+    text = prediction.strip()
+    unparsable = not text or (numeric_expected and chart_number(text) is None)
     return {"score": float(hit), "unparsable": unparsable and not hit}
 
 

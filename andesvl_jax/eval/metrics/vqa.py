@@ -68,11 +68,18 @@ def normalize_vqa_answer(text: str) -> str:
 
 
 def score_vqa_accuracy(prediction: str, meta: Mapping[str, Any]) -> Score:
-    """min(#matching answers / 3, 1) with several ground truths, else normalised exact match."""
+    """The official VQA accuracy with several ground truths: the mean, over leaving each of the n
+    answers out, of min(#matches among the other n - 1 / 3, 1) (VQAv2's evaluation and
+    VLMEvalKit's `vqa_score`; 3 of 10 matching gives 0.9, not 1). One answer: exact match."""
     pred = normalize_vqa_answer(prediction)
     refs = [normalize_vqa_answer(r) for r in gold_answers(meta, "metric 'vqa_accuracy'")]
     matches = sum(r == pred for r in refs) if pred else 0
-    score = min(matches / 3.0, 1.0) if len(refs) > 1 else float(matches)
+    if len(refs) > 1:
+        # Leaving out a matching answer leaves matches - 1 others; a non-matching one, matches.
+        left_out = [min((matches - (r == pred)) / 3.0, 1.0) for r in refs]
+        score = sum(left_out) / len(refs) if pred else 0.0
+    else:
+        score = float(matches)
     return {"score": score, "pred": pred, "unparsable": not pred}
 
 

@@ -61,6 +61,11 @@ def yes_no_prompt(row: dict[str, str]) -> str:
     return question if question.endswith(YES_NO_INSTRUCTION) else f"{question} {YES_NO_INSTRUCTION}"
 
 
+def open_prompt(row: dict[str, str]) -> str:
+    """The question cell as it is (VLMEvalKit's ImageBaseDataset prompt: OCRBench, MathVista)."""
+    return row["question"].strip()
+
+
 def short_answer_prompt(row: dict[str, str]) -> str:
     """The question + '\\nAnswer the question using a single word or phrase.'"""
     return f"{row['question'].strip()}\n{SHORT_ANSWER_INSTRUCTION}"
@@ -78,11 +83,17 @@ TASKS: dict[str, TaskSpec] = {
     "multiple_choice": TaskSpec(multiple_choice_prompt, "multiple_choice"),
     "yes_no": TaskSpec(yes_no_prompt, "yes_no"),
     "short_answer": TaskSpec(short_answer_prompt, "vqa_accuracy"),
+    "open": TaskSpec(open_prompt, "exact_match"),
 }
+# Columns with a meaning of their own; any other non-empty cell goes to meta["fields"] (MathVista's
+# question_type/answer_type/choices/precision, MME's image_path, ...), for the metrics that need it.
+_KNOWN_COLUMNS = frozenset(
+    ["index", "question", "answer", "image", "hint", "category", "l2-category"]
+)
 
 # Benchmark-name prefix (case-insensitive) -> (task, metric).
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "MMBench": ("multiple_choice", "multiple_choice"),
+    "MMBench": ("multiple_choice", "mmbench_circular"),
     "MMStar": ("multiple_choice", "multiple_choice"),
     "AI2D": ("multiple_choice", "multiple_choice"),
     "ScienceQA": ("multiple_choice", "multiple_choice"),
@@ -92,7 +103,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "BLINK": ("multiple_choice", "multiple_choice"),
     "MUIRBench": ("multiple_choice", "multiple_choice"),
     "POPE": ("yes_no", "pope"),
-    "MME": ("yes_no", "yes_no"),
+    "MME": ("yes_no", "mme"),
+    "OCRBench": ("open", "ocrbench"),
+    "MathVista": ("open", "mathvista"),
     "HallusionBench": ("yes_no", "yes_no"),
     "ChartQA": ("short_answer", "relaxed_accuracy"),
     "DocVQA": ("short_answer", "anls"),
@@ -192,6 +205,17 @@ class _RowBuilder:
             out.append(str(full))
         return out
 
+    def image_group(self, row: dict[str, str]) -> str:
+        """Which image a row asks about: its `image_path`, else the index its short `image` cell
+        refers to, else its own index (MME pairs two questions per image this way)."""
+        path = _present(row, "image_path")
+        if path is not None:
+            return path.strip()
+        value = _present(row, "image")
+        if value is not None and len(value) <= 64:
+            return value.strip()
+        return row["index"].strip()
+
     def meta_and_reference(self, row: dict[str, str], origin: str) -> tuple[dict, str | None]:
         index = row["index"].strip()
         meta: dict[str, Any] = {
@@ -204,6 +228,14 @@ class _RowBuilder:
         for column, key in [("category", "category"), ("l2-category", "l2_category")]:
             if _present(row, column) is not None:
                 meta[key] = row[column]
+        meta["image_group"] = self.image_group(row)
+        fields = {
+            k: v
+            for k, v in row.items()
+            if k not in _KNOWN_COLUMNS and k not in LETTERS and _present(row, k) is not None
+        }
+        if fields:
+            meta["fields"] = fields
         answer = _present(row, "answer")
         if answer is None:
             if self.require_answer:

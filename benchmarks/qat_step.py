@@ -1,0 +1,147 @@
+"""QAT step cost vs the float SFT step, same model, same batch, same run (issue 12: <= 1.5x).
+
+    python benchmarks/qat_step.py                       # tiny and Qwen3-0.6B shapes, 512 tokens
+    python benchmarks/qat_step.py --sizes tiny --repeats 3
+
+For each size, the training loop's real step (`make_train_step` + `jit_train_step`: forward,
+backward, clipping, AdamW, guard) with the LLM trainable, on one text batch, timed for
+  sft        the float model, next-token loss;
+  qat        the model after `quantize_model(rules)` (W4A16 g32 by default), next-token loss;
+  qat+kd     the same plus distillation from the frozen float teacher (KL on the logits, weight 1).
+Steps of the variants are interleaved (A B C A B C ...), `--repeats` times `--steps` each; the table
+gives the median step time and the QAT/SFT ratio as median [min-max] over the repeats. `--exact`
+picks QuantLinear's bit-exact grouped product (tiny default) or the dense dequantized matmul
+(`exact=False`, the 0.6B+ training default). Writes benchmarks/results/qat_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import platform
+import time
+
+import numpy as np
+
+SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
+
+
+def build_step(preset: str, batch: int, seq: int, variant: str, rules: str, exact: bool):
+    """(jitted step, state, batch) of one variant, compiled and run once."""
+    import jax
+    from flax import nnx
+    from train_step import bench_optimizer
+
+    from andesvl_jax.compress.qlinear import quantize_model
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.data.batch import TrainBatch
+    from andesvl_jax.models.andesvl import AndesVL
+    from andesvl_jax.train.objectives import next_token_objective, qat_objective
+    from andesvl_jax.train.stages import Stage, is_trainable
+    from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
+
+    cfg = dataclasses.replace(
+        get_preset(preset, scan_layers=preset != "tiny"), vision=get_preset("tiny").vision
+    )
+    model = AndesVL(cfg, rngs=nnx.Rngs(0))
+    if variant != "sft":
+        quantize_model(model, rules, exact=exact)  # weight-only / A16 steps need no calibration
+    objective = qat_objective(1.0) if variant == "qat+kd" else next_token_objective()
+    stage = Stage("llm_only", ("llm",), "sft", "benchmark: the LLM trains")
+    graphdef, params, frozen = nnx.split(model, is_trainable(stage), ...)
+    opt = bench_optimizer(10)
+    zero = jax.numpy.zeros((), jax.numpy.int32)
+    extra = objective.init_extra(params)
+    state = TrainState(
+        zero, params, frozen, opt.init(params), jax.random.PRNGKey(0), zero, zero, extra
+    )
+    state = jax.tree.map(lambda x: jax.device_put(np.array(x)), state)  # donated: own buffers
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, cfg.text.vocab_size, (batch, seq)).astype(np.int32)
+    pos = np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()
+    mask = np.ones((batch, seq), np.float32)
+    mask[:, -1] = 0
+    tb = TrainBatch(ids, np.ones_like(ids), pos, np.roll(ids, -1, axis=1), mask, None)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    step = jit_train_step(
+        make_train_step(graphdef, opt, objective=objective),
+        jax.tree.map(lambda _: device, state),
+        jax.tree.map(lambda _: device, tb),
+    )
+    state, m = step(state, tb)
+    m["loss"].block_until_ready()
+    return step, state, tb
+
+
+def timed_steps(runner, steps: int) -> float:
+    step, state, tb = runner
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, m = step(state, tb)
+        m["loss"].block_until_ready()
+        times.append(time.perf_counter() - start)
+    runner[1] = state
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,0.6b")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rules", default="w4a16_g32")
+    parser.add_argument("--exact", default="tiny", help="sizes run with the bit-exact product")
+    parser.add_argument(
+        "--out", default=str(pathlib.Path(__file__).parent / "results" / "qat_step.json")
+    )
+    args = parser.parse_args()
+    variants = ("sft", "qat", "qat+kd")
+    rows = []
+    for size in args.sizes.split(","):
+        exact = size in args.exact.split(",")
+        runners = {
+            v: list(build_step(SIZES[size], args.batch, args.seq, v, args.rules, exact))
+            for v in variants
+        }
+        times = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for v in variants:
+                times[v].append(timed_steps(runners[v], args.steps))
+        del runners
+        for v in variants:
+            ratio = np.asarray(times[v]) / np.asarray(times["sft"])
+            rows.append(
+                {
+                    "size": size,
+                    "variant": v,
+                    "rules": args.rules if v != "sft" else None,
+                    "exact": exact if v != "sft" else None,
+                    "tokens_per_step": args.batch * args.seq,
+                    "step_s_median": float(np.median(times[v])),
+                    "step_s": times[v],
+                    "ratio_median": float(np.median(ratio)),
+                    "ratio_min": float(ratio.min()),
+                    "ratio_max": float(ratio.max()),
+                }
+            )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {args.repeats} interleaved repeats"
+    )
+    print(
+        f"{'size':6s} {'variant':8s} {'exact':>6s} {'step s':>8s} {'vs sft: median [min-max]':>26s}"
+    )
+    for r in rows:
+        print(
+            f"{r['size']:6s} {r['variant']:8s} {str(r['exact']):>6s} {r['step_s_median']:8.3f} "
+            f"{r['ratio_median']:10.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]"
+        )
+    pathlib.Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
