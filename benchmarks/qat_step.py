@@ -95,7 +95,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rules", default="w4a16_g32")
-    parser.add_argument("--exact", default="tiny", help="sizes run with the bit-exact product")
+    parser.add_argument(
+        "--exact", default="", help="sizes run with the bit-exact product (configs: none)"
+    )
     parser.add_argument(
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "qat_step.json")
     )

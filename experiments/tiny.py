@@ -19,6 +19,11 @@ docs/compression.md):
     andesvl-jax train --config experiments/tiny.py:stage=qat --workdir runs/tiny/qat \
         --config.init.from_stage_workdir=runs/demo/sft
 
+Sparse + quantized fine-tuning (1:4 magnitude pruning, W4 g64 kept values, distilled; --config.sparse.*):
+
+    andesvl-jax train --config experiments/tiny.py:stage=sparse --workdir runs/tiny/sparse \
+        --config.init.from_stage_workdir=runs/demo/sft
+
 LoRA scenario adapters on the SFT model, and QALFT adapters on its deployed W4A8 base (docs/lora.md):
 
     andesvl-jax train --config experiments/tiny.py:stage=lora,scenario=count \
@@ -34,7 +39,7 @@ docs/speculative.md):
     andesvl-jax train --config experiments/tiny.py:stage=hass --workdir runs/tiny/hass \
         --config.init.from_stage_workdir=runs/demo/sft
 
-Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|lora|qalft|eagle|hass
+Args (ARGS): stage=align|align_hr|joint|multitask|sft|mpo|grpo_warmup|grpo|qat|sparse|lora|qalft|eagle|hass
 (default sft; the andesvl_jax/train/stages.py stage), steps=N (default: the stage's in TINY_STAGES),
 scenario=count|gui|numbers (the data of one scenario: SCENARIOS; default: the stage's mixture).
 
@@ -96,6 +101,14 @@ TINY_STAGES: dict[str, dict] = {
         "optim.lr_multipliers.quant": 0.01,
         "quant.rules": "w4a16_g32",
         "quant.distill_weight": 1.0,
+    },
+    # pruned once (magnitude 1:4 = 75 %), kept values LSQ W4 g64, distilled from the dense model
+    "sparse": {
+        "steps": 200,
+        "optim.lr": 2e-4,
+        "optim.lr_multipliers.quant": 10.0,
+        "sparse.rules": "1:4",
+        "sparse.method": "magnitude",
     },
     # LoRA (rank 8, alpha 16) on the LLM's linears, only the factors train
     "lora": {"steps": 200, "optim.lr": 2e-3, "lora.targets": "llm"},

@@ -1,6 +1,7 @@
 """Compression: quantization rules, LSQ quantization-aware training, PTQ (RTN, GPTQ) and the exact
 QAT -> deployed integer model mapping (docs/compression.md); LoRA adapters, PEFT files and QALFT
-(compress/lora.py, compress/lora_files.py, docs/lora.md). Sparsity: planned.
+(compress/lora.py, compress/lora_files.py, docs/lora.md); pruning (prune.py: magnitude, Wanda,
+SparseGPT; masks.py) and the packed sparse format (sparse_codec.py, sparse_io.py).
 
     model = quantize_model(model, "w4a8_g32")            # rules.py: QuantLinear per matching linear
     calibrate_activations(model, lambda m: m(batch))     # static activation steps

@@ -64,6 +64,20 @@ def rtn(w, rule: QuantRule, clip: str = "absmax"):
     return codes, s, z
 
 
+def zero_dead_inputs(w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """In place: inputs never active (diag H = 0) get H_jj = 1 and zero weight rows; -> their mask."""
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[dead] = 0.0
+    return dead
+
+
+def inverse_hessian_factor(h: np.ndarray, damp: float) -> np.ndarray:
+    """The upper Cholesky factor U of (H + λ·mean(diag H)·I)⁻¹ = UᵀU (GPTQ and SparseGPT)."""
+    h = h + damp * np.mean(np.diag(h)) * np.eye(h.shape[0])
+    return np.linalg.cholesky(np.linalg.inv(h)).T
+
+
 def gptq(
     w,
     hessian,
@@ -79,9 +93,7 @@ def gptq(
     h = np.array(hessian, np.float64)
     k, n = w.shape
     group = k if rule.group_size is None else rule.group_size
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    w[dead] = 0.0
+    zero_dead_inputs(w, h)
     static = rule.group_size is None or act_order
     s = np.zeros((k // group, n))
     z = np.zeros((k // group, n)) if rule.zero_point else None
@@ -89,8 +101,7 @@ def gptq(
         s, z = _params(w, rule, clip)
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
     w, h = w[perm], h[perm][:, perm]
-    h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: H⁻¹ = UᵀU
+    hinv = inverse_hessian_factor(h, damp)
     codes = np.zeros_like(w)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)

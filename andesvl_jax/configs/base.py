@@ -197,6 +197,17 @@ def base_config() -> ConfigDict:
             "draft_vocab": 0,  # reduced draft vocabulary (not trainable yet: 0)
         }
     )
+    # sparse stage (andesvl_jax/compress/prune.py): rules = a SPARSITY_RECIPES name
+    c.sparse = ConfigDict(
+        {
+            "rules": "1:4",
+            "method": "magnitude",  # magnitude | wanda | sparsegpt
+            "bits": 4,  # LSQ bits of the kept values
+            "group": 64,  # step-size group along K (the packed format: 64 or 128)
+            "calib_batches": 2,  # training batches run for Wanda / SparseGPT statistics
+            "distill_weight": 1.0,  # KL(dense teacher || student) on answer tokens, per token
+        }
+    )
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3

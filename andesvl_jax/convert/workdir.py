@@ -79,6 +79,15 @@ def match_layer_layout(tree: dict, like: dict) -> dict:
     return out
 
 
+def _merge_into(out: dict, tree: dict) -> None:
+    """Deep-merge nested dict `tree` into `out`."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            _merge_into(out[key], value)
+        else:
+            out[key] = value
+
+
 def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> nnx.State:
     """Fill `full_state` (every parameter of the model) from the latest checkpoint of another run.
 
@@ -94,8 +103,8 @@ def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> 
     raw = ocp.PyTreeCheckpointer().restore(directory / str(step) / "state")
     trees = raw if isinstance(raw, dict) else raw._asdict()
     pure = {}
-    for part in ("params", "frozen"):
-        pure.update(_unwrap(trees[part]))
+    for part in ("params", "frozen"):  # both may hold parts of one module (e.g. fixed masks)
+        _merge_into(pure, _unwrap(trees[part]))
     shardings = jax.tree.map(lambda x: x.sharding, full_state)
     nnx.replace_by_pure_dict(full_state, match_layer_layout(pure, full_state.to_pure_dict()))
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), full_state, shardings)

@@ -8,7 +8,8 @@
   `deployed.safetensors` (what `andesvl-jax quantize` writes), with the tokenizer as above; its
   linears run through the kernel dispatch (`impl="auto"`).
 
-A run whose stage trained a changed structure (RUN_STRUCTURES: the qat stage's QuantLinears)
+A run whose stage trained a changed structure (RUN_STRUCTURES: the qat stage's QuantLinears, the
+sparse stage's SparseLinears)
 is rebuilt in that structure before its checkpoint is restored, so chat/eval run the model that
 was trained (fake-quantized on the exact path, equal to its deployed form).
 """
@@ -19,6 +20,7 @@ import pathlib
 
 from andesvl_jax.compress.deploy import set_kernel_impl
 from andesvl_jax.compress.deployed_io import is_deployed_file, load_deployed
+from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.qlinear import quantize_model
 from andesvl_jax.convert.workdir import RUN_CONFIG, load_run_config, run_tokenizer, trained_model
 from andesvl_jax.data.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer
@@ -29,6 +31,8 @@ DEPLOYED_FILE = "deployed.safetensors"
 RUN_STRUCTURES = {
     # exact=True: the bit-exact grouped product, whatever the run trained with (same parameters)
     "qat": lambda config: lambda m: quantize_model(m, config.quant.rules, exact=True),
+    # pruned linears with their fixed masks (compress/prune.py), LSQ kept values
+    "sparse": lambda config: sparse_structure(config.sparse.bits, config.sparse.group),
 }
 
 

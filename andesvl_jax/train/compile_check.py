@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.qlinear import quantize_model
 from andesvl_jax.configs import model_config
 from andesvl_jax.data.batch import TrainBatch
@@ -148,12 +149,16 @@ def _mirror(tree, params, replicated: NamedSharding):
 
 def abstract_train_state(config, model_cfg, mesh: Mesh, rules, stage, objective):
     """(graphdef, TrainState of sharded ShapeDtypeStructs, optimizer), as `initial_state` builds."""
+
     def build():
         model = AndesVL(model_cfg, rngs=nnx.Rngs(0))
         if stage.objective == "qat":  # the QAT structure (step sizes), as `quantized_params` builds
             quantize_model(model, config.quant.rules, exact=config.quant.exact)
         if stage.objective in DRAFT_RECIPES:  # eagle / hass: the draft head on the target
             model = trainee(model, config.get("draft"), 0)
+        if stage.objective == "sparse":  # the sparse structure (masks), as `sparse_params` builds
+            s = config.sparse
+            model = sparse_structure(s.bits, s.group)(model)
         return model
 
     model = nnx.eval_shape(build)

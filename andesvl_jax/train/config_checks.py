@@ -159,6 +159,28 @@ def _check_lora(config) -> None:
         )
 
 
+def _check_sparse(config) -> None:
+    """The sparse stage's `sparse` section: a known recipe and method, storable bits and group."""
+    if config.stage != "sparse":
+        return
+    from andesvl_jax.compress.prune import PRUNERS, get_sparsity_recipe
+    from andesvl_jax.kernels.sparse_format import SPARSE_GROUP_SIZES
+
+    s = config.sparse
+    get_sparsity_recipe(s.rules)  # ValueError naming the recipes
+    if s.method not in PRUNERS:
+        raise ValueError(
+            f"config.sparse.method={s.method!r} unknown; expected one of {sorted(PRUNERS)}"
+        )
+    if s.bits not in (2, 3, 4) or s.group not in SPARSE_GROUP_SIZES:
+        raise ValueError(
+            f"config.sparse.bits={s.bits} / group={s.group}: the sparse format stores 2-4 bit values "
+            f"with groups {SPARSE_GROUP_SIZES}"
+        )
+    if s.calib_batches < 1 or s.distill_weight < 0:
+        raise ValueError("config.sparse.calib_batches must be >= 1 and distill_weight >= 0")
+
+
 # In order: the schema first, so the later checks can read every field.
 CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_schema,
@@ -168,6 +190,7 @@ CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
     _check_data,
     _check_positive,
     _check_quant,
+    _check_sparse,
     _check_lora,
 )
 

@@ -23,6 +23,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from andesvl_jax.compress.calibrate import calibrate_activations
+from andesvl_jax.compress.prune import prune_model, sparse_structure
 from andesvl_jax.compress.qlinear import needs_calibration, quantize_model
 from andesvl_jax.convert.workdir import (
     RUN_CONFIG,
@@ -126,11 +127,32 @@ def calibration_run(batches: list[TrainBatch]):
     return run
 
 
+def sparse_params(config, model_cfg, graphdef, full, mesh, rules):
+    """The sparse stage's model: LSQ rules for the kept values (`sparse.bits`, `sparse.group`), the
+    linears pruned by `sparse.method` under `sparse.rules` (calibrated on training batches), masks
+    fixed. -> (graphdef, pruned State, the dense State of the same structure: the teacher)."""
+    s = config.sparse
+    local = jax.device_put(full, jax.local_devices()[0])  # on one device, as quantized_params
+    model = sparse_structure(s.bits, s.group)(nnx.merge(graphdef, local))
+    dense = jax.tree.map(jnp.copy, nnx.state(model))
+    run = None
+    if s.method != "magnitude":
+        run = calibration_run(calibration_batches(config, model_cfg, s.calib_batches))
+    prune_model(model, s.rules, s.method, run)
+    graphdef, state = nnx.split(model)
+    place = lambda st: jax.device_put(st, state_shardings(st, mesh, rules))  # noqa: E731
+    return graphdef, place(state), place(dense)
+
+
 def initial_state(config, model_cfg, mesh, rules, stage, objective):
     """(graphdef, TrainState, optimizer) at step 0, every array in its sharding."""
     graphdef, full = initial_params(config, model_cfg, mesh, rules)
+    teacher = None
     if stage.objective == "qat":
         graphdef, full = quantized_params(config, model_cfg, graphdef, full, mesh, rules)
+    elif stage.objective == "sparse":
+        graphdef, full, dense = sparse_params(config, model_cfg, graphdef, full, mesh, rules)
+        teacher = nnx.split(nnx.merge(graphdef, dense), is_trainable(stage), ...)[1]
     if stage.adapters is not None:
         graphdef, full = adapter_params(config, model_cfg, stage, graphdef, full, mesh, rules)
     if stage.objective in DRAFT_RECIPES:  # eagle / hass: a draft head on the frozen target
@@ -150,7 +172,8 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
         rng=jax.device_put(jax.random.PRNGKey(config.seed), replicated),
         bad_steps=scalar(0),
         skipped_steps=scalar(0),
-        extra=jax.jit(objective.init_extra)(params),  # e.g. the reference policy: a sharded copy
+        # e.g. the reference policy: a sharded copy (sparse: the dense model before pruning)
+        extra=jax.jit(objective.init_extra)(params if teacher is None else teacher),
     )
     return graphdef, state, optimizer
 

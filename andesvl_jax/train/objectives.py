@@ -232,4 +232,6 @@ OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     ),
     "eagle": lambda c: draft_objective("eagle", c),
     "hass": lambda c: draft_objective("hass", c),
+    # the reference is the dense model before pruning (train/loop.py `sparse_params`)
+    "sparse": lambda c: qat_objective(c.sparse.distill_weight, c.optim.z_loss, c.optim.loss_chunk),
 }

@@ -81,6 +81,14 @@ STAGES: dict[str, Stage] = {
             objective="qat",
         ),
         Stage(
+            "sparse",
+            ("llm",),
+            "sft",
+            "sparse + quantized fine-tuning (compress/prune.py): the LLM's linears pruned once by "
+            "config.sparse (fixed mask), kept values LSQ fake-quantized, distilled from the dense model",
+            objective="sparse",
+        ),
+        Stage(
             "lora",
             ("llm",),
             "sft",
@@ -126,7 +134,9 @@ def is_trainable(stage: Stage):
     """nnx filter: parameters under the stage's trainable modules (adapter stages: the LoRA
     factors and their LSQ steps only)."""
 
-    def predicate(path, _value) -> bool:
+    def predicate(path, value) -> bool:
+        if getattr(value, "frozen_in_training", False):  # e.g. compress.prune.SparseMask
+            return False
         if stage.adapters is not None:
             return bool(path) and path[-1] in LORA_LEAVES
         return bool(path) and path[0] in stage.trainable
