@@ -101,6 +101,9 @@ TINY_STAGES: dict[str, dict] = {
         "optim.lr_multipliers.quant": 0.01,
         "quant.rules": "w4a16_g32",
         "quant.distill_weight": 1.0,
+        # pure distillation: the student follows the float model, not the labels (eval-quant on the
+        # demo: top-1 consistency W4A16 99.5 % vs 98.8 % with the task loss, W4A8 99.0 vs 98.3)
+        "quant.task_weight": 0.0,
     },
     # pruned once (magnitude 1:4 = 75 %), kept values LSQ W4 g64, distilled from the dense model
     "sparse": {
