@@ -13,7 +13,6 @@ import dataclasses
 import json
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -27,7 +26,7 @@ from andesvl_jax.compress.deploy import (
     skeleton,
 )
 from andesvl_jax.config import AndesVLConfig, replace_fields
-from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
+from andesvl_jax.convert.safetensors_io import CheckpointError, fill_module, write_safetensors
 from andesvl_jax.models.andesvl import AndesVL
 
 FORMAT = "andesvl-deployed"
@@ -125,30 +124,4 @@ def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.
             f"{path}: metadata names linears the model does not have: {missing[:5]}"
         )
     graphdef, abstract = nnx.split(target)
-    present = set(f.keys())
-    filled = []
-    for p, var in nnx.to_flat_state(abstract):
-        key = _key(p)
-        if key not in present:
-            raise CheckpointError(
-                f"{path}: tensor {key} is missing (expected {var.dtype} {tuple(var.shape)})"
-            )
-        present.discard(key)
-        try:
-            value = f.get_tensor(key)
-        except (SafetensorError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot read tensor {key}: {e}") from e
-        if tuple(value.shape) != tuple(var.shape):
-            raise CheckpointError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(var.shape)}"
-            )
-        if isinstance(var, Deployed) and value.dtype != np.dtype(var.dtype):
-            raise CheckpointError(
-                f"{path}: tensor {key} has dtype {value.dtype}, expected {np.dtype(var.dtype)}"
-            )
-        if value.dtype.kind == "f":
-            require_finite(value, str(path), key)
-        filled.append((p, var.replace(jnp.asarray(value, var.dtype))))
-    if present:
-        raise CheckpointError(f"{path}: unexpected tensors {sorted(present)[:5]}")
-    return nnx.merge(graphdef, nnx.from_flat_state(filled))
+    return fill_module(path, f, graphdef, abstract, lambda var: isinstance(var, Deployed))

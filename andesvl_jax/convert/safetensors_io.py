@@ -207,3 +207,40 @@ def require_finite(arr: np.ndarray, where: str, key: str) -> np.ndarray:
             "value(s); expected finite weights"
         )
     return arr
+
+
+def fill_module(path, f, graphdef, abstract, exact_dtype=lambda var: False):
+    """The module `graphdef` with every array of `abstract` (an nnx State of abstract variables)
+    read from the open safetensors file `f` under its path joined by '.', strictly: a missing,
+    unreadable, mis-shaped or non-finite tensor, a dtype that differs where `exact_dtype(var)`,
+    or a tensor nobody expects is a CheckpointError naming the file and the tensor."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    present = set(f.keys())
+    filled = []
+    for p, var in nnx.to_flat_state(abstract):
+        key = ".".join(str(x) for x in p)
+        if key not in present:
+            raise CheckpointError(
+                f"{path}: tensor {key} is missing (expected {var.dtype} {tuple(var.shape)})"
+            )
+        present.discard(key)
+        try:
+            value = f.get_tensor(key)
+        except (SafetensorError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read tensor {key}: {e}") from e
+        if tuple(value.shape) != tuple(var.shape):
+            raise CheckpointError(
+                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(var.shape)}"
+            )
+        if exact_dtype(var) and value.dtype != np.dtype(var.dtype):
+            raise CheckpointError(
+                f"{path}: tensor {key} has dtype {value.dtype}, expected {np.dtype(var.dtype)}"
+            )
+        if value.dtype.kind == "f":
+            require_finite(value, str(path), key)
+        filled.append((p, var.replace(jnp.asarray(value, var.dtype))))
+    if present:
+        raise CheckpointError(f"{path}: unexpected tensors {sorted(present)[:5]}")
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))

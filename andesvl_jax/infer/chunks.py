@@ -1,11 +1,39 @@
-"""Chunked prefill pieces shared by the full-cache prefill (`infer.generate`) and the evicting one
-(`infer.kv.prefill`): the prompt's embeddings split into chunks, each chunk's positions, and the
-hidden state of each row's last prompt token picked out as the chunks pass."""
+"""Chunked prefill pieces shared by the full-cache prefill (`infer.generate`), the evicting one
+(`infer.kv.prefill`) and the speculative one (`infer.speculative.decode`): the prompts checked and
+padded to a whole number of chunks, the embeddings split into chunks, each chunk's positions, and
+the hidden state of each row's last prompt token picked out as the chunks pass."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def bucket(n: int, multiple: int) -> int:
+    """Smallest multiple of `multiple` times a power of two that holds n (few distinct shapes)."""
+    size = multiple
+    while size < n:
+        size *= 2
+    return size
+
+
+def padded_prompts(input_ids, prompt_lengths, image_flags, prefill_chunk: int, pad_id: int):
+    """Right-padded prompts [b, t] -> (ids [b, t'] with t' a multiple of the chunk, lengths [b],
+    image flags padded alike or None, the chunk: `prefill_chunk`, shrunk to the bucket of short
+    prompts). A row without tokens is an error."""
+    input_ids = np.asarray(input_ids, np.int32)
+    lengths = np.asarray(prompt_lengths, np.int32)
+    if lengths.min() < 1:
+        raise ValueError("every prompt needs at least one token")
+    t = input_ids.shape[1]
+    chunk = min(prefill_chunk, bucket(t, 16))
+    padded = bucket(t, chunk)
+    if padded != t:
+        input_ids = np.pad(input_ids, ((0, 0), (0, padded - t)), constant_values=pad_id)
+        if image_flags is not None:
+            image_flags = np.pad(np.asarray(image_flags), ((0, 0), (0, padded - t)))
+    return input_ids, lengths, image_flags, chunk
 
 
 def split_chunks(embeds: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:

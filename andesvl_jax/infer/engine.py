@@ -25,7 +25,8 @@ from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import IMAGE_TAG, Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.adapters import AdapterError, AdapterTable
-from andesvl_jax.infer.generate import bucket, generate
+from andesvl_jax.infer.chunks import bucket
+from andesvl_jax.infer.generate import generate
 from andesvl_jax.infer.kv import Budget, get_policy
 from andesvl_jax.infer.sampling import MODE_DEFAULTS, SamplingBatch, SamplingParams
 from andesvl_jax.infer.speculative.decode import decoding_head, speculative_generate

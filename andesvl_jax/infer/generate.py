@@ -27,7 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from andesvl_jax.infer.chunks import chunk_positions, keep_last_hidden, split_chunks
+from andesvl_jax.infer.chunks import (
+    chunk_positions,
+    keep_last_hidden,
+    padded_prompts,
+    split_chunks,
+)
 from andesvl_jax.infer.kv import KVReport, KVSetup, make_report
 from andesvl_jax.infer.kv import plan as kv_plan
 from andesvl_jax.infer.kv.prefill import compact_prefill
@@ -58,13 +63,6 @@ class _StreamSink:
         if cls.fn is not None:
             cls.fn(np.asarray(step), np.asarray(tokens), np.asarray(done))
 
-
-def bucket(n: int, multiple: int) -> int:
-    """Smallest multiple of `multiple` times a power of two that holds n (few distinct shapes)."""
-    size = multiple
-    while size < n:
-        size *= 2
-    return size
 
 
 def _prefill(graphdef, state, ids, lengths, images, image_flags, cache, chunk: int):
@@ -187,17 +185,10 @@ def generate(
     with kv_budget (fraction kept in (0, 1] or a token count) evicts the KV cache; the model must
     have separate layers (`infer.engine.decoding_layout`, as the Engine runs it).
     """
-    input_ids = np.asarray(input_ids, np.int32)
-    lengths = np.asarray(prompt_lengths, np.int32)
-    if lengths.min() < 1:
-        raise ValueError("every prompt needs at least one token")
-    b, t = input_ids.shape
-    chunk = min(prefill_chunk, bucket(t, 16))
-    padded = bucket(t, chunk)
-    if padded != t:
-        input_ids = np.pad(input_ids, ((0, 0), (0, padded - t)), constant_values=pad_id)
-        if image_flags is not None:
-            image_flags = np.pad(np.asarray(image_flags), ((0, 0), (0, padded - t)))
+    input_ids, lengths, image_flags, chunk = padded_prompts(
+        input_ids, prompt_lengths, image_flags, prefill_chunk, pad_id
+    )
+    b, padded = input_ids.shape
     kv = _kv_arguments(
         model,
         kv_policy,

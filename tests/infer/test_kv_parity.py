@@ -34,7 +34,7 @@ transformers = pytest.importorskip("transformers")
 from andesvl_jax.config import TextConfig  # noqa: E402
 from andesvl_jax.convert.loader import load_checkpoint  # noqa: E402
 from andesvl_jax.convert.torch_reference import randomise  # noqa: E402
-from andesvl_jax.infer.generate import bucket  # noqa: E402
+from andesvl_jax.infer.chunks import bucket  # noqa: E402
 from andesvl_jax.infer.kv import get_policy, plan  # noqa: E402
 from andesvl_jax.infer.kv.prefill import compact_prefill  # noqa: E402
 

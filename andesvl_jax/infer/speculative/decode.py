@@ -25,8 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from andesvl_jax.infer.chunks import chunk_positions, keep_last_hidden, split_chunks
-from andesvl_jax.infer.generate import Generation, StreamFn, bucket, prefill_embeds
+from andesvl_jax.infer.chunks import (
+    chunk_positions,
+    keep_last_hidden,
+    padded_prompts,
+    split_chunks,
+)
+from andesvl_jax.infer.generate import Generation, StreamFn, prefill_embeds
 from andesvl_jax.infer.sampling import SamplingBatch, sample_next
 from andesvl_jax.infer.speculative.accept import accept_greedy, accept_sampled, target_probs
 from andesvl_jax.infer.speculative.commit import commit_path
@@ -255,17 +260,9 @@ def speculative_generate(
         )
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    input_ids = np.asarray(input_ids, np.int32)
-    lengths = np.asarray(prompt_lengths, np.int32)
-    if lengths.min() < 1:
-        raise ValueError("every prompt needs at least one token")
-    b, t = input_ids.shape
-    chunk = min(prefill_chunk, bucket(t, 16))
-    padded = bucket(t, chunk)
-    if padded != t:
-        input_ids = np.pad(input_ids, ((0, 0), (0, padded - t)), constant_values=pad_id)
-        if image_flags is not None:
-            image_flags = np.pad(np.asarray(image_flags), ((0, 0), (0, padded - t)))
+    input_ids, lengths, image_flags, chunk = padded_prompts(
+        input_ids, prompt_lengths, image_flags, prefill_chunk, pad_id
+    )
     graphdef, state = nnx.split(model)
     # the head's kernels [out, in] like the target's in the decoding layout (a copy; few-row
     # products read that layout fastest on CPU)

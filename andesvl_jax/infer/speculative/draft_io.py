@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 
-from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
+from andesvl_jax.convert.safetensors_io import CheckpointError, fill_module, write_safetensors
 from andesvl_jax.models.eagle import DraftConfig, DraftHead
 
 FORMAT = "andesvl-eagle-draft"
@@ -57,21 +56,4 @@ def load_draft(directory: str | pathlib.Path) -> DraftHead:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable draft config: {type(e).__name__}: {e}") from e
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: DraftHead(cfg, rngs=nnx.Rngs(0))))
-    present = set(f.keys())
-    filled = []
-    for p, var in nnx.to_flat_state(abstract):
-        key = _key(p)
-        if key not in present:
-            raise CheckpointError(f"{path}: tensor {key} is missing (expected {tuple(var.shape)})")
-        present.discard(key)
-        value = f.get_tensor(key)
-        if tuple(value.shape) != tuple(var.shape):
-            raise CheckpointError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, expected {tuple(var.shape)}"
-            )
-        if value.dtype.kind == "f":
-            require_finite(value, str(path), key)
-        filled.append((p, var.replace(jnp.asarray(value, var.dtype))))
-    if present:
-        raise CheckpointError(f"{path}: unexpected tensors {sorted(present)[:5]}")
-    return nnx.merge(graphdef, nnx.from_flat_state(filled))
+    return fill_module(path, f, graphdef, abstract)
