@@ -96,7 +96,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for metric, ax in zip(("top1_consistency", "exact_match"), axes, strict=True):
-        for method in METHODS:
+        for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "float"):
             pts = sorted((r["bpw"], r[metric]) for r in rows if r["method"] == method)
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o-", label=method)
