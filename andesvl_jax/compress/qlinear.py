@@ -127,11 +127,6 @@ class QuantEmbed(QuantLinear):
     """An `Embed` with LSQ fake-quantized weights (the same `embedding` Param, as `kernel`)."""
 
     def __init__(self, embed: Embed, rule: QuantRule, names: tuple[str, ...], *, exact=True):
-        if rule.act != "none":
-            raise RuleError(
-                f"{names[0]}: an embedding table quantizes weights only; rule {rule.pattern!r} "
-                f"asks act={rule.act!r} (use act='none')"
-            )
         table = embed.embedding
         vocab, d = table.shape
         axes = table.get_metadata().get("logical_axes")  # ("vocab", "embed")

@@ -30,6 +30,9 @@ class RuleError(ValueError):
     """A rule (or a rule list) cannot be applied; the message names the rule and the module."""
 
 
+RULE_KINDS = ("linear", "embedding")
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantRule:
     """How the linears whose path matches `pattern` are quantized.
@@ -44,6 +47,9 @@ class QuantRule:
     act_offset: LSQ+ learned offset for asymmetric activations (static only): unsigned codes with
       an integer zero point.
     optional: the rule may match nothing (e.g. an `lm_head` rule for tied-embedding models).
+    kind: what the rule matches: "linear" modules (default) or token "embedding" tables
+      (weights only: compress/qlinear.QuantEmbed). A broad pattern like `^llm/` never catches
+      the embedding table unless a rule of kind "embedding" names it.
     """
 
     pattern: str
@@ -54,6 +60,7 @@ class QuantRule:
     act_scale: str = "static"
     act_offset: bool = False
     optional: bool = False
+    kind: str = "linear"
 
     def __post_init__(self):
         try:
@@ -82,6 +89,15 @@ class QuantRule:
         if self.act_offset and (self.act == "none" or self.act_scale != "static"):
             raise RuleError(
                 f"rule {self.pattern!r}: act_offset (LSQ+) needs static activation quantization"
+            )
+        if self.kind not in RULE_KINDS:
+            raise RuleError(
+                f"rule {self.pattern!r}: kind {self.kind!r} unknown; expected one of {RULE_KINDS}"
+            )
+        if self.kind == "embedding" and self.act != "none":
+            raise RuleError(
+                f"rule {self.pattern!r}: an embedding table quantizes weights only; the rule asks "
+                f"act={self.act!r} (use act='none')"
             )
         if self.weight_bits is None and self.act != "none":
             raise RuleError(
@@ -128,7 +144,7 @@ RECIPES: dict[str, tuple[QuantRule, ...]] = {
     "w4_g32": (_w(4, 32, act="none"),),
     "mixed": mixed_recipe(),
     # W4A16 g32 linears and the token embedding table (also the tied LM head) W8 per token row
-    "w4a16_g32_emb_w8": (_w(4, 32), QuantRule(r"^llm/embed$", 8, None, act="none")),
+    "w4a16_g32_emb_w8": (_w(4, 32), QuantRule(r"^llm/embed$", 8, None, kind="embedding")),
     # the whole model: LLM W4A16 g32; vision tower and projector W8A8 per channel. A8 there keeps
     # the fake-quant float sums exact (127^2 * K < 2^24 for K < 1040: the patch embedding's K = 588
     # fits); with A16 they exceed 2^24 and the mapping holds only to float rounding (~4e-4).
@@ -161,6 +177,11 @@ class Site:
     @property
     def stacked(self) -> bool:
         return self.weight.ndim == 3
+
+    @property
+    def kind(self) -> str:
+        """The QuantRule.kind that may match this site."""
+        return "embedding" if isinstance(self.module, Embed) else "linear"
 
     @property
     def in_features(self) -> int:
@@ -208,7 +229,11 @@ def resolve_rules(
     for site in sites:
         per_layer = []
         for name in site.names:
-            hit = [i for i, r in enumerate(rules) if re.search(r.pattern, name)]
+            hit = [
+                i
+                for i, r in enumerate(rules)
+                if r.kind == site.kind and re.search(r.pattern, name)
+            ]
             for i in hit:
                 matches[i] += 1
             if hit:
@@ -243,8 +268,8 @@ def resolve_rules(
                 f"rule {i} {rule.pattern!r} is shadowed: every linear it matches ({matches[i]}) "
                 "is taken by an earlier rule"
             )
-        some = ", ".join(n for s in list(sites)[:6] for n in s.names[:1])
+        some = ", ".join([s.names[0] for s in sites if s.kind == rule.kind][:6])
         raise RuleError(
-            f"rule {i} {rule.pattern!r} matches no linear module (paths look like: {some}, ...)"
+            f"rule {i} {rule.pattern!r} matches no {rule.kind} module (paths look like: {some}, ...)"
         )
     return chosen

@@ -21,7 +21,7 @@ PROMPT = np.array([5, 17, 42, 99, 3, 250], np.int32)
 def emb_rules(bits: int, group):
     return [
         QuantRule(r"^llm/layers/\d+/(attn|mlp)/", 4, 32, act="a8"),
-        QuantRule(r"^llm/embed$", bits, group, act="none"),
+        QuantRule(r"^llm/embed$", bits, group, kind="embedding"),
     ]
 
 
@@ -73,6 +73,14 @@ def test_deployed_embedding_computes_the_qat_numbers_and_is_counted(tmp_path, bi
     assert part["weights"] == 512 * 64 and part["bpw"] == pytest.approx(bits + step_bits)
 
 
-def test_an_embedding_rule_with_activation_quantization_is_an_error():
-    with pytest.raises(RuleError, match="llm/embed: an embedding table quantizes weights only"):
-        quantize_model(tiny_model(), [QuantRule(r"^llm/embed$", 8, None, act="a8")])
+def test_embedding_rules_are_explicit_and_weight_only():
+    with pytest.raises(RuleError, match="an embedding table quantizes weights only"):
+        QuantRule(r"^llm/embed$", 8, None, act="a8", kind="embedding")
+    # a broad linear rule never catches the table; an embedding rule that matches nothing is named
+    model = quantize_model(tiny_model(), [QuantRule(r"^llm/", 4, 32, act="a8")])
+    assert not isinstance(model.llm.embed, QuantEmbed)
+    with pytest.raises(RuleError, match=r"rule 1 '\^vision/embed\$' matches no embedding module"):
+        quantize_model(
+            tiny_model(),
+            [QuantRule(r"^llm/", 4, 32), QuantRule(r"^vision/embed$", 8, None, kind="embedding")],
+        )
