@@ -30,7 +30,7 @@ from decode import ours_runner, spread
 SIZES = {"tiny": ("tiny", 64, 32), "0.6b": ("0.6b", 64, 16)}
 
 
-def models(preset: str, recipes: list[str]) -> dict:
+def models(preset: str, recipes: list[str], layers: int | None = None) -> dict:
     """name -> (model in the decoding layout, LLM bytes read per decode step)."""
     import dataclasses
 
@@ -44,8 +44,9 @@ def models(preset: str, recipes: list[str]) -> dict:
     from andesvl_jax.infer.engine import decoding_layout
     from andesvl_jax.models.andesvl import AndesVL
 
+    text = {"num_layers": layers} if layers else {}
     cfg = dataclasses.replace(
-        get_preset(preset, scan_layers=False), vision=get_preset("tiny").vision
+        get_preset(preset, scan_layers=False, text=text), vision=get_preset("tiny").vision
     )
 
     def llm_bytes(model) -> int:
@@ -70,11 +71,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--layers", type=int, default=None, help="LLM layers (default: the preset's; fewer fit RAM)"
+    )
+    parser.add_argument(
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "deployed_decode.json")
     )
     args = parser.parse_args()
     preset, prompt_len, new_tokens = SIZES[args.size]
-    engines = models(preset, args.recipes.split(","))
+    engines = models(preset, args.recipes.split(","), args.layers)
     vocab = next(iter(engines.values()))[0].cfg.text.vocab_size
     ids = np.random.default_rng(0).integers(0, vocab, (args.batch, prompt_len)).astype(np.int32)
     runners = {name: ours_runner(m, ids) for name, (m, _) in engines.items()}
@@ -104,7 +108,8 @@ def main() -> None:
         )
     print(
         f"machine: {platform.processor() or platform.machine()}, size {args.size}, batch "
-        f"{args.batch}, prompt {prompt_len}, {new_tokens} new tokens, {args.repeats} repeats"
+        f"{args.batch}, prompt {prompt_len}, {new_tokens} new tokens, {args.repeats} repeats, "
+        f"LLM layers {args.layers or 'all'}"
     )
     print(
         f"{'engine':12s} {'LLM MiB':>8s} {'bytes/fp32':>10s} {'decode tok/s':>24s} {'step/fp32':>20s}"
