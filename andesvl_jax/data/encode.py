@@ -171,3 +171,19 @@ class SampleEncoder:
         return Example(
             ids_arr.astype(np.int32), np.concatenate(trainable), images, sample.origin, shrunk
         )
+
+
+def answer_only_encoder(
+    model_cfg, tokenizer: TextTokenizer, *, image_max_size: int, max_tokens: int, max_patches: int
+) -> SampleEncoder:
+    """The encoder that scores a model on a sample's final answer: the model's image preprocessing,
+    loss mask on the answer tokens only (evaluation by teacher forcing)."""
+    vision = model_cfg.vision
+    spec = EncodeSpec(
+        image=ImageSpec(vision.flavour, vision.patch_size, image_max_size),
+        max_tokens=max_tokens,
+        max_patches=max_patches,
+        loss_mask="answer_only",
+        pixel_shuffle=model_cfg.pixel_shuffle,
+    )
+    return SampleEncoder(tokenizer, spec)

@@ -13,10 +13,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
+from andesvl_jax.data.encode import answer_only_encoder
 from andesvl_jax.data.packing import assemble_batch
 from andesvl_jax.data.preference import pair_samples
-from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.engine import Engine
@@ -42,14 +41,10 @@ def preference_accuracy(
 ) -> dict:
     """Share of pairs with log pi(chosen) > log pi(rejected); mean margin in nats per pair."""
     cfg = model.cfg
-    spec = EncodeSpec(
-        image=ImageSpec(cfg.vision.flavour, cfg.vision.patch_size, image_max_size),
-        max_tokens=max_tokens,
+    encoder = answer_only_encoder(
+        cfg, tokenizer, image_max_size=image_max_size, max_tokens=max_tokens,
         max_patches=max_patches,
-        loss_mask="answer_only",
-        pixel_shuffle=cfg.pixel_shuffle,
-    )
-    encoder = SampleEncoder(tokenizer, spec)
+    )  # fmt: skip
     graphdef, state = nnx.split(model)
     margins = []
     for start in range(0, len(samples), batch_pairs):

@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from andesvl_jax.data.encode import EncodeSpec, SampleEncoder
+from andesvl_jax.data.encode import answer_only_encoder
 from andesvl_jax.data.packing import assemble_batch
-from andesvl_jax.data.preprocess import ImageSpec
 from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.train.sequence_logprobs import token_logprobs
@@ -62,14 +61,10 @@ def answer_predictions(
     """Teacher-forced argmax and reference log-probs on every sample's final answer (one sample
     per row, `rows` rows per compiled batch)."""
     cfg = model.cfg
-    spec = EncodeSpec(
-        image=ImageSpec(cfg.vision.flavour, cfg.vision.patch_size, image_max_size),
-        max_tokens=max_tokens,
+    encoder = answer_only_encoder(
+        cfg, tokenizer, image_max_size=image_max_size, max_tokens=max_tokens,
         max_patches=max_patches,
-        loss_mask="answer_only",
-        pixel_shuffle=cfg.pixel_shuffle,
-    )
-    encoder = SampleEncoder(tokenizer, spec)
+    )  # fmt: skip
     graphdef, state = nnx.split(model)
     argmax, logprob = [], []
     for start in range(0, len(samples), rows):

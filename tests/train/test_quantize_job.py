@@ -23,7 +23,8 @@ from andesvl_jax.train.loop import train
 @pytest.fixture(scope="module")
 def float_run(tmp_path_factory, make_config):
     workdir = tmp_path_factory.mktemp("sft")
-    train(make_config(steps=2), workdir)
+    # prompts of the held-out questions reach ~150 tokens (eval-quant scores them in the run's shapes)
+    train(make_config(steps=2, **{"data.max_tokens": 256}), workdir)
     return workdir
 
 
@@ -90,3 +91,24 @@ def test_unknown_method_or_recipe_fails_before_any_work(float_run, tmp_path):
     with pytest.raises(ValueError, match="w5"):
         quantize(float_run, "w5", "rtn", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_eval_quant_scores_every_cell_against_the_float_model(float_run, tmp_path):
+    """`andesvl-jax eval-quant` end to end (one setting x method, 4 questions): the float row is
+    consistent with itself, the quantized cell is scored and counted; a rerun reuses the cell."""
+    from andesvl_jax.cli import main
+
+    argv = ["eval-quant", "--checkpoint", str(float_run), "--out", str(tmp_path),
+            "--settings", "w4a8_g32", "--methods", "rtn", "--samples", "4", "--calib-batches", "1"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "eval_quant.json").read_text())
+    assert [(r["setting"], r["method"]) for r in rows] == [("float", "float"), ("w4a8_g32", "rtn")]
+    ref, cell = rows
+    assert ref["top1_consistency"] == 1.0 and ref["positions"] > 0
+    assert 0.0 <= cell["top1_consistency"] <= 1.0 and cell["positions"] == ref["positions"]
+    assert cell["perplexity"] > 1.0 and 4.5 < cell["bpw"] < 4.6
+    assert (tmp_path / "eval_quant.md").read_text().count("| w4a8_g32 | rtn |") == 1
+    assert (tmp_path / "eval_quant.png").is_file()
+    stamp = (tmp_path / "w4a8_g32" / "rtn" / DEPLOYED_FILE).stat().st_mtime_ns
+    assert main(argv) == 0  # the finished cell is not quantized again
+    assert (tmp_path / "w4a8_g32" / "rtn" / DEPLOYED_FILE).stat().st_mtime_ns == stamp
