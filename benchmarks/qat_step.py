@@ -30,7 +30,9 @@ import numpy as np
 SIZES = {"tiny": "tiny", "0.6b": "0.6b"}
 
 
-def build_step(preset: str, batch: int, seq: int, variant: str, rules: str, exact: bool):
+def build_step(
+    preset: str, batch: int, seq: int, variant: str, rules: str, exact: bool, layers=None
+):
     """(jitted step, state, batch) of one variant, compiled and run once."""
     import jax
     from flax import nnx
@@ -44,8 +46,10 @@ def build_step(preset: str, batch: int, seq: int, variant: str, rules: str, exac
     from andesvl_jax.train.stages import Stage, is_trainable
     from andesvl_jax.train.trainer import TrainState, jit_train_step, make_train_step
 
+    text = {"num_layers": layers} if layers else {}
     cfg = dataclasses.replace(
-        get_preset(preset, scan_layers=preset != "tiny"), vision=get_preset("tiny").vision
+        get_preset(preset, scan_layers=preset != "tiny", text=text),
+        vision=get_preset("tiny").vision,
     )
     model = AndesVL(cfg, rngs=nnx.Rngs(0))
     if variant != "sft":
@@ -97,6 +101,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rules", default="w4a16_g32")
+    parser.add_argument("--layers", type=int, default=None, help="LLM layers (fewer fit RAM)")
+    parser.add_argument(
+        "--sequential", action="store_true", help="one train state in memory at a time (0.6B)"
+    )
     parser.add_argument(
         "--exact", default="", help="sizes run with the bit-exact product (configs: none)"
     )
@@ -107,17 +115,34 @@ def main() -> None:
     rows = []
     for size in args.sizes.split(","):
         exact = size in args.exact.split(",")
-        # one (sft, variant) pair alive at a time: three 0.6B train states do not fit 24 GiB
+        # one (sft, variant) pair alive at a time: three 0.6B train states do not fit 24 GiB;
+        # --sequential: one state at a time (a 0.6B pair does not fit either), sft timed before
+        # and after the variant and the variant's repeats divided by the sft median
         for variant in ("qat", "qat+kd"):
-            runners = {
-                v: list(build_step(SIZES[size], args.batch, args.seq, v, args.rules, exact))
-                for v in ("sft", variant)
-            }
-            times = {v: [] for v in runners}
-            for _ in range(args.repeats):
-                for v in runners:
-                    times[v].append(timed_steps(runners[v], args.steps))
-            del runners
+            times = {"sft": [], variant: []}
+            if args.sequential:
+                for v in ("sft", variant, "sft"):
+                    runner = list(
+                        build_step(
+                            SIZES[size], args.batch, args.seq, v, args.rules, exact, args.layers
+                        )
+                    )
+                    times[v] += [timed_steps(runner, args.steps) for _ in range(args.repeats)]
+                    del runner
+                times["sft"] = [float(np.median(times["sft"]))] * args.repeats
+            else:
+                runners = {
+                    v: list(
+                        build_step(
+                            SIZES[size], args.batch, args.seq, v, args.rules, exact, args.layers
+                        )
+                    )
+                    for v in times
+                }
+                for _ in range(args.repeats):
+                    for v in runners:
+                        times[v].append(timed_steps(runners[v], args.steps))
+                del runners
             ratio = np.asarray(times[variant]) / np.asarray(times["sft"])
             rows.append(
                 {
@@ -136,7 +161,9 @@ def main() -> None:
                 }
             )
     print(
-        f"machine: {platform.processor() or platform.machine()}, {args.repeats} interleaved repeats"
+        f"machine: {platform.processor() or platform.machine()}, {args.repeats} repeats "
+        f"({'sequential' if args.sequential else 'interleaved'}), seq {args.seq}, "
+        f"LLM layers {args.layers or 'all'}"
     )
     print(
         f"{'size':6s} {'variant':8s} {'exact':>6s} {'sft s':>8s} {'step s':>8s} {'vs sft: median [min-max]':>26s}"
