@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "andesvl_jax.eval.cli",
     "andesvl_jax.eval.ablate_cli",
     "andesvl_jax.compress.cli",
+    "andesvl_jax.export.cli",
 ]
 
 

@@ -35,11 +35,12 @@ LAYERS: dict[str, float] = {
 
 
 def _source_files() -> dict[str, pathlib.Path]:
-    """Module name -> file, kernels/ as andesvl_jax.kernels (how it installs)."""
+    """Module name -> file, kernels/ and export/ as andesvl_jax.kernels / .export (how they install)."""
     modules = {}
     for top, prefix in (
         (ROOT / "andesvl_jax", "andesvl_jax"),
         (ROOT / "kernels", "andesvl_jax.kernels"),
+        (ROOT / "export", "andesvl_jax.export"),
     ):
         for path in top.rglob("*.py"):
             parts = path.relative_to(top).with_suffix("").parts

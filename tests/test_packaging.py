@@ -1,4 +1,4 @@
-"""pyproject lists packages by hand (kernels/ installs as andesvl_jax.kernels): none may be missing."""
+"""pyproject lists packages by hand (kernels/ and export/ install under andesvl_jax): none may be missing."""
 
 import pathlib
 import tomllib
@@ -16,8 +16,9 @@ def test_every_package_directory_is_listed_in_pyproject():
         for d in [package, *package.rglob("*")]
         if d.is_dir() and d.name != "__pycache__"
     }
-    found |= {
+    found |= {  # the top-level kernels/ and export/ install under andesvl_jax
         "andesvl_jax." + ".".join(p.parent.relative_to(ROOT).parts)
-        for p in (ROOT / "kernels").rglob("__init__.py")
+        for top in ("kernels", "export")
+        for p in (ROOT / top).rglob("__init__.py")
     }
     assert found == listed, f"unlisted: {sorted(found - listed)}; stale: {sorted(listed - found)}"
