@@ -195,6 +195,9 @@ def base_config() -> ConfigDict:
             "decay": placeholder(float),  # step s weighs decay^(s-1) (1.0; EAGLE-3: 0.8)
             "answer_only": placeholder(bool),  # loss on answer tokens only (False: all positions)
             "draft_vocab": 0,  # reduced draft vocabulary (not trainable yet: 0)
+            # a deployed integer model (compress.save_deployed .safetensors) as the frozen target
+            # instead of the float starting model: the head learns the features it will draft for
+            "deployed": "",
         }
     )
     # sparse stage (andesvl_jax/compress/prune.py): rules = a SPARSITY_RECIPES name

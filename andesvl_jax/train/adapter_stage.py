@@ -32,9 +32,10 @@ def stage_rules(config):
     )
 
 
-def deployed_base(config, model_cfg):
-    """The deployed base of `config.lora.deployed`, checked against the run's model config."""
-    path = pathlib.Path(config.lora.deployed)
+def deployed_base(path, model_cfg):
+    """The deployed model at `path` (qalft's base, a draft head's target), checked against the
+    run's model config."""
+    path = pathlib.Path(path)
     model = load_deployed(path, dtype=model_cfg.dtype)
     mine, theirs = model_cfg.replace(scan_layers=False), model.cfg
     if mine.text != theirs.text or mine.vision != theirs.vision:
@@ -48,7 +49,7 @@ def deployed_base(config, model_cfg):
 def adapter_params(config, model_cfg, stage, graphdef, full, mesh, rules):
     """(graphdef, full State) of the adapter stage's model, sharded by `rules`."""
     if stage.adapters == "deployed":
-        model = deployed_base(config, model_cfg)
+        model = deployed_base(config.lora.deployed, model_cfg)
     else:
         model = nnx.merge(graphdef, full)
     apply_lora(model, stage_rules(config), seed=config.seed, training=True)

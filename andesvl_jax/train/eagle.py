@@ -174,11 +174,16 @@ def trainee(target: AndesVL, section, seed: int) -> DraftTrainee:
     return DraftTrainee(target, DraftHead(cfg, rngs=nnx.Rngs(seed)))
 
 
-def trainee_state(config, graphdef, full, mesh, rules):
-    """The eagle / hass stages' model: the starting AndesVL (frozen by the stage) with a fresh
-    draft head -> (graphdef, full State), sharded by the logical rules."""
+def trainee_state(config, model_cfg, graphdef, full, mesh, rules):
+    """The eagle / hass stages' model: the starting AndesVL — or the deployed integer model of
+    `draft.deployed` — frozen by the stage, with a fresh draft head -> (graphdef, full State),
+    sharded by the logical rules."""
     from andesvl_jax.sharding import state_shardings
+    from andesvl_jax.train.adapter_stage import deployed_base
 
-    model = trainee(nnx.merge(graphdef, full), config.get("draft"), config.seed)
+    section = config.get("draft") or {}
+    deployed = section.get("deployed", "")
+    target = deployed_base(deployed, model_cfg) if deployed else nnx.merge(graphdef, full)
+    model = trainee(target, section, config.seed)
     graphdef, state = nnx.split(model)
     return graphdef, jax.device_put(state, state_shardings(state, mesh, rules))

@@ -156,7 +156,7 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
     if stage.adapters is not None:
         graphdef, full = adapter_params(config, model_cfg, stage, graphdef, full, mesh, rules)
     if stage.objective in DRAFT_RECIPES:  # eagle / hass: a draft head on the frozen target
-        graphdef, full = trainee_state(config, graphdef, full, mesh, rules)
+        graphdef, full = trainee_state(config, model_cfg, graphdef, full, mesh, rules)
     graphdef, params, frozen = nnx.split(nnx.merge(graphdef, full), is_trainable(stage), ...)
     optimizer = make_optimizer(config.optim, config.steps)
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -51,3 +51,36 @@ def test_hass_stage_trains_and_saves_the_head(make_config, tmp_path):
     assert len(accuracies) == (3 if stage == "hass" else 1)
     head = load_draft(summary["draft"])
     head.check_target(model_config(config).text)
+
+
+def test_hass_head_trains_against_a_deployed_integer_target(make_config, tmp_path):
+    """draft.deployed: the frozen target is the deployed W4 model (its integer codes stay frozen),
+    and the head drafts for that deployed model."""
+    from flax import nnx
+
+    from andesvl_jax.compress import deploy, quantize_model, save_deployed
+    from andesvl_jax.compress.deployed_io import load_deployed
+    from andesvl_jax.config import get_preset
+    from andesvl_jax.models.andesvl import AndesVL
+
+    model = quantize_model(
+        AndesVL(get_preset("tiny", scan_layers=False), rngs=nnx.Rngs(0)), "w4a16_g32"
+    )
+    path = save_deployed(deploy(model, separate_layers=True), tmp_path / "w4.safetensors")
+    config = make_config(stage="hass", steps=2, **{"draft.deployed": str(path)})
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])
+    _, state, _ = initial_state(
+        config,
+        model_config(config),
+        mesh,
+        DEFAULT_RULES,
+        get_stage("hass"),
+        OBJECTIVES["hass"](config),
+    )
+    frozen = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(state.frozen)}
+    assert any(k.startswith("target.") and k.endswith(".plane0") for k in frozen), sorted(frozen)[
+        :5
+    ]
+    summary = train(config, tmp_path / "run")
+    head = load_draft(summary["draft"])
+    head.check_target(load_deployed(path).cfg.text)
