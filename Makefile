@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-.PHONY: demo test lint install clean
+.PHONY: demo demo-ondevice test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/andesvl-jax demo --workdir runs/demo
+
+demo-ondevice: $(STAMP)
+	$(VENV)/bin/andesvl-jax demo-ondevice --workdir runs/demo
 
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile

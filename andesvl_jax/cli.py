@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "andesvl_jax.jobs.demo_post",
     "andesvl_jax.jobs.quantize",
     "andesvl_jax.jobs.eval_quant",
+    "andesvl_jax.jobs.demo_ondevice",
     "andesvl_jax.train.launch",
     "andesvl_jax.train.compile_check_cli",
     "andesvl_jax.data.inspect_cli",

@@ -26,7 +26,12 @@ from andesvl_jax.compress.deploy import (
     skeleton,
 )
 from andesvl_jax.config import AndesVLConfig, replace_fields
-from andesvl_jax.convert.safetensors_io import CheckpointError, fill_module, write_safetensors
+from andesvl_jax.convert.safetensors_io import (
+    CheckpointError,
+    file_format,
+    fill_module,
+    write_safetensors,
+)
 from andesvl_jax.models.andesvl import AndesVL
 
 FORMAT = "andesvl-deployed"
@@ -90,14 +95,7 @@ def _metadata(path: pathlib.Path, f) -> tuple[AndesVLConfig, dict[str, DeployMet
 
 def is_deployed_file(path: str | pathlib.Path) -> bool:
     """Whether `path` is a safetensors file whose metadata says it is a deployed checkpoint."""
-    path = pathlib.Path(path)
-    if not path.is_file() or path.suffix != ".safetensors":
-        return False
-    try:
-        with safe_open(path, framework="np") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError):
-        return False
+    return file_format(path) == FORMAT
 
 
 def load_deployed(path: str | pathlib.Path, *, dtype: str | None = None) -> nnx.Module:

@@ -38,7 +38,12 @@ from andesvl_jax.compress.sparse_codec import (
     encode,
 )
 from andesvl_jax.config import AndesVLConfig, replace_fields
-from andesvl_jax.convert.safetensors_io import CheckpointError, require_finite, write_safetensors
+from andesvl_jax.convert.safetensors_io import (
+    CheckpointError,
+    file_format,
+    require_finite,
+    write_safetensors,
+)
 from andesvl_jax.kernels import dispatch
 from andesvl_jax.kernels.sparse_format import (
     SPARSE_GROUP_SIZES,
@@ -259,6 +264,11 @@ def packed_model(sf: SparseFile) -> nnx.Module:
     return model
 
 
+def is_sparse_file(path: str | pathlib.Path) -> bool:
+    """Whether `path` is a safetensors file written by `save_sparse`."""
+    return file_format(path) == FORMAT
+
+
 def load_sparse(path: str | pathlib.Path, packed: bool = True) -> nnx.Module:
     """A model from a `save_sparse` file: packed (1:4 linears on the sparse kernel) or decoded."""
     sf = read_sparse(path)
@@ -269,6 +279,7 @@ __all__ = [
     "PackedSparseLinear",
     "SparseFile",
     "dense_equivalent",
+    "is_sparse_file",
     "load_sparse",
     "packed_linears",
     "packed_model",

@@ -177,6 +177,19 @@ def _unwritable(arrays: dict[str, np.ndarray]) -> list[str]:
     return sorted(k for k, a in arrays.items() if a.dtype in bad)
 
 
+def file_format(path: str | os.PathLike) -> str | None:
+    """The `format` entry of a safetensors file's metadata (what wrote it: a deployed model, a
+    sparse model, ...), or None for anything else (not a file, not readable safetensors)."""
+    path = pathlib.Path(path)
+    if not path.is_file() or path.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(path, framework="np") as f:
+            return (f.metadata() or {}).get("format")
+    except (SafetensorError, OSError):
+        return None
+
+
 def write_safetensors(
     path: str | pathlib.Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
 ) -> None:

@@ -6,7 +6,9 @@
   with the `tokenizer.json` next to it (the embedded tokenizer only fits a 512-token vocabulary);
 * a deployed (integer) model: a `compress.save_deployed` file, or a directory holding one as
   `deployed.safetensors` (what `andesvl-jax quantize` writes), with the tokenizer as above; its
-  linears run through the kernel dispatch (`impl="auto"`).
+  linears run through the kernel dispatch (`impl="auto"`);
+* a packed sparse model: a `compress.save_sparse` file, or a directory holding one as
+  `sparse.safetensors`, with the tokenizer as above; its 1:4 linears run on the sparse kernel.
 
 A run whose stage trained a changed structure (RUN_STRUCTURES: the qat stage's QuantLinears, the
 sparse stage's SparseLinears)
@@ -22,10 +24,12 @@ from andesvl_jax.compress.deploy import set_kernel_impl
 from andesvl_jax.compress.deployed_io import is_deployed_file, load_deployed
 from andesvl_jax.compress.prune import sparse_structure
 from andesvl_jax.compress.qlinear import quantize_model
+from andesvl_jax.compress.sparse_io import is_sparse_file, load_sparse
 from andesvl_jax.convert.workdir import RUN_CONFIG, load_run_config, run_tokenizer, trained_model
 from andesvl_jax.data.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer
 
 DEPLOYED_FILE = "deployed.safetensors"
+SPARSE_FILE = "sparse.safetensors"
 
 # run config.stage -> config -> (module -> module): the structure that stage trained
 RUN_STRUCTURES = {
@@ -62,6 +66,10 @@ def load_model(path: str | pathlib.Path, overrides: dict | None = None):
     if is_deployed_file(deployed):
         model = set_kernel_impl(load_deployed(deployed), "auto")  # served through the kernels
         return model, _checkpoint_tokenizer(deployed.parent, model.cfg.text.vocab_size)
+    sparse = path / SPARSE_FILE if path.is_dir() else path
+    if is_sparse_file(sparse):
+        model = load_sparse(sparse, packed=True)
+        return model, _checkpoint_tokenizer(sparse.parent, model.cfg.text.vocab_size)
     if any(path.glob("*.safetensors")):
         from andesvl_jax.convert.loader import load_checkpoint
 
@@ -69,5 +77,5 @@ def load_model(path: str | pathlib.Path, overrides: dict | None = None):
         return model, _checkpoint_tokenizer(path, model.cfg.text.vocab_size)
     raise FileNotFoundError(
         f"{path}: neither a training workdir ({RUN_CONFIG} + checkpoints/) nor a safetensors "
-        f"checkpoint directory, nor a deployed model ({DEPLOYED_FILE})"
+        f"checkpoint directory, nor a deployed ({DEPLOYED_FILE}) or sparse ({SPARSE_FILE}) model"
     )

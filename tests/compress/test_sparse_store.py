@@ -174,3 +174,18 @@ def test_packed_engine_decode_equals_dense_equivalent(pruned, tmp_path):
         )
     assert outs[0] == outs[1]
     assert all(len(t) for t in outs[0])
+
+
+def test_load_model_opens_a_sparse_file_or_its_directory(pruned, tmp_path):
+    """chat / eval / the on-device job open the packed sparse model like any checkpoint."""
+    from andesvl_jax.infer.load import SPARSE_FILE, load_model
+
+    path = save_sparse(pruned, tmp_path / SPARSE_FILE)
+    ids = token_batch(1, 2, 12)
+    for where in (path, tmp_path):
+        model, tok = load_model(where)
+        assert sum(isinstance(m, PackedSparseLinear) for _, m in nnx.iter_modules(model)) == 7
+        assert tok.vocab_size == TextTokenizer.default().vocab_size
+        np.testing.assert_allclose(
+            np.asarray(model(ids)[0]), np.asarray(pruned(ids)[0]), rtol=1e-4, atol=1e-4
+        )

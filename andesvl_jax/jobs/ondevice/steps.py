@@ -1,0 +1,111 @@
+"""The steps that make the on-device forms of the demo's SFT model (each resumable, pipeline.py).
+
+Sizes: the tiny experiment's recipes (experiments/tiny.py), training steps x `Job.steps_scale`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from andesvl_jax.jobs.demo import EXPERIMENT
+from andesvl_jax.jobs.ondevice.pipeline import Job, Step
+
+RULES = "w4a16_g32"  # the deployed precision of the job (AndesVL's W4A16 QAT table)
+SPARSE = {"rules": "1:4", "method": "sparsegpt", "bits": 4}  # 75 % sparse, 4-bit kept values
+SCENARIOS = ("count", "numbers")  # experiments/tiny.py SCENARIOS: two scenario LoRAs
+TRAIN_STEPS = {"qat": 200, "sparse": 200, "lora": 120, "draft": 300}  # before steps_scale
+
+
+def stage_config(stage: str, steps: int, scenario: str = "none", **overrides):
+    """experiments/tiny.py:stage=..,scenario=..,steps=.. with `key.path=value` overrides."""
+    from andesvl_jax.train.launch import load_config
+
+    flags = [f"--config.{k}={v}" for k, v in {"progress": False, **overrides}.items()]
+    return load_config(f"{EXPERIMENT}:stage={stage},scenario={scenario},steps={steps}", flags)
+
+
+def deployed_qat(job: Job) -> pathlib.Path:
+    from andesvl_jax.infer.load import DEPLOYED_FILE
+
+    return job.dir("qat") / DEPLOYED_FILE
+
+
+def _quantize(job: Job, method: str) -> dict:
+    from andesvl_jax.jobs.quantize import quantize
+
+    out = job.dir(method)
+    steps = job.steps(TRAIN_STEPS["qat"]) if method == "qat" else None
+    report = quantize(job.sft, RULES, method, out, steps=steps, overwrite=True)
+    return {"dir": str(out), **report}
+
+
+def ptq(job: Job) -> dict:
+    return _quantize(job, "rtn")
+
+
+def qat(job: Job) -> dict:
+    return _quantize(job, "qat")
+
+
+def sparse(job: Job) -> dict:
+    from andesvl_jax.compress.sparse_bpw import bpw_report
+    from andesvl_jax.compress.sparse_export import sparse_trained_model
+    from andesvl_jax.compress.sparse_io import save_sparse
+    from andesvl_jax.train.loop import train
+
+    steps = job.steps(TRAIN_STEPS["sparse"])
+    overrides = {f"sparse.{k}": v for k, v in SPARSE.items()}
+    config = stage_config(
+        "sparse", steps, **overrides, **{"init.from_stage_workdir": job.sft, "save_every": steps}
+    )
+    run = job.dir("sparse") / "run"
+    train(config, run)
+    path = save_sparse(sparse_trained_model(run), job.dir("sparse") / "sparse.safetensors")
+    rep = bpw_report(path)
+    return {
+        "file": str(path),
+        "run": str(run),
+        **SPARSE,
+        "linears": rep["linears"],
+        "size": rep["file"],
+    }
+
+
+def lora(job: Job) -> dict:
+    """Per scenario, a LoRA on the float base (`lora`) and one by QALFT on the deployed QAT base."""
+    from andesvl_jax.train.adapter_stage import ADAPTER_DIR
+    from andesvl_jax.train.loop import train
+
+    steps = job.steps(TRAIN_STEPS["lora"])
+    adapters = {}
+    for scenario in SCENARIOS:
+        for stage, where in (
+            ("lora", {"init.from_stage_workdir": job.sft}),
+            ("qalft", {"lora.deployed": deployed_qat(job)}),
+        ):
+            run = job.dir("lora") / f"{stage}_{scenario}"
+            config = stage_config(stage, steps, scenario, **where, save_every=steps)
+            train(config, run)
+            adapters[f"{stage}_{scenario}"] = str(run / ADAPTER_DIR)
+    return {"scenarios": list(SCENARIOS), "adapters": adapters, "steps": steps}
+
+
+def draft(job: Job) -> dict:
+    """A HASS draft head trained against the deployed QAT model (draft.deployed)."""
+    from andesvl_jax.train.loop import train
+
+    steps = job.steps(TRAIN_STEPS["draft"])
+    config = stage_config(
+        "hass", steps, **{"draft.deployed": deployed_qat(job), "save_every": steps}
+    )
+    summary = train(config, job.dir("draft") / "run")
+    return {"draft": str(summary["draft"]), "steps": steps, "target": str(deployed_qat(job))}
+
+
+BUILD_STEPS = [
+    Step("ptq", ptq, f"post-training quantization (RTN {RULES}): the baseline"),
+    Step("qat", qat, f"quantization-aware training {RULES} -> the deployed integer model"),
+    Step("sparse", sparse, "75 % sparse (SparseGPT 1:4) + 4-bit fine-tune -> packed model"),
+    Step("lora", lora, "scenario LoRAs: on the float base, and by QALFT on the deployed base"),
+    Step("draft", draft, "HASS draft head for the deployed model"),
+]
