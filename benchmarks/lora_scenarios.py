@@ -7,8 +7,8 @@ and the base alone on both, plus each adapter's bytes.
     python benchmarks/lora_scenarios.py --base runs/demo/sft --scenarios count --steps 150
 
 The deployed base is PTQ of the float base (w4a8_g32: 4-bit weights in groups of 32, static int8
-activations calibrated on `--calib-batches` training batches of the demo mixture), written once to
-`--workdir/w4a8.safetensors` and never rewritten (its SHA-256 is recorded before and after). Each
+activations calibrated on `--calib-batches` training batches of the base's run), written once to
+`--workdir/w4a8/deployed.safetensors` and never rewritten (its SHA-256 is recorded before and after). Each
 LoRA is an `andesvl-jax train` run of experiments/tiny.py:stage=lora|qalft,scenario=S (rank 8,
 alpha 16, all LLM linears; QALFT branch float16). Held-out questions: the scenario's task, eval
 split, seed 1234 (as the demo's evaluation). Writes benchmarks/results/lora_scenarios.json.
@@ -29,16 +29,6 @@ def sha(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class WithAdapter:
-    """An engine whose every request uses adapter `name` (for evaluate_exact_match)."""
-
-    def __init__(self, engine, name):
-        self.engine, self.name = engine, name
-
-    def generate(self, samples, **kw):
-        return self.engine.generate(samples, adapter=self.name, **kw)
-
-
 TINY = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "tiny.py"
 
 
@@ -51,37 +41,14 @@ def tiny_module():
     return module
 
 
-def tiny_config(stage: str, scenario: str, steps: int, **overrides):
-    """experiments/tiny.py:stage=...,scenario=...,steps=... with `key.path=value` overrides."""
-    from andesvl_jax.train.launch import load_config
+def deployed_base(base_dir: pathlib.Path, out: pathlib.Path, calib_batches: int) -> pathlib.Path:
+    """PTQ w4a8_g32 of the float base (`andesvl-jax quantize --method rtn`), written once."""
+    from andesvl_jax.infer.load import DEPLOYED_FILE
+    from andesvl_jax.jobs.quantize import quantize
 
-    flags = [f"--config.{k}={v}" for k, v in overrides.items()]
-    return load_config(f"{TINY}:stage={stage},scenario={scenario},steps={steps}", flags)
-
-
-def deployed_base(base_dir: pathlib.Path, out: pathlib.Path, calib_batches: int):
-    """PTQ w4a8_g32 of the float base, calibrated on demo-mixture training batches."""
-    from andesvl_jax.compress import calibrate_activations, deploy, quantize_model, save_deployed
-    from andesvl_jax.configs import model_config
-    from andesvl_jax.infer.load import load_model
-    from andesvl_jax.train.loop import training_data
-
-    if out.is_file():
-        return out
-    model, _ = load_model(base_dir)
-    config = tiny_config("sft", "none", 1)
-    config.data.worker_count = 0
-    batches = iter(training_data(config, model_config(config), "demo", config.data.batch_size))
-    calib = [next(batches) for _ in range(calib_batches)]
-    model = quantize_model(model, "w4a8_g32")
-
-    def run(m):
-        for b in calib:
-            m(b.input_ids, b.images, positions=b.positions, segment_ids=b.segment_ids)
-
-    calibrate_activations(model, run)
-    save_deployed(deploy(model, separate_layers=True), out)
-    return out
+    if not (out / DEPLOYED_FILE).is_file():
+        quantize(base_dir, "w4a8_g32", "rtn", out, calib_batches=calib_batches)
+    return out / DEPLOYED_FILE
 
 
 def main() -> None:
@@ -100,6 +67,7 @@ def main() -> None:
     from andesvl_jax.eval.metrics import evaluate_exact_match
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
+    from andesvl_jax.jobs.ondevice.steps import stage_config
     from andesvl_jax.train.loop import train
 
     SCENARIOS = tiny_module().SCENARIOS
@@ -107,11 +75,11 @@ def main() -> None:
     work = pathlib.Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    deployed = deployed_base(pathlib.Path(args.base), work / "w4a8.safetensors", args.calib_batches)
+    deployed = deployed_base(pathlib.Path(args.base), work / "w4a8", args.calib_batches)
     digest = sha(deployed)
     float_model, tok = load_model(args.base)
     quant_model = load_deployed(deployed)
-    d = tiny_config("sft", "none", 1).data
+    d = stage_config("sft", 1).data
     kw = dict(
         image_max_size=d.image_max_size,
         max_prompt_tokens=d.max_tokens,
@@ -133,7 +101,7 @@ def main() -> None:
         ):
             run_dir = work / f"{stage}_{scenario}"
             if not (run_dir / "adapter").is_dir():
-                config = tiny_config(stage, scenario, args.steps, progress=False, **extra)
+                config = stage_config(stage, args.steps, scenario, **extra)
                 train(config, run_dir)
             adapters[stage] = load_adapter(run_dir / "adapter")
 
@@ -142,7 +110,7 @@ def main() -> None:
             if adapter is None:
                 return evaluate_exact_match(eng, held)["accuracy"]
             eng.load_adapter("x", adapters[adapter])
-            return evaluate_exact_match(WithAdapter(eng, "x"), held)["accuracy"]
+            return evaluate_exact_match(eng, held, adapter="x")["accuracy"]
 
         r = {
             "base_float": score("float"),

@@ -30,14 +30,15 @@ EXACT_MATCH = Metric("exact_match", score_exact_match)
 
 
 def evaluate_exact_match(
-    engine: Engine, samples: Sequence[Sample], max_new_tokens: int = 8
+    engine: Engine, samples: Sequence[Sample], max_new_tokens: int = 8, **generate: Any
 ) -> dict[str, Any]:
     """Greedy answers scored by exact match: accuracy overall and per task (meta['task']).
+    `generate`: passed on to `engine.generate` (e.g. `adapter="count"`, `kv_policy=...`).
 
     Returns accuracy, per_task, counts, up to 8 examples, and `correct` (one bool per sample).
     """
     hits, totals, examples, correct = collections.Counter(), collections.Counter(), [], []
-    completions = engine.generate(list(samples), max_new_tokens=max_new_tokens)
+    completions = engine.generate(list(samples), max_new_tokens=max_new_tokens, **generate)
     for sample, done in zip(samples, completions, strict=True):
         task = sample.meta.get("task", "all")
         totals[task] += 1

@@ -183,16 +183,6 @@ def size_table(job: Job) -> dict:
     }
 
 
-class _WithAdapter:
-    """An engine whose every request uses adapter `name` (for evaluate_exact_match)."""
-
-    def __init__(self, engine, name):
-        self.engine, self.name = engine, name
-
-    def generate(self, samples, **kw):
-        return self.engine.generate(samples, adapter=self.name, **kw)
-
-
 def scenarios_table(job: Job) -> dict:
     """Each scenario LoRA's held-out exact match on the float base, on the deployed base (the same
     LoRA: naive), and QALFT's LoRA on the deployed base; the bases alone beside them."""
@@ -215,7 +205,7 @@ def scenarios_table(job: Job) -> dict:
         if adapter is None:
             return evaluate_exact_match(engine, held)["accuracy"]
         engine.load_adapter("scenario", load_adapter(adapters[adapter]))
-        return evaluate_exact_match(_WithAdapter(engine, "scenario"), held)["accuracy"]
+        return evaluate_exact_match(engine, held, adapter="scenario")["accuracy"]
 
     rows = []
     for scenario in SCENARIOS:
