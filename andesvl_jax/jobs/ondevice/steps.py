@@ -30,21 +30,21 @@ def deployed_qat(job: Job) -> pathlib.Path:
     return job.dir("qat") / DEPLOYED_FILE
 
 
-def _quantize(job: Job, method: str) -> dict:
+def _quantize(job: Job, step: str, method: str) -> dict:
     from andesvl_jax.jobs.quantize import quantize
 
-    out = job.dir(method)
+    out = job.dir(step)
     steps = job.steps(TRAIN_STEPS["qat"]) if method == "qat" else None
     report = quantize(job.sft, RULES, method, out, steps=steps, overwrite=True)
     return {"dir": str(out), **report}
 
 
 def ptq(job: Job) -> dict:
-    return _quantize(job, "rtn")
+    return _quantize(job, "ptq", "rtn")
 
 
 def qat(job: Job) -> dict:
-    return _quantize(job, "qat")
+    return _quantize(job, "qat", "qat")
 
 
 def sparse(job: Job) -> dict:
