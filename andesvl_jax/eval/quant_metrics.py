@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from andesvl_jax.data.encode import answer_only_encoder
+from andesvl_jax.data.errors import DataError
 from andesvl_jax.data.packing import assemble_batch
 from andesvl_jax.data.sample import Message, Sample
 from andesvl_jax.data.tokenizer import TextTokenizer
@@ -79,6 +80,25 @@ def answer_predictions(
             argmax.append(top[r][keep])
             logprob.append(logp[r][keep])
     return AnswerPredictions(argmax, logprob)
+
+
+def fitting(
+    model_cfg, tokenizer: TextTokenizer, samples: list[Sample], *, image_max_size: int,
+    max_tokens: int, max_patches: int,
+) -> list[int]:  # fmt: skip
+    """Indices of the samples that encode within the budgets (a generated answer can be long)."""
+    encoder = answer_only_encoder(
+        model_cfg, tokenizer, image_max_size=image_max_size, max_tokens=max_tokens,
+        max_patches=max_patches,
+    )  # fmt: skip
+    kept = []
+    for i, s in enumerate(samples):
+        try:
+            encoder(s)
+        except DataError:
+            continue
+        kept.append(i)
+    return kept
 
 
 def with_answers(samples: list[Sample], answers: list[str]) -> list[Sample]:

@@ -35,6 +35,7 @@ def scorer(float_dir: pathlib.Path, samples: int):
     from andesvl_jax.eval.metrics import evaluate_exact_match
     from andesvl_jax.eval.quant_metrics import (
         answer_predictions,
+        fitting,
         perplexity,
         top1_consistency,
         with_answers,
@@ -59,6 +60,10 @@ def scorer(float_dir: pathlib.Path, samples: int):
     float_engine = engine(float_model, tokenizer)
     float_answers = [c.answer for c in float_engine.generate(questions, max_new_tokens=8)]
     generated = with_answers(questions, float_answers)
+    # a float answer too long for the token budget (an untrained model's ramble) cannot be teacher-
+    # forced: those questions are left out of the consistency score, and counted
+    kept = fitting(float_model.cfg, tokenizer, generated, **shapes)
+    generated = [generated[i] for i in kept]
     reference = answer_predictions(float_model, tokenizer, generated, **shapes)
 
     def score(model, tok) -> dict:
@@ -67,6 +72,8 @@ def scorer(float_dir: pathlib.Path, samples: int):
             "exact_match": em["accuracy"],
             "per_task": em["per_task"],
             **top1_consistency(reference, answer_predictions(model, tok, generated, **shapes)),
+            "consistency_questions": len(generated),
+            "consistency_skipped_too_long": len(questions) - len(generated),
             **perplexity(answer_predictions(model, tok, questions, **shapes)),
         }
 
