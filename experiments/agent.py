@@ -68,6 +68,8 @@ def get_config(arg: str = "init=runs/agent/grown"):
         c.data.tokenizer = grown["data"]["tokenizer"]
     c.init.from_stage_workdir = args["init"]
     c.agent.functional_weight = 2.0
+    c.agent.functions = ""  # a function file; empty = the phone APIs (agent/phone_functions.json)
+    c.agent.reward_model = ""  # grpo: the reward model (andesvl-jax agent-reward); empty = none
     c.data.stage = "demo"
     c.data.worker_count = 0  # the agent tasks are registered in this process
     c.data.min_side, c.data.max_side = 56, 84

@@ -8,6 +8,7 @@ of train/ and data/, which may not import agent/ themselves.
 """
 
 from andesvl_jax.agent import corpus as _corpus  # noqa: F401  (registers the agent_* tasks)
+from andesvl_jax.agent import jsonl as _jsonl  # noqa: F401  (registers the agent_jsonl format)
 from andesvl_jax.agent import rewards as _rewards  # noqa: F401  (registers the agent rewards)
 from andesvl_jax.agent.stage import register as _register_stages
 

@@ -45,6 +45,12 @@ def reward_model_score(completion: str, meta: dict) -> float:
 
 def configure(config) -> None:
     path = config.agent.get("reward_model") if "agent" in config else None
+    wants = "agent_reward_model" in dict(config.get("grpo", {}).get("rewards", {}) or {})
+    if wants and config.get("stage") == "grpo" and not path:
+        raise ValueError(
+            "grpo.rewards uses agent_reward_model but config.agent.reward_model is empty: "
+            "train one with `andesvl-jax agent-reward` and pass its directory"
+        )
     if path:
         from andesvl_jax.agent.reward_model import RewardScorer
 

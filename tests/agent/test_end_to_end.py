@@ -22,7 +22,7 @@ from andesvl_jax.train.loop import train
 
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "agent.py"
 SMALL = [
-    "--config.data.batch_size=2", "--config.data.max_tokens=192", "--config.log_every=1",
+    "--config.data.batch_size=8", "--config.data.max_tokens=192", "--config.log_every=1",
     "--config.tensorboard=False", "--config.progress=False", "--config.optim.warmup_steps=1",
 ]
 
@@ -65,7 +65,7 @@ def test_agent_path_end_to_end(tmp_path, capsys):
 
     grpo = load_config(
         f"{EXPERIMENT}:init={functional},stage=grpo,steps=2",
-        SMALL + ["--config.grpo.prompts_per_rollout=2", "--config.grpo.group_size=2",
+        SMALL + ["--config.grpo.prompts_per_rollout=2", "--config.grpo.group_size=4",
                  "--config.grpo.max_new_tokens=8", f"--config.agent.reward_model={reward}"],
     )
     assert train(grpo, tmp_path / "grpo")["stop_reason"] == "completed"
