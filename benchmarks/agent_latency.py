@@ -41,14 +41,17 @@ def chain(ids: list[int], vocab: int) -> TokenAutomaton:
     table = np.full((STATES, vocab), -1, np.int32)
     for k, t in enumerate(ids):
         table[k, t] = k + 1
-    table[len(ids):] = np.arange(len(ids), STATES, dtype=np.int32)[:, None].clip(max=STATES - 1)
+    table[len(ids) :] = np.arange(len(ids), STATES, dtype=np.int32)[:, None].clip(max=STATES - 1)
     return TokenAutomaton(table, 0)
 
 
 def _call(meta) -> FunctionCall | NoCall:
     c = meta["call"]
-    return NoCall(meta["answer"].removeprefix("<nexa_none>")) if c["function"] is None else (
-        FunctionCall(c["function"], c["arguments"]))
+    return (
+        NoCall(meta["answer"].removeprefix("<nexa_none>"))
+        if c["function"] is None
+        else (FunctionCall(c["function"], c["arguments"]))
+    )
 
 
 def main(argv=None) -> int:
@@ -60,12 +63,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     registry = phone_functions()
     model, tok = load_model(args.checkpoint)
-    engine = Engine(model, tok, image_max_size=112, max_prompt_tokens=2048, max_patches=256,
-                    batch_size=1)
+    engine = Engine(
+        model, tok, image_max_size=112, max_prompt_tokens=2048, max_patches=256, batch_size=1
+    )
     im_end = tok.special_tokens.im_end
     samples = [s for s in heldout_samples(args.n) if s.meta["api"] is not None]
     system = Message("system", in_context_prompt(registry))
-    arms = {"functional": ("token", False), "name_text": ("text", False), "in_context": ("text", True)}
+    arms = {
+        "functional": ("token", False),
+        "name_text": ("text", False),
+        "in_context": ("text", True),
+    }
     results = {name: {"walls": [], "tokens": []} for name in arms}
     for rep in range(args.repeats + 1):  # repeat 0 compiles and is not counted
         for s in samples:
@@ -75,8 +83,9 @@ def main(argv=None) -> int:
                 if with_system:
                     prompt = type(s)([system, *s.messages], s.images, meta=s.meta)
                 t0 = time.perf_counter()
-                (c,) = engine.generate([prompt], max_new_tokens=64,
-                                       constraint=chain(target, tok.vocab_size))
+                (c,) = engine.generate(
+                    [prompt], max_new_tokens=64, constraint=chain(target, tok.vocab_size)
+                )
                 wall = time.perf_counter() - t0
                 assert c.token_ids == target, (name, c.token_ids, target)
                 if rep:
@@ -97,12 +106,19 @@ def main(argv=None) -> int:
         }
     print(f"{'arm':<12} {'tokens':>7} {'ms median':>10} {'IQR':>17} {'tok x':>6} {'wall x':>7}")
     for name, r in rows.items():
-        print(f"{name:<12} {r['tokens_mean']:7.1f} {r['wall_ms_median']:10.1f} "
-              f"{r['wall_ms_iqr'][0]:8.1f}-{r['wall_ms_iqr'][1]:<8.1f} "
-              f"{r['tokens_ratio_to_functional']:6.2f} {r['wall_ratio_to_functional']:7.2f}")
-    report = {"checkpoint": args.checkpoint, "requests": len(samples), "repeats": args.repeats,
-              "machine": f"{platform.machine()} {platform.processor()} (shared, loaded 2-core CPU)",
-              "command": " ".join(sys.argv), "arms": rows}
+        print(
+            f"{name:<12} {r['tokens_mean']:7.1f} {r['wall_ms_median']:10.1f} "
+            f"{r['wall_ms_iqr'][0]:8.1f}-{r['wall_ms_iqr'][1]:<8.1f} "
+            f"{r['tokens_ratio_to_functional']:6.2f} {r['wall_ratio_to_functional']:7.2f}"
+        )
+    report = {
+        "checkpoint": args.checkpoint,
+        "requests": len(samples),
+        "repeats": args.repeats,
+        "machine": f"{platform.machine()} {platform.processor()} (shared, loaded 2-core CPU)",
+        "command": " ".join(sys.argv),
+        "arms": rows,
+    }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -21,12 +21,26 @@ import pathlib
 from andesvl_jax.configs import Arg, base_config, parse_config_arg
 
 AGENT_STAGES: dict[str, dict] = {
-    "functional": {"stage": "functional", "steps": 600, "optim.lr": 2e-3,
-                   "data.mixture": {"agent_train": 1.0}},
-    "functional_lora": {"stage": "functional_lora", "steps": 600, "optim.lr": 3e-3,
-                        "data.mixture": {"agent_train": 1.0}, "lora.rank": 16, "lora.alpha": 32.0},
-    "text_baseline": {"stage": "functional", "steps": 600, "optim.lr": 2e-3,
-                      "data.mixture": {"agent_text_train": 1.0}},
+    "functional": {
+        "stage": "functional",
+        "steps": 600,
+        "optim.lr": 2e-3,
+        "data.mixture": {"agent_train": 1.0},
+    },
+    "functional_lora": {
+        "stage": "functional_lora",
+        "steps": 600,
+        "optim.lr": 3e-3,
+        "data.mixture": {"agent_train": 1.0},
+        "lora.rank": 16,
+        "lora.alpha": 32.0,
+    },
+    "text_baseline": {
+        "stage": "functional",
+        "steps": 600,
+        "optim.lr": 2e-3,
+        "data.mixture": {"agent_text_train": 1.0},
+    },
     # GRPO from the functional stage: reward model score + the simulated phone's feedback
     "grpo": {
         "stage": "grpo",

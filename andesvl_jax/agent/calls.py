@@ -58,7 +58,9 @@ def format_value(spec: ArgSpec, value) -> str:
     return f"'{value}'"
 
 
-def format_call(call: FunctionCall | NoCall, registry: FunctionRegistry, style: str = "token") -> str:
+def format_call(
+    call: FunctionCall | NoCall, registry: FunctionRegistry, style: str = "token"
+) -> str:
     """The target text of a call (or of a text answer) in `style` ('token' or 'text')."""
     if style not in STYLES:
         raise ValueError(f"call style {style!r}: expected one of {STYLES}")
@@ -80,7 +82,7 @@ def _split_args(body: str, where: str) -> list[Any]:
     while pos < len(body):
         m = _VALUE.match(body, pos)
         if m is None:
-            raise CallParseError(f"{where}: bad argument at {body[pos:pos + 20]!r}")
+            raise CallParseError(f"{where}: bad argument at {body[pos : pos + 20]!r}")
         if m.group(1) is not None:
             values.append(m.group(1))
         elif m.group(2) is not None:
@@ -139,16 +141,20 @@ _TOKEN_CALL = re.compile(r"<nexa_(\d+)>\((.*)\)<nexa_end>\Z", re.DOTALL)
 _TEXT_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\((.*)\)\Z", re.DOTALL)
 
 
-def parse_call(text: str, registry: FunctionRegistry, style: str = "token") -> FunctionCall | NoCall:
+def parse_call(
+    text: str, registry: FunctionRegistry, style: str = "token"
+) -> FunctionCall | NoCall:
     """Generated text (special tokens kept, the turn's end marker removed) -> the call or the text
     answer. Raises CallParseError (malformed) or CallSchemaError (arguments break the schema)."""
     text = text.strip()
     if style == "token":
         if text.startswith(NONE_TOKEN):
-            return NoCall(text[len(NONE_TOKEN):].strip())
+            return NoCall(text[len(NONE_TOKEN) :].strip())
         m = _TOKEN_CALL.match(text)
         if m is None:
-            raise CallParseError(f"not a call <nexa_i>(...)<nexa_end> nor {NONE_TOKEN}: {text[:80]!r}")
+            raise CallParseError(
+                f"not a call <nexa_i>(...)<nexa_end> nor {NONE_TOKEN}: {text[:80]!r}"
+            )
         index = int(m.group(1))
         if index >= len(registry):
             raise CallParseError(f"<nexa_{index}>: only {len(registry)} functions")

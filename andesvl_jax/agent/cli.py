@@ -53,7 +53,10 @@ def run_grow(args) -> int:
     from andesvl_jax.agent.grow import grow_workdir
 
     record = grow_workdir(
-        args.source, args.out, _registry(args.functions), functions_file=args.functions,
+        args.source,
+        args.out,
+        _registry(args.functions),
+        functions_file=args.functions,
         tie_head=not args.untied_head_init,
     )
     print(json.dumps(record, indent=2))
@@ -64,8 +67,13 @@ def run_eval(args) -> int:
     from andesvl_jax.agent.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(
-        args.checkpoint, _registry(args.functions), n=args.n, style=args.style,
-        constrained=not args.unconstrained, latency_calls=args.latency, in_context=args.in_context,
+        args.checkpoint,
+        _registry(args.functions),
+        n=args.n,
+        style=args.style,
+        constrained=not args.unconstrained,
+        latency_calls=args.latency,
+        in_context=args.in_context,
         batch_size=args.batch_size,
     )
     text = json.dumps(report, ensure_ascii=False, indent=2)
@@ -73,8 +81,13 @@ def run_eval(args) -> int:
         from andesvl_jax.data.atomic_io import atomic_write_text
 
         atomic_write_text(args.out, text)
-    print(text if not args.out else json.dumps({k: v for k, v in report.items()
-                                                if not isinstance(v, (dict, list))}, indent=2))
+    print(
+        text
+        if not args.out
+        else json.dumps(
+            {k: v for k, v in report.items() if not isinstance(v, (dict, list))}, indent=2
+        )
+    )
     return 0
 
 
@@ -101,8 +114,11 @@ def register(subparsers) -> None:
     p.add_argument("--from", dest="source", required=True, help="a training workdir")
     p.add_argument("--out", required=True)
     p.add_argument("--functions", default=None)
-    p.add_argument("--untied-head-init", action="store_true",
-                   help="untied LM head: keep random new rows (default: rows = the new embeddings)")
+    p.add_argument(
+        "--untied-head-init",
+        action="store_true",
+        help="untied LM head: keep random new rows (default: rows = the new embeddings)",
+    )
     p.set_defaults(func=run_grow)
 
     p = subparsers.add_parser("agent-eval", help="held-out agent accuracy and latency")
@@ -112,8 +128,11 @@ def register(subparsers) -> None:
     p.add_argument("--style", default="token", choices=("token", "text"))
     p.add_argument("--unconstrained", action="store_true")
     p.add_argument("--latency", type=int, default=40, help="batch-1 calls timed (0: none)")
-    p.add_argument("--in-context", action="store_true",
-                   help="all function descriptions in a system prompt (the in-context baseline)")
+    p.add_argument(
+        "--in-context",
+        action="store_true",
+        help="all function descriptions in a system prompt (the in-context baseline)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="write the report (JSON) here")
     p.set_defaults(func=run_eval)

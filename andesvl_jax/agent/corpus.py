@@ -26,18 +26,34 @@ LANGUAGES = ("en", "zh")
 NEGATIVE_FRACTION = 0.12
 COLOUR_NAMES = sorted(COLOURS)
 
-TOPIC_ZH = {"meeting": "会议", "invoice": "发票", "holiday": "假期", "report": "报告", "party": "聚会"}
-MESSAGE_ZH = {"running late": "我要迟到了", "call me": "给我回电话", "on my way": "我在路上",
-              "thank you": "谢谢你"}
+TOPIC_ZH = {
+    "meeting": "会议",
+    "invoice": "发票",
+    "holiday": "假期",
+    "report": "报告",
+    "party": "聚会",
+}
+MESSAGE_ZH = {
+    "running late": "我要迟到了",
+    "call me": "给我回电话",
+    "on my way": "我在路上",
+    "thank you": "谢谢你",
+}
 STYLE_ZH = {"modern": "现代", "rustic": "乡村", "minimalist": "极简", "classic": "古典"}
 SIZE_ZH = {"small": "小", "medium": "中", "large": "大"}
 BINS = {"bottle": "plastic", "box": "paper", "can": "metal", "jar": "glass", "battery": "hazardous"}
 
 TEMPLATES: dict[str, dict[str, list[str]]] = {
     "send_email": {
-        "en": ["Email {recipient} about the {topic}.", "Send {recipient} an email about the {topic}.",
-               "Write to {recipient} regarding the {topic}."],
-        "zh": ["给{recipient}发邮件，关于{topic_zh}。", "发一封关于{topic_zh}的邮件给{recipient}。"],
+        "en": [
+            "Email {recipient} about the {topic}.",
+            "Send {recipient} an email about the {topic}.",
+            "Write to {recipient} regarding the {topic}.",
+        ],
+        "zh": [
+            "给{recipient}发邮件，关于{topic_zh}。",
+            "发一封关于{topic_zh}的邮件给{recipient}。",
+        ],
     },
     "send_text_message": {
         "en": ["Text this number: {message}.", "Send a message to this number saying {message}."],
@@ -68,7 +84,10 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "zh": ["在Instacart上买这些。", "帮我订这些食品杂货。"],
     },
     "doordash_delivery": {
-        "en": ["Order a {size} one of these on DoorDash.", "Get me a {size} portion of this delivered."],
+        "en": [
+            "Order a {size} one of these on DoorDash.",
+            "Get me a {size} portion of this delivered.",
+        ],
         "zh": ["在DoorDash上点一份{size_zh}的这个。", "帮我外卖一份{size_zh}份的这个。"],
     },
     "pet_care": {
@@ -78,9 +97,16 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
 }
 REFUSAL = {"en": "Sorry, I can only use the phone's apps.", "zh": "抱歉，我只能使用手机上的应用。"}
 NEGATIVES = {  # request -> how the text answer is made ("colour" of the object, or a refusal)
-    "en": [("What colour is this?", "colour"), ("Tell me a joke.", "refuse"),
-           ("What is the weather like tomorrow?", "refuse")],
-    "zh": [("这是什么颜色？", "colour"), ("给我讲个笑话。", "refuse"), ("明天天气怎么样？", "refuse")],
+    "en": [
+        ("What colour is this?", "colour"),
+        ("Tell me a joke.", "refuse"),
+        ("What is the weather like tomorrow?", "refuse"),
+    ],
+    "zh": [
+        ("这是什么颜色？", "colour"),
+        ("给我讲个笑话。", "refuse"),
+        ("明天天气怎么样？", "refuse"),
+    ],
 }
 
 
@@ -117,9 +143,14 @@ def _colour_icon(rng, icons, split):
 def _example(api: str, rng, side: int, split: str) -> tuple[object, dict, dict]:
     """(picture, arguments, template fields) of one request to `api`."""
     if api == "send_email":
-        recipient, topic = _draw(rng, [_enum(api, "recipient"), _enum(api, "topic")], split, heldout)
-        return (screenshot("Mail", "Inbox", side, rng, "blue"), {"recipient": recipient, "topic": topic},
-                {"recipient": recipient, "topic": topic, "topic_zh": TOPIC_ZH[topic]})
+        recipient, topic = _draw(
+            rng, [_enum(api, "recipient"), _enum(api, "topic")], split, heldout
+        )
+        return (
+            screenshot("Mail", "Inbox", side, rng, "blue"),
+            {"recipient": recipient, "topic": topic},
+            {"recipient": recipient, "topic": topic, "topic_zh": TOPIC_ZH[topic]},
+        )
     if api == "send_text_message":
         want = split == "heldout"
         while True:
@@ -127,16 +158,27 @@ def _example(api: str, rng, side: int, split: str) -> tuple[object, dict, dict]:
             if (sum(map(int, number)) % 5 == 0) == want:
                 break
         message = _enum(api, "message")[int(rng.integers(4))]
-        return (screenshot("Contact", number, side, rng, "green"), {"phone": number, "message": message},
-                {"message": message, "message_zh": MESSAGE_ZH[message]})
+        return (
+            screenshot("Contact", number, side, rng, "green"),
+            {"phone": number, "message": message},
+            {"message": message, "message_zh": MESSAGE_ZH[message]},
+        )
     if api == "google_search":
         shape, colour = _draw(rng, [sorted(SHAPES), COLOUR_NAMES], split, heldout)
         return shape_picture(shape, colour, side, rng), {"query": f"{colour} {shape}"}, {}
     if api == "amazon_shopping":
         product, colour = _colour_icon(rng, _enum(api, "product"), split)
-        (quantity,) = _draw(rng, [range(1, 10)], split, lambda q: heldout(q, _enum(api, "product").index(product) + 1))
-        return (object_picture(product, colour, side, rng), {"product": product, "quantity": quantity},
-                {"quantity": quantity})
+        (quantity,) = _draw(
+            rng,
+            [range(1, 10)],
+            split,
+            lambda q: heldout(q, _enum(api, "product").index(product) + 1),
+        )
+        return (
+            object_picture(product, colour, side, rng),
+            {"product": product, "quantity": quantity},
+            {"quantity": quantity},
+        )
     if api == "smart_recycling":
         item, colour = _colour_icon(rng, _enum(api, "item"), split)
         return object_picture(item, colour, side, rng), {"item": item, "bin": BINS[item]}, {}
@@ -146,8 +188,11 @@ def _example(api: str, rng, side: int, split: str) -> tuple[object, dict, dict]:
     if api == "interior_design":
         room, colour = _colour_icon(rng, _enum(api, "room"), split)
         style = _enum(api, "style")[int(rng.integers(4))]
-        return (object_picture(room, colour, side, rng), {"room": room, "style": style},
-                {"style": style, "style_zh": STYLE_ZH[style]})
+        return (
+            object_picture(room, colour, side, rng),
+            {"room": room, "style": style},
+            {"style": style, "style_zh": STYLE_ZH[style]},
+        )
     if api == "instacart_shopping":
         item, count = _draw(rng, [_enum(api, "item"), range(1, 7)], split, heldout)
         colour = COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
@@ -155,8 +200,11 @@ def _example(api: str, rng, side: int, split: str) -> tuple[object, dict, dict]:
     if api == "doordash_delivery":
         dish, colour = _colour_icon(rng, _enum(api, "dish"), split)
         size = _enum(api, "size")[int(rng.integers(3))]
-        return (object_picture(dish, colour, side, rng), {"dish": dish, "size": size},
-                {"size": size, "size_zh": SIZE_ZH[size]})
+        return (
+            object_picture(dish, colour, side, rng),
+            {"dish": dish, "size": size},
+            {"size": size, "size_zh": SIZE_ZH[size]},
+        )
     if api == "pet_care":
         pet, problem = _draw(rng, [_enum(api, "pet"), _enum(api, "problem")], split, heldout)
         colour = COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
@@ -183,8 +231,16 @@ def agent_sample(rng, ctx, split: str, style: str) -> Sample:
     return Sample(
         [Message("user", f"<image>\n{request}"), Message("assistant", target)],
         [image],
-        meta={"api": api, "call": call.to_json(), "language": language, "split": split,
-              "answer": target, "style": style, "request": request, "image": image},
+        meta={
+            "api": api,
+            "call": call.to_json(),
+            "language": language,
+            "split": split,
+            "answer": target,
+            "style": style,
+            "request": request,
+            "image": image,
+        },
     )
 
 

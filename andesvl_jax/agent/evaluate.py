@@ -56,8 +56,13 @@ def score(predictions, samples) -> dict:
         args_ok = isinstance(p.call, FunctionCall) and p.call.args == gold.get("arguments")
         full = (pred == gold["function"]) and (gold["function"] is None or args_ok)
         rows.append(
-            {"gold": gold["function"], "pred": pred, "args_ok": bool(args_ok), "full": bool(full),
-             "language": s.meta["language"]}
+            {
+                "gold": gold["function"],
+                "pred": pred,
+                "args_ok": bool(args_ok),
+                "full": bool(full),
+                "language": s.meta["language"],
+            }
         )
     tp = sum(r["gold"] is None and r["pred"] is None for r in rows)
     fp = sum(r["gold"] is not None and r["pred"] is None for r in rows)
@@ -109,11 +114,14 @@ def in_context_prompt(registry: FunctionRegistry) -> str:
 
 def examples(predictions, samples, k: int = 5) -> list[dict]:
     return [
-        {"request": s.meta["request"], "gold": s.meta["answer"], "generated": p.text,
-         "error": p.error}
+        {
+            "request": s.meta["request"],
+            "gold": s.meta["answer"],
+            "generated": p.text,
+            "error": p.error,
+        }
         for p, s in list(zip(predictions, samples, strict=True))[:k]
     ]
-
 
 
 def evaluate_checkpoint(
@@ -134,7 +142,11 @@ def evaluate_checkpoint(
 
     model, tok = load_model(checkpoint)
     predictor = AgentPredictor(
-        model, tok, registry, style=style, constrained=constrained and style == "token",
+        model,
+        tok,
+        registry,
+        style=style,
+        constrained=constrained and style == "token",
         batch_size=batch_size,
     )
     samples = heldout_samples(n, style)

@@ -112,7 +112,11 @@ def _arg(source: str, where: str, raw) -> ArgSpec:
         enum = tuple(enum)
     fmt = raw.get("format")
     if fmt is not None and (kind != "string" or fmt not in FORMATS):
-        _fail(source, f"{where} ({name})", f"format {fmt!r}: a string format, one of {sorted(FORMATS)}")
+        _fail(
+            source,
+            f"{where} ({name})",
+            f"format {fmt!r}: a string format, one of {sorted(FORMATS)}",
+        )
     if kind != "integer" and ("minimum" in raw or "maximum" in raw):
         _fail(source, f"{where} ({name})", "minimum / maximum apply to integers only")
     spec = ArgSpec(**{**raw, "enum": enum})
@@ -126,7 +130,9 @@ def parse_functions(raw, source: str = "<functions>") -> FunctionRegistry:
     if isinstance(raw, dict):
         raw = raw.get("functions")
     if not isinstance(raw, list) or not raw:
-        _fail(source, "top level", "expected a non-empty list of functions (or {'functions': [...]})")
+        _fail(
+            source, "top level", "expected a non-empty list of functions (or {'functions': [...]})"
+        )
     functions, seen = [], set()
     for i, entry in enumerate(raw):
         where = f"function {i}"

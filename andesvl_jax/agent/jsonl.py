@@ -35,8 +35,11 @@ def agent_record_to_sample(rec: dict, root: pathlib.Path, origin: str, registry=
     if not isinstance(call, dict) or "function" not in call:
         raise DataError(origin, "bad_field", "'call' must be {'function': name | null, ...}")
     try:
-        parsed = (NoCall(str(rec.get("text", ""))) if call["function"] is None
-                  else FunctionCall(call["function"], dict(call.get("arguments") or {})))
+        parsed = (
+            NoCall(str(rec.get("text", "")))
+            if call["function"] is None
+            else FunctionCall(call["function"], dict(call.get("arguments") or {}))
+        )
         target = format_call(parsed, registry, "token")
     except (CallSchemaError, KeyError) as e:
         raise DataError(origin, "bad_call", f"the call breaks the function schema: {e}") from None
@@ -46,8 +49,14 @@ def agent_record_to_sample(rec: dict, root: pathlib.Path, origin: str, registry=
         [Message("user", f"<image>\n{rec['request']}"), Message("assistant", target)],
         [str(image)],
         origin=origin,
-        meta={"api": call["function"], "call": parsed.to_json(), "request": rec["request"],
-              "language": rec.get("language", "en"), "answer": target, "style": "token"},
+        meta={
+            "api": call["function"],
+            "call": parsed.to_json(),
+            "request": rec["request"],
+            "language": rec.get("language", "en"),
+            "answer": target,
+            "style": "token",
+        },
     )
 
 
@@ -65,8 +74,12 @@ def write_agent_jsonl(samples, path: str | pathlib.Path) -> None:
         name = images / f"{k:06d}.png"
         s.images[0].save(name)
         call = s.meta["call"]
-        rec = {"image": str(name.relative_to(path.parent)), "request": s.meta["request"],
-               "language": s.meta["language"], "call": call}
+        rec = {
+            "image": str(name.relative_to(path.parent)),
+            "request": s.meta["request"],
+            "language": s.meta["language"],
+            "call": call,
+        }
         if call["function"] is None:
             rec["text"] = call["text"]
         lines.append(json.dumps(rec, ensure_ascii=False))

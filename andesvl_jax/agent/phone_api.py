@@ -15,8 +15,20 @@ from collections.abc import Callable
 from andesvl_jax.agent.calls import CallSchemaError, FunctionCall, check_args
 from andesvl_jax.agent.functions import FunctionRegistry
 
-PRICES = {"headphones": 59.0, "mug": 9.5, "lamp": 24.0, "book": 14.0, "shoe": 45.0, "watch": 120.0,
-          "apple": 0.6, "banana": 0.3, "carrot": 0.25, "milk": 1.2, "bread": 2.5, "egg": 0.3}
+PRICES = {
+    "headphones": 59.0,
+    "mug": 9.5,
+    "lamp": 24.0,
+    "book": 14.0,
+    "shoe": 45.0,
+    "watch": 120.0,
+    "apple": 0.6,
+    "banana": 0.3,
+    "carrot": 0.25,
+    "milk": 1.2,
+    "bread": 2.5,
+    "egg": 0.3,
+}
 
 
 class ExecutionError(RuntimeError):
@@ -39,21 +51,40 @@ def _ref(call: FunctionCall) -> str:
 
 Handler = Callable[[FunctionCall], dict]
 HANDLERS: dict[str, Handler] = {
-    "send_email": lambda c: {"status": "sent", "to": f"{c.args['recipient']}@example.com",
-                             "subject": c.args["topic"].title()},
-    "send_text_message": lambda c: {"status": "delivered", "to": c.args["phone"],
-                                    "text": c.args["message"]},
-    "google_search": lambda c: {"results": [f"{c.args['query']} - Wikipedia",
-                                            f"Buy {c.args['query']} online"]},
-    "amazon_shopping": lambda c: {"order": _ref(c), "total": round(
-        PRICES.get(c.args["product"], 10.0) * c.args["quantity"], 2)},
+    "send_email": lambda c: {
+        "status": "sent",
+        "to": f"{c.args['recipient']}@example.com",
+        "subject": c.args["topic"].title(),
+    },
+    "send_text_message": lambda c: {
+        "status": "delivered",
+        "to": c.args["phone"],
+        "text": c.args["message"],
+    },
+    "google_search": lambda c: {
+        "results": [f"{c.args['query']} - Wikipedia", f"Buy {c.args['query']} online"]
+    },
+    "amazon_shopping": lambda c: {
+        "order": _ref(c),
+        "total": round(PRICES.get(c.args["product"], 10.0) * c.args["quantity"], 2),
+    },
     "smart_recycling": lambda c: {"bin": c.args["bin"], "pickup": "Tuesday"},
     "lost_and_found": lambda c: {"report": _ref(c), "item": f"{c.args['colour']} {c.args['item']}"},
-    "interior_design": lambda c: {"plan": _ref(c), "room": c.args["room"], "style": c.args["style"]},
-    "instacart_shopping": lambda c: {"order": _ref(c), "total": round(
-        PRICES.get(c.args["item"], 1.0) * c.args["quantity"], 2)},
+    "interior_design": lambda c: {
+        "plan": _ref(c),
+        "room": c.args["room"],
+        "style": c.args["style"],
+    },
+    "instacart_shopping": lambda c: {
+        "order": _ref(c),
+        "total": round(PRICES.get(c.args["item"], 1.0) * c.args["quantity"], 2),
+    },
     "doordash_delivery": lambda c: {"order": _ref(c), "eta_minutes": 35},
-    "pet_care": lambda c: {"appointment": _ref(c), "pet": c.args["pet"], "reason": c.args["problem"]},
+    "pet_care": lambda c: {
+        "appointment": _ref(c),
+        "pet": c.args["pet"],
+        "reason": c.args["problem"],
+    },
 }
 
 

@@ -119,9 +119,7 @@ class AgentPredictor:
         done = self.engine.generate(
             samples, max_new_tokens=MAX_NEW_TOKENS, constraint=self.constraint
         )
-        return [
-            parse_prediction(c.text, len(c.token_ids), self.registry, self.style) for c in done
-        ]
+        return [parse_prediction(c.text, len(c.token_ids), self.registry, self.style) for c in done]
 
     def predict(self, requests, images) -> list[Prediction]:
         return self.predict_samples(self.samples(requests, images))

@@ -48,8 +48,11 @@ class RewardModel(nnx.Module):
     def __call__(self, batch) -> jax.Array:
         """scores [b] of one sequence per row (right-padded)."""
         hidden, _ = self.backbone(
-            batch.input_ids, batch.images, positions=batch.positions,
-            segment_ids=batch.segment_ids, return_hidden=True,
+            batch.input_ids,
+            batch.images,
+            positions=batch.positions,
+            segment_ids=batch.segment_ids,
+            return_hidden=True,
         )
         last = jnp.sum(batch.segment_ids > 0, axis=1) - 1
         h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
@@ -94,7 +97,8 @@ def perturb(call: dict, rng, language: str = "en") -> FunctionCall | NoCall:
 
 def scored_sample(image, request: str, answer: str) -> Sample:
     return Sample(
-        [Message("user", f"<image>\n{request}"), Message("assistant", answer)], [image],
+        [Message("user", f"<image>\n{request}"), Message("assistant", answer)],
+        [image],
         origin="reward",
     )
 
@@ -105,7 +109,10 @@ class RewardScorer:
     def __init__(self, model: RewardModel, tok):
         self.model, self.tok = model, tok
         self.encoder = answer_only_encoder(
-            model.backbone.cfg, tok, image_max_size=IMAGE_MAX, max_tokens=MAX_TOKENS,
+            model.backbone.cfg,
+            tok,
+            image_max_size=IMAGE_MAX,
+            max_tokens=MAX_TOKENS,
             max_patches=MAX_PATCHES,
         )
         self.graphdef, self.state = nnx.split(model)
@@ -113,7 +120,10 @@ class RewardScorer:
     def batch(self, samples):
         rows = [[self.encoder(s)] for s in samples]
         return assemble_batch(
-            rows, MAX_TOKENS, MAX_PATCHES, self.tok.special_tokens,
+            rows,
+            MAX_TOKENS,
+            MAX_PATCHES,
+            self.tok.special_tokens,
             self.model.backbone.cfg.vision.patch_size,
         )
 
@@ -159,13 +169,21 @@ def pairwise_accuracy(scorer, source, n: int, seed: int, batch_pairs: int = 16) 
     correct = 0
     for start in range(0, n, batch_pairs):
         idx = range(start, min(n, start + batch_pairs))
-        r = np.asarray(_scores(scorer.graphdef, scorer.state, _pairs_batch(scorer, source, idx, rng)))
+        r = np.asarray(
+            _scores(scorer.graphdef, scorer.state, _pairs_batch(scorer, source, idx, rng))
+        )
         correct += int(np.sum(r[0::2] > r[1::2]))
     return correct / n
 
 
 def train_reward_model(
-    checkpoint, out, *, steps: int = 200, pairs: int = 16, lr: float = 5e-4, seed: int = 0,
+    checkpoint,
+    out,
+    *,
+    steps: int = 200,
+    pairs: int = 16,
+    lr: float = 5e-4,
+    seed: int = 0,
     eval_pairs: int = 200,
 ) -> dict:
     """Train the reward model from the functional run in `checkpoint`; write it to `out`."""
@@ -173,10 +191,12 @@ def train_reward_model(
     tok = run_tokenizer(config)
     model = RewardModel(trained_model(config, checkpoint), rngs=nnx.Rngs(seed))
     scorer = RewardScorer(model, tok)
-    train = SyntheticSource({"agent_train": 1.0}, size=10**6, seed=seed + 7, split="train",
-                            ctx=EVAL_CONTEXT)
-    heldout = SyntheticSource({"agent_heldout": 1.0}, size=eval_pairs, seed=seed, split="eval",
-                              ctx=EVAL_CONTEXT)
+    train = SyntheticSource(
+        {"agent_train": 1.0}, size=10**6, seed=seed + 7, split="train", ctx=EVAL_CONTEXT
+    )
+    heldout = SyntheticSource(
+        {"agent_heldout": 1.0}, size=eval_pairs, seed=seed, split="eval", ctx=EVAL_CONTEXT
+    )
     graphdef, params = nnx.split(model)
     optimizer = optax.adamw(optax.cosine_decay_schedule(lr, steps, 0.1), weight_decay=0.0)
     opt_state = optimizer.init(params)
@@ -207,8 +227,12 @@ def train_reward_model(
     save_model_workdir(model.backbone, config, tok, out)
     np.savez(out / HEAD_FILE, kernel=np.asarray(model.head.kernel[...]))
     summary = {
-        "steps": steps, "pairs_per_step": pairs, "train_s": time.perf_counter() - t0,
-        "heldout_pair_accuracy_before": before, "heldout_pair_accuracy_after": after, "log": log,
+        "steps": steps,
+        "pairs_per_step": pairs,
+        "train_s": time.perf_counter() - t0,
+        "heldout_pair_accuracy_before": before,
+        "heldout_pair_accuracy_after": after,
+        "log": log,
     }
     atomic_write_text(out / RECORD_FILE, json.dumps(summary, indent=2))
     return summary

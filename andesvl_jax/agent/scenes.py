@@ -13,68 +13,135 @@ from andesvl_jax.data.synthetic.render import (
     new_canvas,
 )
 
-FIXED = {"white": (255, 255, 255), "grey": (140, 140, 140), "brown": (120, 70, 30), "dark": (30, 30, 30)}
+FIXED = {
+    "white": (255, 255, 255),
+    "grey": (140, 140, 140),
+    "brown": (120, 70, 30),
+    "dark": (30, 30, 30),
+}
 # icon -> [(primitive, (x0, y0, x1, y1) in the unit box, colour: "main" or a FIXED name)]
 ICONS: dict[str, list[tuple[str, tuple[float, float, float, float], str]]] = {
     # products
-    "headphones": [("arc", (0.2, 0.15, 0.8, 0.75), "main"), ("rect", (0.15, 0.5, 0.3, 0.8), "main"),
-                   ("rect", (0.7, 0.5, 0.85, 0.8), "main")],
+    "headphones": [
+        ("arc", (0.2, 0.15, 0.8, 0.75), "main"),
+        ("rect", (0.15, 0.5, 0.3, 0.8), "main"),
+        ("rect", (0.7, 0.5, 0.85, 0.8), "main"),
+    ],
     "mug": [("rect", (0.25, 0.3, 0.65, 0.85), "main"), ("ring", (0.55, 0.4, 0.85, 0.7), "main")],
-    "lamp": [("tri", (0.25, 0.1, 0.75, 0.5), "main"), ("rect", (0.47, 0.5, 0.53, 0.85), "dark"),
-             ("rect", (0.3, 0.82, 0.7, 0.9), "dark")],
+    "lamp": [
+        ("tri", (0.25, 0.1, 0.75, 0.5), "main"),
+        ("rect", (0.47, 0.5, 0.53, 0.85), "dark"),
+        ("rect", (0.3, 0.82, 0.7, 0.9), "dark"),
+    ],
     "book": [("rect", (0.25, 0.15, 0.75, 0.85), "main"), ("rect", (0.3, 0.2, 0.35, 0.8), "white")],
     "shoe": [("rect", (0.15, 0.55, 0.85, 0.75), "main"), ("rect", (0.15, 0.3, 0.4, 0.6), "main")],
-    "watch": [("rect", (0.4, 0.05, 0.6, 0.95), "dark"), ("ellipse", (0.25, 0.3, 0.75, 0.7), "main")],
+    "watch": [
+        ("rect", (0.4, 0.05, 0.6, 0.95), "dark"),
+        ("ellipse", (0.25, 0.3, 0.75, 0.7), "main"),
+    ],
     # recyclables
     "bottle": [("rect", (0.4, 0.1, 0.6, 0.3), "main"), ("rect", (0.3, 0.3, 0.7, 0.9), "main")],
     "box": [("rect", (0.15, 0.3, 0.85, 0.85), "main"), ("line", (0.15, 0.3, 0.85, 0.85), "dark")],
     "can": [("rect", (0.3, 0.2, 0.7, 0.85), "main"), ("ellipse", (0.3, 0.12, 0.7, 0.28), "grey")],
     "jar": [("ellipse", (0.2, 0.25, 0.8, 0.9), "main"), ("rect", (0.3, 0.12, 0.7, 0.25), "grey")],
-    "battery": [("rect", (0.2, 0.35, 0.75, 0.65), "main"), ("rect", (0.75, 0.43, 0.85, 0.57), "dark")],
+    "battery": [
+        ("rect", (0.2, 0.35, 0.75, 0.65), "main"),
+        ("rect", (0.75, 0.43, 0.85, 0.57), "dark"),
+    ],
     # lost items
     "wallet": [("rect", (0.15, 0.3, 0.85, 0.75), "main"), ("rect", (0.6, 0.45, 0.85, 0.6), "dark")],
-    "keys": [("ring", (0.1, 0.35, 0.4, 0.65), "main"), ("rect", (0.38, 0.47, 0.9, 0.53), "main"),
-             ("rect", (0.75, 0.53, 0.82, 0.65), "main")],
+    "keys": [
+        ("ring", (0.1, 0.35, 0.4, 0.65), "main"),
+        ("rect", (0.38, 0.47, 0.9, 0.53), "main"),
+        ("rect", (0.75, 0.53, 0.82, 0.65), "main"),
+    ],
     "phone": [("rect", (0.3, 0.1, 0.7, 0.9), "main"), ("rect", (0.35, 0.18, 0.65, 0.78), "white")],
-    "umbrella": [("half", (0.1, 0.15, 0.9, 0.65), "main"), ("rect", (0.48, 0.4, 0.52, 0.9), "dark")],
+    "umbrella": [
+        ("half", (0.1, 0.15, 0.9, 0.65), "main"),
+        ("rect", (0.48, 0.4, 0.52, 0.9), "dark"),
+    ],
     "bag": [("rect", (0.2, 0.4, 0.8, 0.9), "main"), ("ring", (0.35, 0.15, 0.65, 0.5), "main")],
     # rooms (the furniture that names the room)
     "bedroom": [("rect", (0.1, 0.5, 0.9, 0.8), "main"), ("rect", (0.1, 0.35, 0.3, 0.55), "white")],
-    "kitchen": [("rect", (0.15, 0.4, 0.85, 0.9), "main"), ("ellipse", (0.22, 0.45, 0.45, 0.6), "dark"),
-                ("ellipse", (0.55, 0.45, 0.78, 0.6), "dark")],
-    "living room": [("rect", (0.1, 0.5, 0.9, 0.8), "main"), ("rect", (0.1, 0.3, 0.2, 0.8), "main"),
-                    ("rect", (0.8, 0.3, 0.9, 0.8), "main")],
-    "bathroom": [("half_down", (0.1, 0.45, 0.9, 0.85), "main"), ("rect", (0.75, 0.2, 0.8, 0.5), "grey")],
+    "kitchen": [
+        ("rect", (0.15, 0.4, 0.85, 0.9), "main"),
+        ("ellipse", (0.22, 0.45, 0.45, 0.6), "dark"),
+        ("ellipse", (0.55, 0.45, 0.78, 0.6), "dark"),
+    ],
+    "living room": [
+        ("rect", (0.1, 0.5, 0.9, 0.8), "main"),
+        ("rect", (0.1, 0.3, 0.2, 0.8), "main"),
+        ("rect", (0.8, 0.3, 0.9, 0.8), "main"),
+    ],
+    "bathroom": [
+        ("half_down", (0.1, 0.45, 0.9, 0.85), "main"),
+        ("rect", (0.75, 0.2, 0.8, 0.5), "grey"),
+    ],
     # groceries
-    "apple": [("ellipse", (0.2, 0.25, 0.8, 0.85), "main"), ("rect", (0.48, 0.1, 0.53, 0.3), "brown")],
+    "apple": [
+        ("ellipse", (0.2, 0.25, 0.8, 0.85), "main"),
+        ("rect", (0.48, 0.1, 0.53, 0.3), "brown"),
+    ],
     "banana": [("arc", (0.1, 0.0, 0.9, 0.8), "main")],
-    "carrot": [("tri_down", (0.3, 0.25, 0.7, 0.95), "main"), ("tri", (0.35, 0.05, 0.65, 0.25), "main")],
+    "carrot": [
+        ("tri_down", (0.3, 0.25, 0.7, 0.95), "main"),
+        ("tri", (0.35, 0.05, 0.65, 0.25), "main"),
+    ],
     "milk": [("rect", (0.3, 0.3, 0.7, 0.9), "white"), ("tri", (0.3, 0.1, 0.7, 0.3), "main")],
     "bread": [("half", (0.1, 0.2, 0.9, 0.7), "main"), ("rect", (0.1, 0.45, 0.9, 0.8), "main")],
     "egg": [("ellipse", (0.3, 0.15, 0.7, 0.85), "main")],
     # dishes
-    "pizza": [("tri_down", (0.15, 0.15, 0.85, 0.85), "main"), ("ellipse", (0.4, 0.3, 0.55, 0.45), "dark")],
-    "burger": [("half", (0.15, 0.2, 0.85, 0.55), "main"), ("rect", (0.15, 0.55, 0.85, 0.65), "brown"),
-               ("rect", (0.15, 0.65, 0.85, 0.8), "main")],
-    "sushi": [("ellipse", (0.15, 0.3, 0.85, 0.7), "white"), ("ellipse", (0.15, 0.25, 0.85, 0.55), "main")],
-    "noodles": [("half_down", (0.1, 0.4, 0.9, 0.9), "main"), ("line", (0.3, 0.1, 0.5, 0.5), "dark"),
-                ("line", (0.4, 0.1, 0.6, 0.5), "dark")],
-    "salad": [("half_down", (0.1, 0.4, 0.9, 0.9), "white"), ("ellipse", (0.25, 0.3, 0.5, 0.55), "main"),
-              ("ellipse", (0.5, 0.3, 0.75, 0.55), "main")],
+    "pizza": [
+        ("tri_down", (0.15, 0.15, 0.85, 0.85), "main"),
+        ("ellipse", (0.4, 0.3, 0.55, 0.45), "dark"),
+    ],
+    "burger": [
+        ("half", (0.15, 0.2, 0.85, 0.55), "main"),
+        ("rect", (0.15, 0.55, 0.85, 0.65), "brown"),
+        ("rect", (0.15, 0.65, 0.85, 0.8), "main"),
+    ],
+    "sushi": [
+        ("ellipse", (0.15, 0.3, 0.85, 0.7), "white"),
+        ("ellipse", (0.15, 0.25, 0.85, 0.55), "main"),
+    ],
+    "noodles": [
+        ("half_down", (0.1, 0.4, 0.9, 0.9), "main"),
+        ("line", (0.3, 0.1, 0.5, 0.5), "dark"),
+        ("line", (0.4, 0.1, 0.6, 0.5), "dark"),
+    ],
+    "salad": [
+        ("half_down", (0.1, 0.4, 0.9, 0.9), "white"),
+        ("ellipse", (0.25, 0.3, 0.5, 0.55), "main"),
+        ("ellipse", (0.5, 0.3, 0.75, 0.55), "main"),
+    ],
     # pets
-    "dog": [("ellipse", (0.2, 0.25, 0.8, 0.85), "main"), ("rect", (0.1, 0.25, 0.25, 0.6), "brown"),
-            ("rect", (0.75, 0.25, 0.9, 0.6), "brown")],
-    "cat": [("ellipse", (0.2, 0.3, 0.8, 0.85), "main"), ("tri", (0.2, 0.1, 0.4, 0.4), "main"),
-            ("tri", (0.6, 0.1, 0.8, 0.4), "main")],
-    "rabbit": [("ellipse", (0.25, 0.45, 0.75, 0.9), "main"), ("rect", (0.32, 0.05, 0.42, 0.5), "main"),
-               ("rect", (0.58, 0.05, 0.68, 0.5), "main")],
+    "dog": [
+        ("ellipse", (0.2, 0.25, 0.8, 0.85), "main"),
+        ("rect", (0.1, 0.25, 0.25, 0.6), "brown"),
+        ("rect", (0.75, 0.25, 0.9, 0.6), "brown"),
+    ],
+    "cat": [
+        ("ellipse", (0.2, 0.3, 0.8, 0.85), "main"),
+        ("tri", (0.2, 0.1, 0.4, 0.4), "main"),
+        ("tri", (0.6, 0.1, 0.8, 0.4), "main"),
+    ],
+    "rabbit": [
+        ("ellipse", (0.25, 0.45, 0.75, 0.9), "main"),
+        ("rect", (0.32, 0.05, 0.42, 0.5), "main"),
+        ("rect", (0.58, 0.05, 0.68, 0.5), "main"),
+    ],
     "bird": [("ellipse", (0.2, 0.3, 0.75, 0.75), "main"), ("tri", (0.75, 0.45, 0.95, 0.6), "dark")],
 }
 # pet problem -> marks drawn over the pet (unit coordinates)
 PROBLEM_MARKS: dict[str, list[tuple[str, tuple[float, float, float, float], str]]] = {
-    "fleas": [("ellipse", (x, y, x + 0.06, y + 0.06), "dark")
-              for x, y in ((0.3, 0.4), (0.55, 0.5), (0.4, 0.65), (0.65, 0.7), (0.45, 0.35))],
-    "injury": [("rect", (0.35, 0.55, 0.65, 0.62), "white"), ("rect", (0.47, 0.45, 0.53, 0.72), "white")],
+    "fleas": [
+        ("ellipse", (x, y, x + 0.06, y + 0.06), "dark")
+        for x, y in ((0.3, 0.4), (0.55, 0.5), (0.4, 0.65), (0.65, 0.7), (0.45, 0.35))
+    ],
+    "injury": [
+        ("rect", (0.35, 0.55, 0.65, 0.62), "white"),
+        ("rect", (0.47, 0.45, 0.53, 0.72), "white"),
+    ],
     "not eating": [("half_down", (0.0, 0.85, 0.3, 1.0), "grey")],
     "overweight": [("ellipse", (0.05, 0.45, 0.95, 0.95), "main")],
 }
@@ -105,9 +172,13 @@ def draw_parts(d, parts, x0: int, y0: int, size: int, colour: str) -> None:
         elif prim == "line":
             d.line(box, fill=fill, width=width)
         elif prim == "tri":
-            d.polygon([((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=fill)
+            d.polygon(
+                [((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=fill
+            )
         elif prim == "tri_down":
-            d.polygon([(box[0], box[1]), (box[2], box[1]), ((box[0] + box[2]) / 2, box[3])], fill=fill)
+            d.polygon(
+                [(box[0], box[1]), (box[2], box[1]), ((box[0] + box[2]) / 2, box[3])], fill=fill
+            )
         else:
             raise KeyError(f"icon primitive {prim!r}")
 

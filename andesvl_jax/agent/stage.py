@@ -67,7 +67,9 @@ def functional_objective(ids, weight: float, loss_chunk: int | None) -> Objectiv
 
 def _objective_from_config(c) -> Objective:
     ids = functional_ids(run_tokenizer(c), config_registry(c))
-    return functional_objective(ids, float(c.agent.get("functional_weight", 1.0)), c.optim.loss_chunk)
+    return functional_objective(
+        ids, float(c.agent.get("functional_weight", 1.0)), c.optim.loss_chunk
+    )
 
 
 def register() -> None:

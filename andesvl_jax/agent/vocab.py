@@ -92,9 +92,7 @@ def with_characters(tok: TextTokenizer, chars: str) -> TextTokenizer:
         )
     vocab = model["vocab"]
     new = sorted({c for c in chars if c not in vocab and c.strip()})
-    reserved = sorted(
-        (i for t, i in vocab.items() if t.startswith("<|reserved_")), key=int
-    )
+    reserved = sorted((i for t, i in vocab.items() if t.startswith("<|reserved_")), key=int)
     if len(new) > len(reserved):
         raise VocabularyError(
             f"tokenizer {tok.name}: {len(new)} new characters but only {len(reserved)} reserved ids"

@@ -28,8 +28,9 @@ def calls(draw):
         elif a.type == "integer":
             args[a.name] = draw(st.integers(a.minimum, a.maximum))
         elif a.format:
-            args[a.name] = draw(st.text(st.sampled_from(FORMATS[a.format]), min_size=1,
-                                        max_size=a.max_length))
+            args[a.name] = draw(
+                st.text(st.sampled_from(FORMATS[a.format]), min_size=1, max_size=a.max_length)
+            )
         else:
             args[a.name] = draw(st.text(TEXT_CHARS, min_size=1, max_size=a.max_length))
     return FunctionCall(f.name, args)

@@ -42,17 +42,30 @@ def test_text_style_targets_name_the_function(registry):
 
 # APIs whose held-out rule is on the argument values (the others hold out the object's look:
 # icon x colour pairs, with values the train split also has)
-VALUE_HELDOUT = {"send_email", "send_text_message", "google_search", "amazon_shopping",
-                 "lost_and_found", "instacart_shopping", "pet_care"}
+VALUE_HELDOUT = {
+    "send_email",
+    "send_text_message",
+    "google_search",
+    "amazon_shopping",
+    "lost_and_found",
+    "instacart_shopping",
+    "pet_care",
+}
 
 
 def test_heldout_argument_combinations_are_never_drawn_in_train():
     train = {_combo(s.meta) for s in _samples("agent_train", 300)}
-    held = {_combo(s.meta) for s in _samples("agent_heldout", 150, "eval")
-            if s.meta["api"] in VALUE_HELDOUT}
+    held = {
+        _combo(s.meta)
+        for s in _samples("agent_heldout", 150, "eval")
+        if s.meta["api"] in VALUE_HELDOUT
+    }
     assert held and not train & held
-    numbers = [s.meta["call"]["arguments"]["phone"] for s in _samples("agent_heldout", 150, "eval")
-               if s.meta["api"] == "send_text_message"]
+    numbers = [
+        s.meta["call"]["arguments"]["phone"]
+        for s in _samples("agent_heldout", 150, "eval")
+        if s.meta["api"] == "send_text_message"
+    ]
     assert numbers and all(sum(map(int, n)) % 5 == 0 for n in numbers)
 
 

@@ -22,8 +22,12 @@ from andesvl_jax.train.loop import train
 
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "agent.py"
 SMALL = [
-    "--config.data.batch_size=8", "--config.data.max_tokens=192", "--config.log_every=1",
-    "--config.tensorboard=False", "--config.progress=False", "--config.optim.warmup_steps=1",
+    "--config.data.batch_size=8",
+    "--config.data.max_tokens=192",
+    "--config.log_every=1",
+    "--config.tensorboard=False",
+    "--config.progress=False",
+    "--config.optim.warmup_steps=1",
 ]
 
 
@@ -46,8 +50,17 @@ def test_agent_path_end_to_end(tmp_path, capsys):
 
     image = tmp_path / "x.png"
     Image.new("RGB", (64, 64), (30, 70, 220)).save(image)
-    status = main(["agent", "--checkpoint", str(functional), "--image", str(image), "--execute",
-                   "Buy 2 of these on Amazon."])
+    status = main(
+        [
+            "agent",
+            "--checkpoint",
+            str(functional),
+            "--image",
+            str(image),
+            "--execute",
+            "Buy 2 of these on Amazon.",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert status in (0, 2) and out["error"] is None  # constrained: always a valid call
     if out["function"] is not None:
@@ -65,8 +78,13 @@ def test_agent_path_end_to_end(tmp_path, capsys):
 
     grpo = load_config(
         f"{EXPERIMENT}:init={functional},stage=grpo,steps=2",
-        SMALL + ["--config.grpo.prompts_per_rollout=2", "--config.grpo.group_size=4",
-                 "--config.grpo.max_new_tokens=8", f"--config.agent.reward_model={reward}"],
+        SMALL
+        + [
+            "--config.grpo.prompts_per_rollout=2",
+            "--config.grpo.group_size=4",
+            "--config.grpo.max_new_tokens=8",
+            f"--config.agent.reward_model={reward}",
+        ],
     )
     assert train(grpo, tmp_path / "grpo")["stop_reason"] == "completed"
     logged = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]

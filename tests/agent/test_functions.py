@@ -24,12 +24,18 @@ def _fn(**over):
     [
         ([_fn(), _fn()], "duplicate function name"),
         ([_fn(arguments=[{"name": "a", "type": "float64"}])], "unknown argument type 'float64'"),
-        ([_fn(arguments=[{"name": "a", "type": "integer", "enum": ["1"]}])], "enum is only allowed"),
+        (
+            [_fn(arguments=[{"name": "a", "type": "integer", "enum": ["1"]}])],
+            "enum is only allowed",
+        ),
         ([_fn(arguments=[{"name": "a", "type": "string", "format": "ipv6"}])], "format 'ipv6'"),
         ([_fn(arguments=[{"name": "a", "type": "string", "enum": ["x'y"]}])], "quote or newline"),
         ([_fn(description="")], "non-empty description"),
         ([_fn(name="two words")], "must be an identifier"),
-        ([_fn(arguments=[{"name": "a", "type": "integer", "minimum": 5, "maximum": 1}])], "minimum 5"),
+        (
+            [_fn(arguments=[{"name": "a", "type": "integer", "minimum": 5, "maximum": 1}])],
+            "minimum 5",
+        ),
         ([], "non-empty list"),
     ],
 )

@@ -75,7 +75,9 @@ def test_valid_calls_are_accepted_and_invalid_ones_rejected(registry, agent_toke
 def test_engine_constrained_generation_always_parses(registry, agent_tokenizer, grown_model):
     predictor = AgentPredictor(grown_model, agent_tokenizer, registry, batch_size=4)
     image = Image.new("RGB", (56, 56), (200, 30, 30))
-    preds = predictor.predict(["Buy 2 of these.", "帮我搜索这个。", "Help my pet.", "hi"], [image] * 4)
+    preds = predictor.predict(
+        ["Buy 2 of these.", "帮我搜索这个。", "Help my pet.", "hi"], [image] * 4
+    )
     for p in preds:  # a random model, but every call is well formed and in the schema
         assert p.error is None, p
         assert p.call is not None

@@ -25,8 +25,11 @@ def test_round_trip(tmp_path):
 
 def test_schema_breaking_record_names_its_line(tmp_path):
     path = tmp_path / "bad.jsonl"
-    rec = {"image": "x.png", "request": "buy", "call": {"function": "amazon_shopping",
-                                                         "arguments": {"product": "vase", "quantity": 1}}}
+    rec = {
+        "image": "x.png",
+        "request": "buy",
+        "call": {"function": "amazon_shopping", "arguments": {"product": "vase", "quantity": 1}},
+    }
     path.write_text(json.dumps(rec) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:1.*not one of"):
         open_agent_jsonl(path)[0]

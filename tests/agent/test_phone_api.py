@@ -14,7 +14,10 @@ def test_valid_call_runs_and_reports_the_scene_match(registry):
     run = phone.execute(call, {"function": scene["function"], "arguments": scene["arguments"]})
     assert run.ok and run.result["total"] == 19.0 and run.matches_scene
     other = FunctionCall("amazon_shopping", {"product": "lamp", "quantity": 2})
-    assert phone.execute(other, {"function": "amazon_shopping", "arguments": call.args}).matches_scene is False
+    assert (
+        phone.execute(other, {"function": "amazon_shopping", "arguments": call.args}).matches_scene
+        is False
+    )
 
 
 def test_schema_failures_are_not_executed(registry):

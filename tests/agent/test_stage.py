@@ -15,7 +15,9 @@ class _Batch:
         self.input_ids = jnp.asarray(rng.integers(0, v, (2, 6)))
         self.targets = jnp.asarray(rng.integers(0, v, (2, 6)))
         self.targets = self.targets.at[0, 2].set(17).at[1, 4].set(18)
-        self.loss_mask = jnp.asarray(rng.random((2, 6)) > 0.3, jnp.float32).at[0, 2].set(1).at[1, 4].set(1)
+        self.loss_mask = (
+            jnp.asarray(rng.random((2, 6)) > 0.3, jnp.float32).at[0, 2].set(1).at[1, 4].set(1)
+        )
         self.images = self.positions = self.segment_ids = None
 
 
@@ -27,13 +29,16 @@ class _Model:
         return self.logits, None
 
 
-def test_functional_tokens_weigh_more(rng=np.random.default_rng(0)):
+def test_functional_tokens_weigh_more():
+    rng = np.random.default_rng(0)
     batch = _Batch(rng)
     logits = jnp.asarray(rng.standard_normal((2, 6, 20)), jnp.float32)
     ce = np.asarray(token_cross_entropy(logits, batch.targets)[0])
     mask = np.asarray(batch.loss_mask)
     w = np.where(np.isin(np.asarray(batch.targets), [17, 18, 19]), 3.0, 1.0) * mask
-    total, stats = functional_objective([17, 18, 19], 3.0, None).loss(_Model(logits), None, batch, {})
+    total, stats = functional_objective([17, 18, 19], 3.0, None).loss(
+        _Model(logits), None, batch, {}
+    )
     np.testing.assert_allclose(float(total), (ce * w).sum(), rtol=1e-5)
     assert float(stats["functional_tokens"]) == (w > 1).sum() >= 2
     plain, _ = functional_objective([17, 18, 19], 1.0, None).loss(_Model(logits), None, batch, {})
