@@ -13,7 +13,6 @@ reported with its error and never executed (exit status 2); an undecodable image
 from __future__ import annotations
 
 import json
-import sys
 
 
 def _registry(path):
@@ -75,6 +74,7 @@ def run_eval(args) -> int:
         latency_calls=args.latency,
         in_context=args.in_context,
         batch_size=args.batch_size,
+        split=args.split,
     )
     text = json.dumps(report, ensure_ascii=False, indent=2)
     if args.out:
@@ -134,6 +134,12 @@ def register(subparsers) -> None:
         help="all function descriptions in a system prompt (the in-context baseline)",
     )
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--split",
+        default="heldout",
+        choices=("heldout", "train"),
+        help="held-out objects/values, or fresh draws of the training distribution",
+    )
     p.add_argument("--out", default=None, help="write the report (JSON) here")
     p.set_defaults(func=run_eval)
 
@@ -143,7 +149,3 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_reward)
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -22,9 +22,10 @@ from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 EVAL_CONTEXT = TaskContext(56, 84)  # what experiments/agent.py trains at
 
 
-def heldout_samples(n: int, style: str = "token", seed: int = 0) -> list:
-    """n held-out requests (unseen objects / values), rendered from the eval seed stream."""
-    task = "agent_heldout" if style == "token" else "agent_text_heldout"
+def heldout_samples(n: int, style: str = "token", seed: int = 0, split: str = "heldout") -> list:
+    """n requests of `split` ('heldout': unseen objects / values; 'train': the training
+    distribution), rendered from the eval seed stream (never the training samples themselves)."""
+    task = ("agent_" if style == "token" else "agent_text_") + split
     source = SyntheticSource({task: 1.0}, size=n, seed=seed, split="eval", ctx=EVAL_CONTEXT)
     return [source[i] for i in range(n)]
 
@@ -134,6 +135,7 @@ def evaluate_checkpoint(
     latency_calls: int = 40,
     in_context: bool = False,
     batch_size: int = 16,
+    split: str = "heldout",
 ) -> dict:
     """The held-out report of one trained run (docs/agent.md's table rows)."""
     from andesvl_jax.agent.predict import AgentPredictor
@@ -149,7 +151,7 @@ def evaluate_checkpoint(
         constrained=constrained and style == "token",
         batch_size=batch_size,
     )
-    samples = heldout_samples(n, style)
+    samples = heldout_samples(n, style, split=split)
     if in_context:
         system = Message("system", in_context_prompt(registry))
         for s in samples:
@@ -162,6 +164,7 @@ def evaluate_checkpoint(
         "style": style,
         "constrained": predictor.constraint is not None,
         "in_context": in_context,
+        "split": split,
         **score(predictions, samples),
         "batched_wall_s": elapsed,
         "examples": examples(predictions, samples),

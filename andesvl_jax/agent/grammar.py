@@ -82,10 +82,7 @@ def _argument(dfa: _CharDFA, start: int, spec: ArgSpec, after: int) -> None:
             digit = dfa.new()
             dfa.chars[start] = ("0123456789", digit)
             dfa.chars[digit] = ("0123456789", digit)
-            for sep in (",", ")"):  # the separator that follows is matched from `after`
-                dfa.edges[digit].update(
-                    {sep: dfa.edges[after][sep]} if sep in dfa.edges[after] else {}
-                )
+            dfa.edges[digit].update(dfa.edges[after])  # after a digit: what follows the argument
     elif spec.enum is not None:
         _choices(dfa, start, list(spec.enum), after, quoted=True)
     else:  # 'chars', 1..max_length of them, unrolled so the length bound holds

@@ -83,3 +83,26 @@ def test_engine_constrained_generation_always_parses(registry, agent_tokenizer, 
         assert p.call is not None
         if isinstance(p.call, FunctionCall):
             assert format_call(p.call, registry) in p.text
+
+
+def test_unbounded_integers_and_booleans(agent_tokenizer):
+    from andesvl_jax.agent.functions import parse_functions
+
+    reg = parse_functions(
+        [
+            {
+                "name": "f",
+                "description": "d",
+                "arguments": [
+                    {"name": "n", "type": "integer", "minimum": 0},
+                    {"name": "b", "type": "boolean"},
+                ],
+            }
+        ]
+    )
+    tok = agent_tokenizer  # <nexa_0> is a functional token of any registry's first function
+    automaton = call_automaton(reg, tok)
+    ok = lambda text: accepts(automaton, tok.encode(text + "<|im_end|>"))  # noqa: E731
+    assert ok("<nexa_0>(12345, true)<nexa_end>") and ok("<nexa_0>(0, false)<nexa_end>")
+    assert not ok("<nexa_0>(12a, true)<nexa_end>") and not ok("<nexa_0>(, true)<nexa_end>")
+    assert not ok("<nexa_0>(1, maybe)<nexa_end>")
