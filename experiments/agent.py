@@ -5,11 +5,11 @@
         --workdir runs/agent/functional
     andesvl-jax agent-eval --checkpoint runs/agent/functional --out runs/agent/eval_sft.json
     andesvl-jax agent-reward --checkpoint runs/agent/functional --out runs/agent/reward
-    andesvl-jax train --config experiments/agent.py:init=runs/agent/functional,stage=grpo \
+    andesvl-jax train --config experiments/agent.py:init=runs/agent/functional,recipe=grpo \
         --workdir runs/agent/grpo --config.agent.reward_model=runs/agent/reward
 
 Args (ARGS): init=DIR (the grown workdir, or a run trained from it: its config.json gives the
-vocabulary size and tokenizer), stage=functional|functional_lora|text_baseline|grpo, steps=N.
+vocabulary size and tokenizer), recipe=functional|functional_lora|text_baseline|grpo (default functional), steps=N.
 `text_baseline` trains the same model on function-name-as-text targets (the Octopus v2 baseline).
 The agent package is a training plugin (config.plugins): it registers the stage, the objective, the
 agent_* synthetic tasks and the agent_* rewards.
@@ -62,9 +62,12 @@ AGENT_STAGES: dict[str, dict] = {
     },
 }
 
+# what the command line must set (the grpo recipe reads its reward model from here)
+REQUIRED = {"agent.reward_model": "runs/agent/reward"}
+
 ARGS = {
     "init": Arg("runs/agent/grown", help="the grown workdir (or a run trained from it)"),
-    "stage": Arg("functional", choices=tuple(AGENT_STAGES), help="what to train"),
+    "recipe": Arg("functional", choices=tuple(AGENT_STAGES), help="what to train (AGENT_STAGES)"),
     "steps": Arg(None, type=int, help="training steps (default: the stage's)", example="3"),
 }
 
@@ -95,7 +98,7 @@ def get_config(arg: str = "init=runs/agent/grown"):
     c.optim.weight_decay = 0.0
     c.log_every = 10
     c.save_every = 100
-    c.update_from_flattened_dict(AGENT_STAGES[args["stage"]])
+    c.update_from_flattened_dict(AGENT_STAGES[args["recipe"]])
     if args["steps"] is not None:
         c.steps = args["steps"]
     return c

@@ -5,7 +5,7 @@
   true call); 0.0 for a wrong action, a schema failure (never executed) or an unparsable text.
 * `agent_reward_model`: the trained reward model's probability that the call is right for the
   (image, request) pair (agent/reward_model.py); needs `config.agent.reward_model` (a directory
-  written by `andesvl-jax agent-reward`), loaded once by `configure`.
+  written by `andesvl-jax agent-reward`), loaded at the first use.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from andesvl_jax.agent.phone_api import ExecutionError, PhoneAPI
 from andesvl_jax.data.answers import clean_completion
 from andesvl_jax.train.rewards import REWARDS, register_reward
 
-_STATE: dict = {"scorer": None}
+_STATE: dict = {"scorer": None, "path": None}
 
 
 def execution_feedback(completion: str, meta: dict) -> float:
@@ -35,11 +35,15 @@ def execution_feedback(completion: str, meta: dict) -> float:
 
 
 def reward_model_score(completion: str, meta: dict) -> float:
+    if _STATE["scorer"] is None:
+        if not _STATE["path"]:
+            raise RuntimeError(
+                "reward 'agent_reward_model' needs config.agent.reward_model (andesvl-jax agent-reward)"
+            )
+        from andesvl_jax.agent.reward_model import RewardScorer
+
+        _STATE["scorer"] = RewardScorer.load(_STATE["path"])  # once, at the first rollout
     scorer = _STATE["scorer"]
-    if scorer is None:
-        raise RuntimeError(
-            "reward 'agent_reward_model' needs config.agent.reward_model (andesvl-jax agent-reward)"
-        )
     return float(scorer.score_one(meta["image"], meta["request"], clean_completion(completion)))
 
 
@@ -51,10 +55,8 @@ def configure(config) -> None:
             "grpo.rewards uses agent_reward_model but config.agent.reward_model is empty: "
             "train one with `andesvl-jax agent-reward` and pass its directory"
         )
-    if path:
-        from andesvl_jax.agent.reward_model import RewardScorer
-
-        _STATE["scorer"] = RewardScorer.load(path)
+    if path != _STATE["path"]:
+        _STATE["scorer"], _STATE["path"] = None, path
 
 
 if "agent_execution" not in REWARDS:

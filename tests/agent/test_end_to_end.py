@@ -77,7 +77,7 @@ def test_agent_path_end_to_end(tmp_path, capsys):
     assert 0.0 < score < 1.0
 
     grpo = load_config(
-        f"{EXPERIMENT}:init={functional},stage=grpo,steps=2",
+        f"{EXPERIMENT}:init={functional},recipe=grpo,steps=2",
         SMALL
         + [
             "--config.grpo.prompts_per_rollout=2",
