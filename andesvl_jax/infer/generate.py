@@ -10,6 +10,8 @@
 * KV eviction (`infer/kv/`): with a policy and a budget the prefill runs into a compact cache
   that each chunk (or the prompt's end, per policy) compacts to the budget, and decoding appends to
   that compact cache (`kv.prefill.compact_prefill`).
+* Constrained decoding (`infer/constraints.py`): with a token automaton every row carries a state
+  and samples only among the tokens that state allows (e.g. agent/grammar.py's call grammar).
 * Streaming: an optional host callback receives (step, tokens [b], done [b]) after every step.
 
 Prompts are right-padded to a bucket length (a multiple of the chunk) and images to a bucket of
