@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "andesvl_jax.train.compile_check_cli",
     "andesvl_jax.data.inspect_cli",
     "andesvl_jax.infer.chat_cli",
+    "andesvl_jax.agent.cli",
     "andesvl_jax.eval.cli",
     "andesvl_jax.eval.ablate_cli",
     "andesvl_jax.compress.cli",

@@ -211,6 +211,11 @@ def base_config() -> ConfigDict:
             "distill_weight": 1.0,  # KL(dense teacher || student) on answer tokens, per token
         }
     )
+    # modules imported before the stage is looked up (train/plugins.py), comma-separated: a package
+    # above train/ (e.g. "andesvl_jax.agent") registers its stages, objectives, tasks and rewards
+    c.plugins = placeholder(str)
+    # the functional-token agent's settings (andesvl_jax/agent, loaded as a plugin): any keys
+    c.agent = ConfigDict()
     c.log_every = 10
     c.save_every = 100
     c.keep_checkpoints = 3

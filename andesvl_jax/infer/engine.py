@@ -213,8 +213,12 @@ class Engine:
         adapter: str | None | Sequence[str | None] = None,
         speculative=None,
         tree=None,
+        constraint=None,
     ) -> list[Completion]:
         """Completions for samples, in order, `batch_size` prompts per compiled call.
+
+        constraint: a `TokenAutomaton` (infer/constraints.py) every request's tokens must follow
+        (constrained decoding, e.g. agent/grammar.py's function-call grammar).
 
         adapter: the LoRA adapter of every request or one per request (None: the base alone);
         a name that is not loaded is an AdapterError before anything runs.
@@ -231,6 +235,8 @@ class Engine:
         if kv_policy is not None or kv_budget is not None:
             check_kv_request(kv_policy, kv_budget)
         if speculative is not None:
+            if constraint is not None:
+                raise ValueError("speculative decoding does not combine with a constraint")
             check_speculative(self.cfg, speculative, tree, kv_policy)
             speculative = decoding_head(speculative)
         self.kv_reports, self.spec_stats = [], []
@@ -260,6 +266,7 @@ class Engine:
                 kv_policy,
                 kv_budget,
                 (speculative, tree),
+                constraint,
             )
         return out
 
@@ -273,6 +280,7 @@ class Engine:
         kv_policy=None,
         kv_budget=None,
         speculative=(None, None),
+        constraint=None,
     ) -> list[Completion]:
         lengths = np.array([e.num_tokens for e in examples], np.int32)
         ids = np.full((len(examples), int(lengths.max())), self.pad_id, np.int32)
@@ -317,6 +325,7 @@ class Engine:
             stream=stream,
             kv_policy=kv_policy,
             kv_budget=kv_budget,
+            constraint=constraint,
         )
         result = self._in_mesh(call)
         if result.kv is not None:

@@ -10,6 +10,8 @@
 * KV eviction (`infer/kv/`): with a policy and a budget the prefill runs into a compact cache
   that each chunk (or the prompt's end, per policy) compacts to the budget, and decoding appends to
   that compact cache (`kv.prefill.compact_prefill`).
+* Constrained decoding (`infer/constraints.py`): with a token automaton every row carries a state
+  and samples only among the tokens that state allows (e.g. agent/grammar.py's call grammar).
 * Streaming: an optional host callback receives (step, tokens [b], done [b]) after every step.
 
 Prompts are right-padded to a bucket length (a multiple of the chunk) and images to a bucket of
@@ -33,6 +35,7 @@ from andesvl_jax.infer.chunks import (
     padded_prompts,
     split_chunks,
 )
+from andesvl_jax.infer.constraints import TokenAutomaton, advance, mask_logits
 from andesvl_jax.infer.kv import KVReport, KVSetup, make_report
 from andesvl_jax.infer.kv import plan as kv_plan
 from andesvl_jax.infer.kv.prefill import compact_prefill
@@ -116,6 +119,7 @@ def _generate(
     kv: KVSetup | None = None,
     kv_targets=None,
     vision=None,
+    constraint=None,
 ):
     model = nnx.merge(graphdef, state)
     b, t = ids.shape
@@ -128,7 +132,18 @@ def _generate(
             graphdef, state, ids, lengths, images, image_flags, vision, kv_targets, kv, chunk
         )
     generated = jnp.zeros((b, model.cfg.text.vocab_size), bool) if penalised else None
-    first = sample_next(model.llm.logits(last), sampling, jnp.int32(0), generated, greedy)
+    # constraint: (table [S, v], start state) of a TokenAutomaton; rows carry their states
+    states = None if constraint is None else jnp.full((b,), constraint[1], jnp.int32)
+
+    def allowed(logits, states):
+        return logits if constraint is None else mask_logits(logits, constraint[0], states)
+
+    def moved(states, token, done):
+        return None if constraint is None else advance(constraint[0], states, token, done)
+
+    first = sample_next(
+        allowed(model.llm.logits(last), states), sampling, jnp.int32(0), generated, greedy
+    )
     out = jnp.full((b, max_new), pad_id, jnp.int32)
 
     def emit(step, token, done, out, generated):
@@ -142,7 +157,9 @@ def _generate(
             generated = generated.at[jnp.arange(b), token].set(True)
         return token, done, out, generated
 
-    token, done, out, generated = emit(jnp.int32(0), first, jnp.zeros((b,), bool), out, generated)
+    not_done = jnp.zeros((b,), bool)
+    states = moved(states, first, not_done)
+    token, done, out, generated = emit(jnp.int32(0), first, not_done, out, generated)
 
     # One decode forward per iteration, no branch inside: N tokens = the prefill + N - 1 forwards.
     # The cache is loop carry that only the forward updates, so XLA updates it in place.
@@ -151,14 +168,15 @@ def _generate(
         return (step + 1 < max_new) & ~jnp.all(done)
 
     def body(carry):
-        step, token, cache, done, out, generated, weights = carry
+        step, token, cache, done, out, generated, weights, states = carry
         logits, cache = nnx.merge(graphdef, weights)(token[:, None], cache=cache)
-        token = sample_next(logits[:, -1], sampling, step + 1, generated, greedy)
+        token = sample_next(allowed(logits[:, -1], states), sampling, step + 1, generated, greedy)
+        states = moved(states, token, done)
         token, done, out, generated = emit(step + 1, token, done, out, generated)
-        return step + 1, token, cache, done, out, generated, weights
+        return step + 1, token, cache, done, out, generated, weights, states
 
-    carry = (jnp.int32(0), token, cache, done, out, generated, state)
-    _, _, _, done, out, _, _ = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.int32(0), token, cache, done, out, generated, state, states)
+    _, _, _, done, out, _, _, _ = jax.lax.while_loop(cond, body, carry)
     return out, done, kept
 
 
@@ -177,8 +195,12 @@ def generate(
     stream: StreamFn | None = None,
     kv_policy=None,
     kv_budget=None,
+    constraint: TokenAutomaton | None = None,
 ) -> Generation:
     """Generate for b right-padded prompts. input_ids [b, t]; prompt_lengths [b]; images PackedImages.
+
+    constraint: a `TokenAutomaton` (infer/constraints.py): every row starts in its start state and
+    only emits tokens the automaton allows (an allowed-token mask before sampling).
 
     The prompt length is padded up to a bucket (a multiple of the chunk); the chunk itself shrinks
     to the bucket for short prompts. kv_policy (a name in `infer.kv.POLICIES` or a `KVPolicy`)
@@ -220,6 +242,9 @@ def generate(
             penalised=bool(np.any(np.asarray(sampling.presence_penalty))),
             stream=stream is not None,
             **(kv[0] if kv else {}),
+            constraint=None
+            if constraint is None
+            else (jnp.asarray(constraint.validate(model.cfg.text.vocab_size).table), constraint.start),
         )
         out, stopped = np.asarray(out), np.asarray(stopped)  # waits for the last callback too
     finally:

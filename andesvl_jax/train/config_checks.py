@@ -199,7 +199,11 @@ def validate_config(config, *, reads_data: bool = True) -> None:
     """Clear errors for what would otherwise fail deep inside a compile (ValueError).
 
     reads_data=False (compile-check: the step is compiled for abstract batches) skips the checks of
-    the data source, which is never opened."""
+    the data source, which is never opened. The config's plugins (train/plugins.py) are imported
+    first: they register the stages, objectives and tasks the checks look up."""
+    from andesvl_jax.train.plugins import load_plugins
+
+    load_plugins(config)
     for check in CHECKS:
         if reads_data or check is not _check_data:
             check(config)
