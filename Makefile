@@ -24,7 +24,7 @@ test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check andesvl_jax kernels tests benchmarks experiments
+	$(VENV)/bin/ruff check andesvl_jax kernels export tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache runs
