@@ -8,8 +8,8 @@ SignatureDefs). Shapes are static: the converter rejects the dynamic gather/slic
 for symbolic shapes.
 
 Weight quantization (QUANT_RECIPES): `int8` is the converter's dynamic-range recipe (per-channel
-symmetric int8 weights, float activations); `int4` asks `ai_edge_quantizer` for 4-bit weights
-(`dynamic_wi4_afp32`) when it is installed.
+symmetric int8 weights); the others are `ai_edge_quantizer` recipes applied to the float flatbuffer
+(`int4`: 4-bit weights in blocks of 32).
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ def _ai_edge_quantize(recipe_name: str) -> Callable[[bytes], bytes]:
     return quantize
 
 
-# name -> (converter optimizations flag, post-conversion quantizer)
+# name -> (converter dynamic-range flag, post-conversion quantizer). Dynamic recipes also quantize
+# the activations of each product on the fly (int8 codes per row); weight-only ones dequantize the
+# weights and multiply in float.
 QUANT_RECIPES: dict[str, tuple[bool, Callable[[bytes], bytes]]] = {
     "none": (False, _no_quant),
-    "int8": (True, _no_quant),
-    "int4": (False, _ai_edge_quantize("dynamic_wi4_afp32")),
+    "int8": (True, _no_quant),  # the converter's dynamic range: per-channel int8 weights
+    "int8-weight-only": (False, _ai_edge_quantize("weight_only_wi8_afp32")),
+    "int4": (False, _ai_edge_quantize("dynamic_wi4b32_afp32")),  # blocks of 32, like our W4 g32
+    "int4-channel": (False, _ai_edge_quantize("dynamic_wi4c_afp32")),
+    "int4-weight-only": (False, _ai_edge_quantize("weight_only_wi4_afp32")),
 }
 
 
@@ -76,6 +81,41 @@ def _named(converted, module, outputs: tuple[str, ...]):
     return call
 
 
+def save_signatures(
+    weights: Sequence[np.ndarray], signatures: Sequence[Signature], directory: str | pathlib.Path
+) -> None:
+    """Write a SavedModel at `directory`: the weights as shared tf.Variables, one named signature
+    per `Signature` (jax2tf, static shapes)."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    module = tf.Module()
+    module.weights = [tf.Variable(w, trainable=False, name=f"w{i}") for i, w in enumerate(weights)]
+    concrete = {}
+    for sig in signatures:
+        converted = jax2tf.convert(
+            sig.fn, with_gradient=False, native_serialization_platforms=("cpu",)
+        )
+        specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in sig.inputs]
+        fn = tf.function(_named(converted, module, sig.outputs), input_signature=specs, autograph=False)
+        setattr(module, f"sig_{sig.name}", fn)
+        concrete[sig.name] = fn.get_concrete_function()
+    tf.saved_model.save(module, str(directory), signatures=concrete)
+
+
+def convert_saved_model(directory: str | pathlib.Path, names: Sequence[str], quant: str) -> bytes:
+    """SavedModel -> tflite bytes with the signatures `names`, weights quantized by `quant`."""
+    if quant not in QUANT_RECIPES:
+        raise ValueError(f"unknown quant {quant!r}; expected one of {sorted(QUANT_RECIPES)}")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory), signature_keys=list(names))
+    optimize, post = QUANT_RECIPES[quant]
+    if optimize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return post(converter.convert())
+
+
 def to_tflite(
     weights: Sequence[np.ndarray],
     signatures: Sequence[Signature],
@@ -86,26 +126,6 @@ def to_tflite(
     """Convert: weights (list of arrays, shared) + signatures -> tflite flatbuffer bytes."""
     if quant not in QUANT_RECIPES:
         raise ValueError(f"unknown quant {quant!r}; expected one of {sorted(QUANT_RECIPES)}")
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
-    module = tf.Module()
-    module.weights = [tf.Variable(w, trainable=False, name=f"w{i}") for i, w in enumerate(weights)]
-    concrete = {}
-    for sig in signatures:
-        converted = jax2tf.convert(sig.fn, with_gradient=False, native_serialization_platforms=("cpu",))
-        specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in sig.inputs]
-
-        fn = tf.function(_named(converted, module, sig.outputs), input_signature=specs, autograph=False)
-        setattr(module, f"sig_{sig.name}", fn)
-        concrete[sig.name] = fn.get_concrete_function()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="litert-savedmodel-") as tmp:
-        tf.saved_model.save(module, tmp, signatures=concrete)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            tmp, signature_keys=[s.name for s in signatures]
-        )
-        optimize, post = QUANT_RECIPES[quant]
-        if optimize:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        tflite = converter.convert()
-    return post(tflite)
+        save_signatures(weights, signatures, tmp)
+        return convert_saved_model(tmp, [s.name for s in signatures], quant)

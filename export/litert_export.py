@@ -8,15 +8,18 @@ over it at the end.
 
 from __future__ import annotations
 
+import gc
 import pathlib
+import tempfile
 
-from flax import nnx
-
-from andesvl_jax.compress.deploy import deployed_linears
-from andesvl_jax.data.atomic_io import atomic_path
-from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.export.litert_bundle import write_bundle
-from andesvl_jax.export.litert_convert import QUANT_RECIPES, Signature, TensorSpec, to_tflite
+from andesvl_jax.export.litert_convert import (
+    QUANT_RECIPES,
+    Signature,
+    TensorSpec,
+    convert_saved_model,
+    save_signatures,
+)
 from andesvl_jax.export.litert_graph import (
     SignaturePlan,
     cache_shape,
@@ -25,6 +28,11 @@ from andesvl_jax.export.litert_graph import (
     signature_fn,
     split_llm,
 )
+from flax import nnx
+
+from andesvl_jax.compress.deploy import deployed_linears
+from andesvl_jax.data.atomic_io import atomic_path
+from andesvl_jax.data.tokenizer import TextTokenizer
 from andesvl_jax.infer.load import load_model
 from andesvl_jax.models.stack import unstacked
 
@@ -60,15 +68,27 @@ def llm_signatures(llm, plan: SignaturePlan):
     return weights, sigs
 
 
-def llm_tflite(model, plan: SignaturePlan, quant: str = "none") -> bytes:
-    """The prefill/decode `.tflite` of an AndesVL model's LLM."""
+def check_float_llm(model) -> None:
     if any(True for _ in deployed_linears(model.llm)):
         raise ValueError(
             "a deployed (integer) model's packed linears do not map to TFLite weights: export the "
             "float (QAT or fp) checkpoint with --quant int8 instead"
         )
+
+
+def save_llm(model, plan: SignaturePlan, directory: str | pathlib.Path) -> list[str]:
+    """The LLM's prefill/decode SavedModel at `directory` -> its signature names."""
+    check_float_llm(model)
     weights, sigs = llm_signatures(separate_layers(model).llm, plan)
-    return to_tflite(weights, sigs, quant=quant)
+    save_signatures(weights, sigs, directory)
+    return [s.name for s in sigs]
+
+
+def llm_tflite(model, plan: SignaturePlan, quant: str = "none") -> bytes:
+    """The prefill/decode `.tflite` of an AndesVL model's LLM (holds the model while converting:
+    `export_litertlm` releases it first)."""
+    with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
+        return convert_saved_model(tmp, save_llm(model, plan, tmp), quant)
 
 
 def export_litertlm(
@@ -98,7 +118,12 @@ def export_litertlm(
             f"{checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but text.vocab_size is "
             f"{model.cfg.text.vocab_size}"
         )
-    tflite = llm_tflite(model, plan, quant)
+    with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
+        names = save_llm(model, plan, tmp)
+        # The converter holds several copies of the weights: release ours first (0.6B: ~2.5 GB).
+        del model, model_and_tokenizer
+        gc.collect()
+        tflite = convert_saved_model(tmp, names, quant)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         write_bundle(tmp, tflite, tokenizer, context)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+from andesvl_jax.export.litert_graph import DECODE
 
 from andesvl_jax.data.tokenizer import TextTokenizer
-from andesvl_jax.export.litert_graph import DECODE
 
 PREFILL_PREFIX = "prefill_"
 TFLITE_SECTION = "tf_lite_prefill_decode"
