@@ -68,6 +68,7 @@ def main() -> None:
     from andesvl_jax.export.litert_export import export_litertlm
     from andesvl_jax.export.litert_graph import reference_logits
     from andesvl_jax.export.litert_runtime import LiteRTRunner
+
     from andesvl_jax.infer.generate import greedy_generate
     from andesvl_jax.infer.load import load_model
 

@@ -13,6 +13,16 @@ def _lengths(text: str) -> tuple[int, ...]:
         raise ValueError(f"--prefill {text!r}: expected comma-separated lengths, e.g. 32,128") from None
 
 
+def _grid(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--vision-grid {text!r}: expected HxW patches, e.g. 16x16") from None
+    return h, w
+
+
 def run(args) -> int:
     out = export_litertlm(
         args.checkpoint,
@@ -21,6 +31,7 @@ def run(args) -> int:
         prefill_lengths=_lengths(args.prefill),
         context=args.context,
         overwrite=args.overwrite,
+        vision_grid=_grid(args.vision_grid),
     )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, quant {args.quant})")
     return 0
@@ -37,5 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--prefill", default=",".join(map(str, DEFAULT_PREFILL)),
                    help="prefill signature lengths, comma-separated")
     p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="max tokens per session")
+    p.add_argument("--vision-grid", default=None,
+                   help="also bundle the vision encoder + adapter for one HxW patch grid")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)

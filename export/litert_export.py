@@ -28,6 +28,7 @@ from andesvl_jax.export.litert_graph import (
     signature_fn,
     split_llm,
 )
+from andesvl_jax.export.litert_vision import vision_tflites
 from flax import nnx
 
 from andesvl_jax.compress.deploy import deployed_linears
@@ -99,9 +100,12 @@ def export_litertlm(
     prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL,
     context: int = DEFAULT_CONTEXT,
     overwrite: bool = False,
+    vision_grid: tuple[int, int] | None = None,
     model_and_tokenizer: tuple | None = None,
 ) -> pathlib.Path:
-    """Write `out` (.litertlm). model_and_tokenizer: an already loaded (model, TextTokenizer)."""
+    """Write `out` (.litertlm). vision_grid (patches high, wide): also bundle the vision encoder
+    and adapter for that grid (litert_vision). model_and_tokenizer: an already loaded
+    (model, TextTokenizer)."""
     out = pathlib.Path(out)
     if quant not in QUANT_RECIPES:
         raise ValueError(f"--quant {quant!r}: expected one of {sorted(QUANT_RECIPES)}")
@@ -118,6 +122,7 @@ def export_litertlm(
             f"{checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but text.vocab_size is "
             f"{model.cfg.text.vocab_size}"
         )
+    vision = None if vision_grid is None else vision_tflites(model, *vision_grid, quant=quant)
     with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
         names = save_llm(model, plan, tmp)
         # The converter holds several copies of the weights: release ours first (0.6B: ~2.5 GB).
@@ -126,5 +131,5 @@ def export_litertlm(
         tflite = convert_saved_model(tmp, names, quant)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        write_bundle(tmp, tflite, tokenizer, context)
+        write_bundle(tmp, tflite, tokenizer, context, vision)
     return out

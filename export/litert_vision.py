@@ -14,10 +14,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from andesvl_jax.export.litert_convert import Signature, TensorSpec, to_tflite
 from flax import nnx
 
 from andesvl_jax.data.patches import PackedImages, pack_images
-from andesvl_jax.export.litert_convert import Signature, TensorSpec, to_tflite
 
 ENCODER, ADAPTER = "tf_lite_vision_encoder", "tf_lite_vision_adapter"
 SIGNATURE = "serving_default"
