@@ -3,7 +3,7 @@
     python benchmarks/litert_parity.py --checkpoint /work/runs/demo/sft --quant none,int8,int4
 
 For each --quant the checkpoint's LLM is exported (`export.litert_export.export_litertlm`) and run
-on --prompts chat prompts (the demo tasks' questions, image tags removed: the LLM alone is exported)
+on --prompts chat prompts (synthetic --tasks questions, image tags removed: the LLM alone is exported)
 with --new-tokens greedy tokens:
   * engine text: the LiteRT-LM Engine's response (CPU) against our `infer.generate` greedy output cut
     at the first stop token, decoded — equal or not per prompt;
@@ -27,14 +27,15 @@ import numpy as np
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def chat_prompts(tokenizer, n: int, mixture: str) -> list[list[int]]:
-    """n generation prompts (ids) from the synthetic eval split, images removed."""
+def chat_prompts(tokenizer, n: int, tasks: str) -> list[list[int]]:
+    """n generation prompts (ids) of the synthetic eval split's `tasks` (comma-separated task
+    names, equal weights), images removed."""
     from andesvl_jax.data.chat import ChatTemplate
     from andesvl_jax.data.sample import IMAGE_TAG, Message
     from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
-    from andesvl_jax.data.synthetic.corpus import MIXTURES
 
-    src = SyntheticSource(MIXTURES[mixture], size=n, seed=0, split="eval", ctx=TaskContext(28, 84))
+    mixture = dict.fromkeys(tasks.split(","), 1.0)
+    src = SyntheticSource(mixture, size=n, seed=0, split="eval", ctx=TaskContext(28, 84))
     template = ChatTemplate(tokenizer)
     prompts = []
     for i in range(n):
@@ -60,7 +61,8 @@ def main() -> None:
     p.add_argument("--quant", default="none,int8")
     p.add_argument("--prompts", type=int, default=10)
     p.add_argument("--new-tokens", type=int, default=24)
-    p.add_argument("--mixture", default="demo")
+    p.add_argument("--tasks", default="text_arith,count,ocr_digits",
+                   help="synthetic tasks the prompts come from (data/synthetic)")
     p.add_argument("--out", default=str(RESULTS / "litert_parity.json"))
     args = p.parse_args()
 
@@ -74,7 +76,7 @@ def main() -> None:
 
     model, tok = load_model(args.checkpoint)
     stops = set(stop_token_ids(tok))
-    prompts = chat_prompts(tok, args.prompts, args.mixture)
+    prompts = chat_prompts(tok, args.prompts, args.tasks)
     ours = [
         stop_cut(np.asarray(greedy_generate(model, np.asarray([ids]), max_new_tokens=args.new_tokens))[0], stops)
         for ids in prompts
@@ -105,6 +107,7 @@ def main() -> None:
             rows.append({
                 "quant": quant,
                 "prompts": len(prompts),
+                "answer_tokens_ours": [len(w) for w in ours],
                 "engine_text_equal": engine_equal,
                 "signature_ids_equal": sig_equal,
                 "logits_rel_err_max": max(errs),
