@@ -174,29 +174,6 @@ class LiteRTRunner:
     def signature_greedy(self, prompt_ids: list[int], max_new_tokens: int, stop=()) -> list[int]:
         return self.signatures.greedy(prompt_ids, max_new_tokens, tuple(stop))
 
-    def decode_rate(self, prompt_ids: list[int], max_new_tokens: int) -> float:
-        """Decode tokens/s the Engine reports (its benchmark info) for one greedy response."""
-        import litert_lm
-
-        engine = litert_lm.Engine(
-            str(self.path),
-            backend=litert_lm.Backend.CPU(thread_count=self.threads),
-            enable_benchmark=True,
-        )
-        session = engine.create_session(
-            apply_prompt_template=False,
-            sampler_config=litert_lm.SamplerConfig(top_k=1),
-            max_output_tokens=max_new_tokens,
-        )
-        try:
-            session.run_prefill([self.tokenizer.decode(prompt_ids)])
-            session.run_decode()
-            info = session.get_benchmark_info()
-        finally:
-            session.close()
-            engine.close()
-        return info
-
 
 def open_runner(path: str | pathlib.Path, checkpoint_dir: str | pathlib.Path) -> LiteRTRunner:
     """A runner for the `.litertlm` at `path`; checkpoint_dir gives the tokenizer (load_model's)."""
