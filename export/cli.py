@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-EXPORT_TARGETS: list[str] = []  # each module defines register(subparsers)
+EXPORT_TARGETS: list[str] = [
+    "andesvl_jax.export.litert_cli",
+]  # each module defines register(subparsers)
 
 
 def register(subparsers) -> None:
