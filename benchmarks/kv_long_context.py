@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 PROTOCOL = "@@kv-worker "
+COMPILED = "@@kv-compiled "  # the compiled prefill's memory, printed before it runs
 
 
 def build(shape: str, layers: int | None):
@@ -97,7 +98,7 @@ def worker(spec: dict) -> dict:
         return jax.lax.fori_loop(0, steps, body, (token, cache))
 
     prefill_bytes, compile_s, prefill_s = None, None, []
-    if spec["fill"] == "prefill":
+    if spec["fill"] in ("prefill", "compile"):
         start = time.perf_counter()
         prefill_c = jax.jit(prefill).lower(*args).compile()
         compile_s = time.perf_counter() - start
@@ -106,6 +107,10 @@ def worker(spec: dict) -> dict:
             prefill_bytes = int(
                 mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             )
+        print(COMPILED + json.dumps({"compile_s": compile_s, "prefill_program_bytes": prefill_bytes}),
+              flush=True)  # fmt: skip
+        if spec["fill"] == "compile":  # XLA's memory figures only: nothing runs
+            return {**spec, "compile_s": compile_s, "prefill_program_bytes": prefill_bytes}
         for _ in range(spec["prefill_repeats"]):
             start = time.perf_counter()
             last, cache = jax.block_until_ready(prefill_c(*args))
@@ -177,8 +182,11 @@ def run_worker(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"did not finish in {timeout:.0f} s"}
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+        compiled = [json.loads(x[len(COMPILED) :]) for x in out.splitlines() if x.startswith(COMPILED)]
+        return {**spec, **(compiled[0] if compiled else {}),
+                "error": f"did not finish in {timeout:.0f} s"}  # fmt: skip
     for line in proc.stdout.splitlines():
         if line.startswith(PROTOCOL):
             return json.loads(line[len(PROTOCOL) :])
@@ -222,9 +230,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="decode timing repeats")
     p.add_argument("--prefill-repeats", type=int, default=1)
     p.add_argument(
-        "--fill", default="prefill", choices=("prefill", "random"),
+        "--fill", default="prefill", choices=("prefill", "random", "compile"),
         help="prefill: run the real prefill; random: decode only, on a cache of random entries "
-        "shaped as the prefill leaves it (no prefill timing or program bytes)",
+        "shaped as the prefill leaves it (no prefill timing or program bytes); compile: compile "
+        "the prefill and report its memory, run nothing",
     )
     p.add_argument("--timeout", type=float, default=1800, help="seconds per condition")
     p.add_argument("--out", default=None)
@@ -244,7 +253,7 @@ def main() -> None:
         res["load_before"] = load
         results.append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "text"}), flush=True)
-    full = next((r for r in results if r["budget"] == "full" and "error" not in r), None)
+    full = next((r for r in results if r["budget"] == "full" and "decode_tok_s" in r), None)
     derived = None
     if full:
         t = full["text"]
@@ -256,8 +265,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     base = spread(full["decode_tok_s"])["median"] if full else None
     for r in results:
+        if "decode_tok_s" not in r and "error" not in r:  # --fill compile
+            print(f"| {r['budget']} | - | {r['prefill_program_bytes'] / 2**20:.0f} | compiled only |")
+            continue
         if "error" in r:
-            print(f"| {r['budget']} | {r['error']} |")
+            prog = r.get("prefill_program_bytes")
+            mib = "-" if prog is None else f"{prog / 2**20:.0f}"
+            print(f"| {r['budget']} | {r['error']} | {mib} (compiled) |")
             continue
         d = spread(r["decode_tok_s"])
         pf = spread(r["prefill_s_per_1k"] or [float("nan")])

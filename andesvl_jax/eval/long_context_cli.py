@@ -59,6 +59,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-full",
+        action="store_true",
+        help="skip the full-cache condition unless already in OUT (to split a sweep over processes "
+        "writing the same OUT: one with the full cache, the others --no-full; a last run without "
+        "it collects everything)",
+    )
     p.set_defaults(func=main)
 
 
@@ -113,7 +120,8 @@ def main(args) -> int:
     )
     out = pathlib.Path(args.out)
     (out / "conditions").mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "overrides", "out")}
+    skip = ("func", "overrides", "out", "policies", "budgets", "no_full")
+    settings = {k: v for k, v in vars(args).items() if k not in skip}
     conditions = [(None, None)] + [(p, b) for p in policies for b in budgets]
     results = []
     for policy, budget in conditions:
@@ -124,6 +132,8 @@ def main(args) -> int:
             if done.get("settings") == settings:
                 results.append(done)
                 continue
+        if policy is None and args.no_full:
+            continue
         kv = None if policy is None else get_policy(policy, schedule=args.schedule)
         res = run_condition(engine, suite, kv, budget, args.max_new_tokens)
         res["settings"] = settings
