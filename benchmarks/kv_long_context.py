@@ -137,8 +137,12 @@ def worker(spec: dict) -> dict:
         "cache_bytes_per_token": cache_bytes / (length + steps) if budget == "full" else None,
         "prefill_program_bytes": prefill_bytes,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "text": {"layers": cfg.num_layers, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-                 "hidden": cfg.hidden_size},  # fmt: skip
+        "text": {
+            "layers": cfg.num_layers,
+            "kv_heads": cfg.num_kv_heads,
+            "head_dim": cfg.head_dim,
+            "hidden": cfg.hidden_size,
+        },  # fmt: skip
     }
 
 
@@ -186,7 +190,9 @@ def run_worker(spec: dict, timeout: float) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
-        compiled = [json.loads(x[len(COMPILED) :]) for x in out.splitlines() if x.startswith(COMPILED)]
+        compiled = [
+            json.loads(x[len(COMPILED) :]) for x in out.splitlines() if x.startswith(COMPILED)
+        ]
         return {**spec, **(compiled[0] if compiled else {}),
                 "error": f"did not finish in {timeout:.0f} s"}  # fmt: skip
     for line in proc.stdout.splitlines():
@@ -198,7 +204,12 @@ def run_worker(spec: dict, timeout: float) -> dict:
 
 def spread(values) -> dict:
     v = np.asarray(values, float)
-    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": len(v)}
+    return {
+        "median": float(np.median(v)),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": len(v),
+    }
 
 
 def cache_128k(per_token_per_layer_kv: float) -> dict:
@@ -232,7 +243,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="decode timing repeats")
     p.add_argument("--prefill-repeats", type=int, default=1)
     p.add_argument(
-        "--fill", default="prefill", choices=("prefill", "random", "compile"),
+        "--fill",
+        default="prefill",
+        choices=("prefill", "random", "compile"),
         help="prefill: run the real prefill; random: decode only, on a cache of random entries "
         "shaped as the prefill leaves it (no prefill timing or program bytes); compile: compile "
         "the prefill and report its memory, run nothing",
@@ -268,7 +281,9 @@ def main() -> None:
     base = spread(full["decode_tok_s"])["median"] if full else None
     for r in results:
         if "decode_tok_s" not in r and "error" not in r:  # --fill compile
-            print(f"| {r['budget']} | - | {r['prefill_program_bytes'] / 2**20:.0f} | compiled only |")
+            print(
+                f"| {r['budget']} | - | {r['prefill_program_bytes'] / 2**20:.0f} | compiled only |"
+            )
             continue
         if "error" in r:
             prog = r.get("prefill_program_bytes")

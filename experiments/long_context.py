@@ -2,13 +2,14 @@
 the model the KV-eviction evaluation scores (eval/long_context.py, docs/kv_eviction.md):
 
     andesvl-jax train --config experiments/long_context.py --workdir runs/long_context
-    python -m andesvl_jax.eval.long_context --checkpoint runs/long_context --out runs/kv_eval
+    andesvl-jax eval-long-context --checkpoint runs/long_context --out runs/kv_eval
 
 Args (ARGS): steps=N (default 500), width=D (LLM hidden size, default 128), layers=L (default 4).
 
 The tiny preset's vision tower stays (unused: the tasks are text-only); its LLM is widened to
 `width` (heads of 32, 2 KV heads: GQA, as Qwen3) so that retrieval heads form in a CPU-sized
-budget. Prompts of 384-1152 characters (TaskContext.long_context) packed into rows of 1280 tokens,
+budget. Measured here: ~20 s per step at load ~5 on 2 cores, ~90 s at load 20-40 (docs/kv_eviction.md).
+Prompts of 384-1152 characters (TaskContext.long_context) packed into rows of 1280 tokens,
 loss on the answers only.
 """
 

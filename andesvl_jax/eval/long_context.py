@@ -40,7 +40,9 @@ def build_suite(tasks: Sequence[str], lengths: Sequence[int], per_cell: int, see
     chat template."""
     unknown = sorted(set(tasks) - set(LONG_TASKS))
     if unknown:
-        raise KeyError(f"long-context tasks {unknown} unknown; expected some of {sorted(LONG_TASKS)}")
+        raise KeyError(
+            f"long-context tasks {unknown} unknown; expected some of {sorted(LONG_TASKS)}"
+        )
     if per_cell < 1 or not lengths or min(lengths) < 64:
         raise ValueError(
             f"need per_cell >= 1 and lengths >= 64 characters; got per_cell={per_cell}, "
@@ -69,9 +71,7 @@ def run_condition(engine, suite: list[Sample], policy=None, budget=None, max_new
     prompts' KV entries eviction kept. Rows of different lengths share batches (the engine pads
     them to one bucket), so a condition compiles once when the engine's batch holds the suite."""
     start = time.perf_counter()
-    outs = engine.generate(
-        suite, max_new_tokens=max_new_tokens, kv_policy=policy, kv_budget=budget
-    )
+    outs = engine.generate(suite, max_new_tokens=max_new_tokens, kv_policy=policy, kv_budget=budget)
     seconds = time.perf_counter() - start
     kept = [r.kept_fraction for r in engine.kv_reports]
     rows = []
@@ -154,7 +154,12 @@ def goals(table: dict) -> list[dict]:
     if ours50 and snap50 and "summary" in ours50["by_task"]:
         o, s = ours50["by_task"]["summary"], snap50["by_task"]["summary"]
         ratio = o / s if s > 0 else None
-        add("summary ROUGE-1 ours / snapkv @0.5", ratio, ">= 1.10", ratio is not None and ratio >= 1.1)
+        add(
+            "summary ROUGE-1 ours / snapkv @0.5",
+            ratio,
+            ">= 1.10",
+            ratio is not None and ratio >= 1.1,
+        )
     return out
 
 
@@ -166,7 +171,8 @@ def markdown_table(table: dict, tasks: Sequence[str]) -> str:
         rel = "" if row["relative"] is None else f"{100 * row['relative']:.1f} %"
         cells = [f"{100 * row['by_task'].get(t, float('nan')):.1f}" for t in tasks]
         lines.append(
-            f"| {name} | {100 * row['mean']:.1f} | {rel} | " + " | ".join(cells)
+            f"| {name} | {100 * row['mean']:.1f} | {rel} | "
+            + " | ".join(cells)
             + f" | {100 * row['kept_fraction']:.0f} % | {row['seconds']:.0f} |"
         )
     return "\n".join(lines)

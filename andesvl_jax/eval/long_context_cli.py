@@ -38,8 +38,6 @@ def _floats(text: str) -> list[float]:
 
 
 def register(subparsers) -> None:
-    from andesvl_jax.infer.kv import POLICIES
-
     p = subparsers.add_parser(
         "eval-long-context",
         help="KV-eviction policies x budgets vs the full cache on RULER-style long-context tasks",
@@ -50,12 +48,17 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", default=",".join(LONG_TASKS), help="comma-separated task names")
     p.add_argument("--lengths", default="1024,2048,4096", help="prompt lengths (tokens)")
     p.add_argument("--per-cell", type=int, default=8, help="samples per (task, length)")
-    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policies")
+    p.add_argument(
+        "--policies", default="all", help="comma-separated policies (all: infer.kv.POLICIES)"
+    )
     p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS))
     p.add_argument("--schedule", default="chunk", choices=("chunk", "end"))
     p.add_argument("--prefill-chunk", type=int, default=256)
     p.add_argument(
-        "--batch-size", type=int, default=64, help="rows per compiled call (the suite in one: one compile)"
+        "--batch-size",
+        type=int,
+        default=64,
+        help="rows per compiled call (the suite in one: one compile)",
     )
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -95,12 +98,14 @@ def plot(table: dict, budgets, path: pathlib.Path) -> None:
 
 def main(args) -> int:
     from andesvl_jax.infer.engine import Engine
-    from andesvl_jax.infer.kv import get_policy
+    from andesvl_jax.infer.kv import POLICIES, get_policy
     from andesvl_jax.infer.kv.budget import Budget
     from andesvl_jax.infer.load import load_model
 
     tasks, lengths, budgets = args.tasks.split(","), _ints(args.lengths), _floats(args.budgets)
-    policies = [p for p in args.policies.split(",") if p]
+    policies = (
+        list(POLICIES) if args.policies == "all" else [p for p in args.policies.split(",") if p]
+    )
     try:
         for p in policies:
             get_policy(p)
@@ -152,5 +157,7 @@ def main(args) -> int:
     plot(table, budgets, out / "scores.png")
     print(text)
     for g in met:
-        print(f"{g['goal']}: {g['value']} (target {g['target']}): {'met' if g['met'] else 'NOT met'}")
+        print(
+            f"{g['goal']}: {g['value']} (target {g['target']}): {'met' if g['met'] else 'NOT met'}"
+        )
     return 0

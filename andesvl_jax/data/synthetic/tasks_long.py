@@ -103,8 +103,7 @@ def cwe(rng, room, common_share: float = 0.3):
 def summary(rng, room, facts: int = 3):
     colours = rng.choice(COLOUR_WORDS, size=facts, replace=False)
     lines = [
-        f"Fact: the {c} box holds {int(rng.integers(2, 10))} {rng.choice(NOUNS)}."
-        for c in colours
+        f"Fact: the {c} box holds {int(rng.integers(2, 10))} {rng.choice(NOUNS)}." for c in colours
     ]
     question = "Summarize the facts."
     text = haystack(rng, lines, room - len(question))
