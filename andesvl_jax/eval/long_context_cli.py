@@ -28,6 +28,8 @@ from andesvl_jax.eval.long_context import (
     summarize,
 )
 
+WEAK_MODEL = 0.5  # full-cache mean score below which the comparison is flagged as meaningless
+
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
@@ -156,6 +158,12 @@ def main(args) -> int:
     atomic_write_text(out / "table.md", text + "\n")
     plot(table, budgets, out / "scores.png")
     print(text)
+    full = table.get(FULL)
+    if full is not None and full["mean"] < WEAK_MODEL:
+        print(
+            f"warning: the full cache scores {100 * full['mean']:.1f} % (n={full['n']}): the model "
+            "does not solve the tasks, so the goals below say nothing about eviction"
+        )
     for g in met:
         print(
             f"{g['goal']}: {g['value']} (target {g['target']}): {'met' if g['met'] else 'NOT met'}"
