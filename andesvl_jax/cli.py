@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "andesvl_jax.agent.cli",
     "andesvl_jax.eval.cli",
     "andesvl_jax.eval.ablate_cli",
+    "andesvl_jax.eval.long_context_cli",
     "andesvl_jax.compress.cli",
     "andesvl_jax.export.cli",
 ]

@@ -86,3 +86,18 @@ def test_engine_and_chat_reject_bad_requests(tiny, tmp_path, capsys):
         ["chat", "--checkpoint", str(tmp_path), "--kv-policy", "nope", "--kv-budget", "0.25", "hi"]
     )
     assert code == 2 and "unknown kv policy 'nope'" in capsys.readouterr().err
+
+
+def test_prompt_longer_than_the_maximum_fails_before_compiling(tiny, monkeypatch):
+    from andesvl_jax.data.errors import DataError
+    from andesvl_jax.data.sample import Message, Sample
+    from andesvl_jax.infer import engine as engine_module
+
+    def never(*a, **k):
+        raise AssertionError("generate ran: the length check must come first")
+
+    monkeypatch.setattr(engine_module, "generate", never)
+    engine = Engine(tiny, TextTokenizer.default(), max_prompt_tokens=64)
+    long = Sample([Message("user", "x" * 200)], [])
+    with pytest.raises(DataError, match="text tokens .* exceed max_tokens=64"):
+        engine.generate([long], kv_policy="snapkv", kv_budget=0.25)

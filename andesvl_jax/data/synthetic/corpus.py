@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 # Importing the task modules registers their generators.
-from andesvl_jax.data.synthetic import tasks_gui, tasks_scene, tasks_text  # noqa: F401
+from andesvl_jax.data.synthetic import tasks_gui, tasks_long, tasks_scene, tasks_text  # noqa: F401
 from andesvl_jax.data.synthetic.registry import TASKS, TaskContext
 
 SPLITS = {"train": 0, "eval": 1}
@@ -53,6 +53,8 @@ MIXTURES: dict[str, dict[str, float]] = {
         "hallucination": 1.0,
         "text_reading": 16.0,
     },
+    # RULER-style long-context text tasks (tasks_long.py), what the KV-eviction model trains on
+    "long_context": {f"lc_{t}": 1.0 for t in tasks_long.LONG_TASKS},
     "gui": {"gui_grounding": 1.0, "gui_referring": 1.0, "gui_qa": 1.0},
     "mpo": {"preference": 1.0},
     "grpo": {"math": 1.0},

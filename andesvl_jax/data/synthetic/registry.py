@@ -17,13 +17,15 @@ from andesvl_jax.data.sample import Message, Sample
 
 @dataclasses.dataclass(frozen=True)
 class TaskContext:
-    """Image side range (px) the generators draw at.
+    """Image side range (px) the generators draw at, and the long-context tasks' prompt length.
 
     Small for the CPU demo, larger for benchmarks.
     """
 
     min_side: int = 56
     max_side: int = 112
+    long_context: tuple[int, int] = (384, 1152)  # prompt characters of the lc_* tasks
+
 
     def side(self, rng: np.random.Generator) -> int:
         return int(rng.integers(self.min_side, self.max_side + 1))
