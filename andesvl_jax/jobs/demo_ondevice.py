@@ -5,7 +5,8 @@
 From the demo's SFT checkpoint, each step resumable and skipped when its output exists
 (jobs/ondevice/pipeline.py): PTQ and QAT at W4A16 -> deployed integer models; 75 % sparse + 4-bit
 fine-tune -> packed model; two scenario LoRAs (float base, and QALFT on the deployed base); a HASS
-draft head for the deployed model; then the measurements (jobs/ondevice/tables.py). Writes
+draft head for the deployed model; exports to GGUF and LiteRT-LM; then the measurements
+(jobs/ondevice/tables.py), each export run in its runtime. Writes
 WORKDIR/ondevice/report.md and report.json.
 """
 
@@ -38,7 +39,10 @@ def run(args) -> int:
     redo = tuple(x for x in args.redo.split(",") if x)
     if unknown := sorted(set(redo) - set(names)):
         raise SystemExit(f"--redo: unknown steps {unknown}; the steps are {names}")
-    job = Job(workdir, workdir / "ondevice", args.steps_scale, args.samples, args.repeats)
+    long_context = pathlib.Path(args.long_context) if args.long_context else None
+    job = Job(
+        workdir, workdir / "ondevice", args.steps_scale, args.samples, args.repeats, long_context
+    )
     ensure_sft(workdir, args.demo_steps_scale)
     records = run_steps(job, STEPS, redo=redo)
     path = write_report(job.root, records, "andesvl-jax " + " ".join(sys.argv[1:]))
@@ -58,4 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=200, help="held-out questions per measurement")
     p.add_argument("--repeats", type=int, default=3, help="timing rounds (median and spread)")
     p.add_argument("--redo", default="", help="comma-separated steps to run again")
+    p.add_argument(
+        "--long-context",
+        default="",
+        help="a long-context model (experiments/long_context.py) for the eviction table",
+    )
     p.set_defaults(func=run)

@@ -26,6 +26,7 @@ class Job:
     steps_scale: float = 1.0  # training steps x this (tests: tiny)
     samples: int = 200  # held-out questions per measurement
     repeats: int = 3  # timing repeats (interleaved; median and spread reported)
+    long_context: pathlib.Path | None = None  # a long-context model for the eviction table
 
     @property
     def sft(self) -> pathlib.Path:

@@ -96,11 +96,46 @@ def scenarios(rec: dict) -> list[str]:
     ]
 
 
+def runtimes(rec: dict) -> list[str]:
+    rows = [
+        [r["runtime"], r["name"], r["prompts"], f"{r['top1_agreement']:.2%}", f"{r['greedy_identical']:.0%}",
+         f"{r['max_rel_logit_error']:.1e}", f"{r['runtime_tok_s']:.1f}", f"{r['ours_tok_s']:.1f}"]
+        for r in rec["rows"]
+    ]  # fmt: skip
+    head = ["runtime [tolerance]", "prompt set", "prompts", "top-1 agreement", "greedy identical",
+            "max rel. logit error", "runtime tok/s", "our engine tok/s"]  # fmt: skip
+    return [
+        "`andesvl-jax export verify` on each export, against the model it was exported from "
+        "(GGUF: the deployed QAT model; LiteRT-LM: the float SFT model, weights int8 in the runtime).",
+        "",
+        *_table(head, rows),
+    ]
+
+
+def eviction(rec: dict) -> list[str]:
+    if not rec["measured"]:
+        return [f"**Not measured in this run**: {rec['reason']}."]
+    rows = [
+        [r["condition"], f"{r['mean']:.3f}", f"{r['relative']:.1%}" if r["relative"] else "-",
+         *(f"{v:.3f}" for v in r["by_task"].values()), r["n"]]
+        for r in rec["rows"]
+    ]  # fmt: skip
+    tasks = list(rec["rows"][0]["by_task"])
+    return [
+        f"Long-context model `{rec['checkpoint']}`; budgets are the fraction kept (kvpress's "
+        "compression ratio = 1 − budget).",
+        "",
+        *_table(["condition", "mean", "vs full", *tasks, "samples"], rows),
+    ]
+
+
 SECTIONS = {  # table step -> (title, renderer)
     "table_qat": ("QAT (W4A16): PTQ vs QAT", qat),
     "table_speculative": ("Speculative decoding", speculative),
     "table_size": ("Size", size),
     "table_scenarios": ("Scenarios: 1+N LoRA by QALFT", scenarios),
+    "table_runtimes": ("Runtimes: llama.cpp and LiteRT-LM", runtimes),
+    "table_eviction": ("Cache eviction", eviction),
 }
 
 

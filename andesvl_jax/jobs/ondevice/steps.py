@@ -102,10 +102,34 @@ def draft(job: Job) -> dict:
     return {"draft": str(summary["draft"]), "steps": steps, "target": str(deployed_qat(job))}
 
 
+def export(job: Job) -> dict:
+    """The deployed QAT model (its W4 g32 codes become Q4_0 blocks unchanged) and the QALFT
+    adapters as GGUF for llama.cpp; the float SFT model as a LiteRT-LM bundle with int8 weights
+    (LiteRT's dynamic-range quantizer: our deployed W4 has no LiteRT form)."""
+    from andesvl_jax.export.gguf import export_gguf
+    from andesvl_jax.export.litert_export import export_litertlm
+
+    adapters = job.record("lora")["adapters"]
+    loras = {s: adapters[f"qalft_{s}"] for s in SCENARIOS}
+    gguf = export_gguf(
+        deployed_qat(job).parent, job.dir("export") / "gguf", overwrite=True, loras=loras
+    )
+    litert = export_litertlm(
+        job.sft, job.dir("export") / "litert" / "model.litertlm", quant="int8", overwrite=True
+    )
+    files = [*sorted(gguf.rglob("*.gguf")), litert]
+    return {
+        "gguf": str(gguf),
+        "litertlm": str(litert),
+        "files": {str(f): f.stat().st_size for f in files},
+    }
+
+
 BUILD_STEPS = [
     Step("ptq", ptq, f"post-training quantization (RTN {RULES}): the baseline"),
     Step("qat", qat, f"quantization-aware training {RULES} -> the deployed integer model"),
     Step("sparse", sparse, "75 % sparse (SparseGPT 1:4) + 4-bit fine-tune -> packed model"),
     Step("lora", lora, "scenario LoRAs: on the float base, and by QALFT on the deployed base"),
     Step("draft", draft, "HASS draft head for the deployed model"),
+    Step("export", export, "export: GGUF (Q4_0 from QAT + QALFT adapters) and LiteRT-LM (int8)"),
 ]
