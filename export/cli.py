@@ -11,9 +11,7 @@ EXPORT_TARGETS: list[str] = [  # each module defines register(subparsers)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="export to on-device runtimes (GGUF, LiteRT-LM) and verify"
-    )
+    p = subparsers.add_parser("export", help="export to on-device runtimes (GGUF, LiteRT-LM) and verify")
     targets = p.add_subparsers(dest="export_target", required=True)
     for name in EXPORT_TARGETS:
         importlib.import_module(name).register(targets)

@@ -3,7 +3,9 @@
 `LlamaCpp` holds one model and one context, set up for parity with our engine: flash attention off
 and an f32 KV cache (with llama.cpp's defaults, auto flash attention and f16 KV, logits move by
 ~1e-2 and near-tie argmaxes flip; DESIGN §10), one batch = the whole context, logits for every
-position. Inputs are token ids or embedding rows (`llama_batch.embd`, how image embeddings enter).
+position. CPU weight repacking (`use_extra_bufts`, faster Q4_0/Q8_0 kernels) is off by default:
+in llama-cpp-python 0.3.36 on this machine it crashes decoding the tiny test models (Q8_0/Q4_0,
+width 64); `repack=True` turns it on for real shapes. Inputs are token ids or embedding rows (`llama_batch.embd`, how image embeddings enter).
 LoRA adapters load from GGUF adapter files and are set with scales (`llama_set_adapters_lora`,
 several at once: the 1+N case).
 
@@ -17,6 +19,7 @@ import ctypes
 import logging
 import os
 import pathlib
+import weakref
 
 import numpy as np
 
@@ -46,6 +49,7 @@ class LlamaCpp:
         n_ctx: int = 512,
         n_threads: int | None = None,
         vocab_only: bool = False,
+        repack: bool = False,
     ):
         llama_cpp.llama_backend_init()
         self.path = pathlib.Path(path)
@@ -54,6 +58,7 @@ class LlamaCpp:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.vocab_only = vocab_only
+        mparams.use_extra_bufts = repack  # CPU weight repacking: segfaults on tiny Q8_0/Q4_0 here
         self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise RuntimeFailure(f"{self.path}: llama.cpp could not load this GGUF model")
@@ -62,6 +67,7 @@ class LlamaCpp:
         self.adapters: dict[str, object] = {}
         self.logit_tolerance: float | None = None
         if vocab_only:  # a tokenizer only (no weights, no context)
+            self._release = weakref.finalize(self, _releaser(self.model, None))
             return
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
@@ -71,7 +77,9 @@ class LlamaCpp:
         cparams.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
             raise RuntimeFailure(f"{self.path}: llama.cpp could not create a context")
+        self._release = weakref.finalize(self, _releaser(self.model, self.ctx))
         self.n_ctx = n_ctx
         self.n_embd = llama_cpp.llama_model_n_embd(self.model)
 
@@ -175,15 +183,19 @@ class LlamaCpp:
             raise RuntimeFailure(f"llama_set_adapters_lora returned {rc}")
 
     def close(self) -> None:
-        if getattr(self, "ctx", None):
-            llama_cpp.llama_free(self.ctx)
-            self.ctx = None
-        if getattr(self, "model", None):
-            llama_cpp.llama_model_free(self.model)
-            self.model = None
+        self._release()
 
-    def __del__(self):
-        self.close()
+
+def _releaser(model, ctx):
+    """Frees the context then the model; registered with weakref.finalize (runs once, also at
+    interpreter exit, before the bindings are torn down)."""
+
+    def release():
+        if ctx:
+            llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(model)
+
+    return release
 
 
 def file_type(path: str | os.PathLike) -> int | None:
