@@ -35,7 +35,8 @@ class QuantMappingError(ValueError):
     """A deployed linear whose codes/steps have no exact GGUF form (names the field)."""
 
 
-def _check(meta, where: str) -> None:
+def check_exact(meta, where: str) -> None:
+    """Raise QuantMappingError unless `meta` (a DeployMeta) maps exactly to Q8_0/Q4_0."""
     problems = []
     if meta.zero_point:
         problems.append("zero_point=True (asymmetric codes have no exact Q4_1/Q8_1 form)")
@@ -77,6 +78,6 @@ def pack_blocks(codes: np.ndarray, steps: np.ndarray, bits: int) -> np.ndarray:
 def deployed_blocks(linear: DeployedLinear, where: str) -> tuple[np.ndarray, Q]:
     """(raw block bytes [N, row bytes], GGUF type) of a deployed linear (module docstring)."""
     meta = linear.meta
-    _check(meta, where)
+    check_exact(meta, where)
     codes, steps = codes_and_steps(linear)
     return pack_blocks(codes, steps, meta.bits), TYPES[meta.bits]

@@ -3,11 +3,11 @@
 `LlamaCpp` holds one model and one context, set up for parity with our engine: flash attention off
 and an f32 KV cache (with llama.cpp's defaults, auto flash attention and f16 KV, logits move by
 ~1e-2 and near-tie argmaxes flip; DESIGN §10), one batch = the whole context, logits for every
-position. CPU weight repacking (`use_extra_bufts`, faster Q4_0/Q8_0 kernels) is off by default:
-in llama-cpp-python 0.3.36 on this machine it crashes decoding the tiny test models (Q8_0/Q4_0,
-width 64); `repack=True` turns it on for real shapes. Inputs are token ids or embedding rows (`llama_batch.embd`, how image embeddings enter).
-LoRA adapters load from GGUF adapter files and are set with scales (`llama_set_adapters_lora`,
-several at once: the 1+N case).
+position. CPU weight repacking (`use_extra_bufts`, faster Q4_0/Q8_0 kernels) is off by default: in
+llama-cpp-python 0.3.36 on this machine it crashes decoding the tiny test models (Q8_0/Q4_0, width
+64); `repack=True` turns it on for real shapes. Inputs are token ids or embedding rows
+(`llama_batch.embd`, how image embeddings enter). LoRA adapters load from GGUF adapter files and are
+set with scales (`llama_set_adapters_lora`, several at once: the 1+N case).
 
 Runner interface (export/verify.py): `open_runner(path, checkpoint_dir) -> LlamaCpp` with `name`,
 `greedy(prompt_ids, max_new_tokens)` and `logits(prompt_ids)`.

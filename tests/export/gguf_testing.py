@@ -7,11 +7,15 @@ import functools
 import pathlib
 import struct
 
+import numpy as np
 import pytest
 from andesvl_jax.export.gguf_tokenizer import PRE_TOKENIZERS
+from flax import nnx
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from andesvl_jax.config import get_preset
 from andesvl_jax.data.tokenizer import FIRST_SPECIAL_ID, QWEN_SPECIALS, TextTokenizer
+from andesvl_jax.models.andesvl import AndesVL
 
 VOCAB_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "qwen2_vocab"
 VOCAB_GGUF = VOCAB_DIR / "ggml-vocab-qwen2.gguf"
@@ -102,3 +106,12 @@ def reference_tokenizations() -> list[tuple[str, list[int]]]:
     pairs = [(t, [int(i) for i in line.split()]) for t, line in zip(texts, ids, strict=True)]
     assert len(pairs) == 46
     return pairs
+
+
+def tiny_model(seed: int = 0) -> AndesVL:
+    """The tiny preset with separate layers (what deploy and export write)."""
+    return AndesVL(get_preset("tiny", scan_layers=False), rngs=nnx.Rngs(seed))
+
+
+def token_batch(seed: int, batch: int = 2, length: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 500, (batch, length)).astype(np.int32)
