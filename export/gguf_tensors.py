@@ -85,6 +85,8 @@ def llm_tensors(model, quant: str = "f32") -> list[GGUFTensor]:
                 out.append(GGUFTensor(name, data, dtype))
                 continue
             value = np.asarray(jax.device_get(layer_value(flat, path)), np.float32)
+            if getattr(modules.get(path[:-1]), "out_in", False):  # infer.engine.decoding_layout
+                value = value.T  # stored [out, in]; the key map's save takes [in, out]
             (saved,) = rule.save(value)
             out.append(_encode(name, saved, FLOAT_TYPES[quant]))
     return out

@@ -15,6 +15,7 @@ from flax import nnx
 from gguf_testing import require_llama_cpp
 
 from andesvl_jax.config import TINY_TEXT
+from andesvl_jax.infer.engine import decoding_layout
 from andesvl_jax.infer.load import load_model
 from andesvl_jax.models.qwen3 import Qwen3
 
@@ -44,13 +45,16 @@ def test_image_embeddings_give_the_official_logits_and_tokens(exported):
     assert runtime.greedy_embeds(embeds, n) == expected["generated_ids"][0].tolist()
 
 
-def test_token_ids_give_our_engine_logits_and_tokens(exported):
+def test_token_ids_give_our_engine_logits_and_tokens(exported, tmp_path):
     src, runtime = exported
-    model, _ = load_model(src)
+    model, tok = load_model(src)
     ours = OurEngine(model)
     ids = [481, *range(65, 110), 482, 10, 481]
     assert close(runtime.logits(ids), ours.logits(ids)) < TOL
     assert runtime.greedy(ids, 8) == ours.greedy(ids, 8)
+    # the engine's decoding layout (kernels stored [out, in]) exports the same file
+    write_llm(decoding_layout(model), tok, tmp_path / "rows.gguf", name=src.name)
+    assert (tmp_path / "rows.gguf").read_bytes() == (runtime.path).read_bytes()
 
 
 def test_existing_outdir_needs_overwrite(fixtures_dir, tmp_path):
