@@ -1,5 +1,6 @@
 """`andesvl-jax export gguf`: a checkpoint -> OUTDIR/model.gguf (llama.cpp arch `qwen3`)
-[+ OUTDIR/mmproj.gguf, the vision tower and projector] [+ OUTDIR/lora/NAME.gguf adapters].
+[+ OUTDIR/lora/NAME.gguf adapters]. The vision tower is not exported (no mmproj.gguf yet): image
+inputs reach llama.cpp as embedding rows computed by our tower (llama_batch.embd).
 
 Any checkpoint `infer.load.load_model` reads: a training workdir (a QAT run is deployed first, so
 its integer codes are what is written), a safetensors directory (official AndesVL, HF Qwen3), a
@@ -27,7 +28,6 @@ from andesvl_jax.compress.qlinear import quant_sites
 
 ARCH = "qwen3"
 MODEL_FILE = "model.gguf"
-MMPROJ_FILE = "mmproj.gguf"
 LORA_DIR = "lora"
 
 
@@ -72,7 +72,6 @@ def export_gguf(
     quant: str = "f32",
     overwrite: bool = False,
     loras: dict[str, str] | None = None,
-    mmproj: bool = True,
 ) -> pathlib.Path:
     """Export `checkpoint` to the directory `out` (see the module docstring); returns `out`."""
     from andesvl_jax.infer.load import load_model  # noqa: PLC0415 - heavy, CLI-time only
@@ -83,10 +82,6 @@ def export_gguf(
     model = exportable(model)
     with staged_outdir(out, overwrite) as stage:
         write_llm(model, tokenizer, stage / MODEL_FILE, quant, name=pathlib.Path(checkpoint).name)
-        if mmproj and hasattr(model, "vision"):
-            from andesvl_jax.export.gguf_mmproj import write_mmproj  # noqa: PLC0415
-
-            write_mmproj(model, stage / MMPROJ_FILE)
         if loras:
             from andesvl_jax.export.gguf_lora import write_lora  # noqa: PLC0415
 
@@ -112,7 +107,6 @@ def run(args) -> int:
         quant=args.quant,
         overwrite=args.overwrite,
         loras=dict(args.lora or []),
-        mmproj=not args.no_mmproj,
     )
     for f in sorted(out.rglob("*.gguf")):
         print(f"wrote {f} ({f.stat().st_size / 2**20:.1f} MiB)")
@@ -121,7 +115,7 @@ def run(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "gguf", help="GGUF for llama.cpp: model.gguf (+ mmproj.gguf, LoRA adapters)"
+        "gguf", help="GGUF for llama.cpp: model.gguf (+ LoRA adapters)"
     )
     p.add_argument("--checkpoint", required=True, help="workdir, safetensors dir or deployed model")
     p.add_argument("--out", required=True, help="output directory (written whole or not at all)")
@@ -134,5 +128,4 @@ def register(subparsers) -> None:
         "--lora", action="append", type=_lora_spec, metavar="NAME=ADAPTER_DIR",
         help="also write a PEFT adapter directory as lora/NAME.gguf (repeatable)",
     )  # fmt: skip
-    p.add_argument("--no-mmproj", action="store_true", help="skip the vision projector file")
     p.set_defaults(func=run)

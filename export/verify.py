@@ -39,7 +39,6 @@ INSTALL_HINTS = {
     ".gguf": "pip install llama-cpp-python==0.3.36",
     ".litertlm": "pip install litert-lm==0.18.1",
 }
-SKIPPED_FILES = ("mmproj",)  # vision projectors are not LLMs: checked by their own tests
 
 DEFAULT_PROMPTS = {
     "en": [
@@ -70,7 +69,6 @@ def runtime_module(suffix: str):
 
 def exported_files(out: pathlib.Path) -> list[pathlib.Path]:
     files = [out] if out.is_file() else sorted(p for p in out.iterdir() if p.suffix in RUNTIMES)
-    files = [f for f in files if not f.stem.startswith(SKIPPED_FILES)]
     if not files:
         raise VerifyError(f"{out}: no exported model file ({', '.join(sorted(RUNTIMES))})")
     return files

@@ -19,7 +19,7 @@ def test_export_then_verify_passes(fixtures_dir, tmp_path, capsys):
         "\n".join(json.dumps({"set": s, "prompt": p}) for s, p in
                   [("en", "Hello there"), ("code", "def f(x):")])
     )  # fmt: skip
-    assert main(["export", "gguf", "--checkpoint", str(src), "--out", str(out), "--no-mmproj"]) == 0
+    assert main(["export", "gguf", "--checkpoint", str(src), "--out", str(out)]) == 0
     assert "model.gguf" in capsys.readouterr().out
     rc = main(["export", "verify", str(out), "--checkpoint", str(src), "--prompts", str(prompts),
                "--max-new-tokens", "4"])  # fmt: skip
@@ -28,7 +28,7 @@ def test_export_then_verify_passes(fixtures_dir, tmp_path, capsys):
     assert "| en | 1 |" in text and "| code | 1 |" in text and "PASS" in text
     assert "logit tol 0.0001" in text
     with pytest.raises(Exception, match="--overwrite"):
-        main(["export", "gguf", "--checkpoint", str(src), "--out", str(out), "--no-mmproj"])
+        main(["export", "gguf", "--checkpoint", str(src), "--out", str(out)])
 
 
 def test_missing_runtime_says_what_to_install(monkeypatch):

@@ -32,7 +32,7 @@ def exported(fixtures_dir, tmp_path_factory):
     from andesvl_jax.export.gguf_runtime import LlamaCpp
 
     src = fixtures_dir / "andesvl_siglip2_tiny"
-    out = export_gguf(src, tmp_path_factory.mktemp("gguf") / "out", mmproj=False)
+    out = export_gguf(src, tmp_path_factory.mktemp("gguf") / "out")
     return src, LlamaCpp(out / MODEL_FILE, n_ctx=128)
 
 
@@ -62,7 +62,7 @@ def test_existing_outdir_needs_overwrite(fixtures_dir, tmp_path):
     out.mkdir()
     (out / MODEL_FILE).write_bytes(b"old")
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        export_gguf(fixtures_dir / "andesvl_siglip2_tiny", out, mmproj=False)
+        export_gguf(fixtures_dir / "andesvl_siglip2_tiny", out)
     assert (out / MODEL_FILE).read_bytes() == b"old"
 
 
