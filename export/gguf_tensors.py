@@ -21,6 +21,7 @@ from flax import nnx
 from andesvl_jax.compress.deploy import DeployedLinear, layer_value
 from andesvl_jax.config import AndesVLConfig
 from andesvl_jax.convert.keymaps import qwen3_rules
+from andesvl_jax.models.qwen3 import Qwen3
 
 Q = gguf.GGMLQuantizationType
 # --quant name -> GGML type of the 2-D float weights
@@ -66,6 +67,11 @@ def llm_tensors(model, quant: str = "f32") -> list[GGUFTensor]:
     if quant not in FLOAT_TYPES:
         raise ValueError(f"--quant {quant!r}: GGUF types written here are {sorted(FLOAT_TYPES)}")
     llm = llm_of(model)
+    if not isinstance(llm, Qwen3):
+        raise ArchitectureError(
+            f"{type(model).__name__}: no Qwen3 language model (text_config) to write as GGUF arch "
+            "qwen3 (a vision-only checkpoint has no llama.cpp LLM form)"
+        )
     text = llm.cfg
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, text.num_layers)
     flat = dict(nnx.to_flat_state(nnx.state(llm)))

@@ -14,10 +14,13 @@ from andesvl_jax.export.verify import OurEngine
 from flax import nnx
 from gguf_testing import require_llama_cpp
 
-from andesvl_jax.config import TINY_TEXT
+from andesvl_jax.config import TINY_TEXT, get_preset
+from andesvl_jax.convert.loader import export_official
 from andesvl_jax.infer.engine import decoding_layout
 from andesvl_jax.infer.load import load_model
+from andesvl_jax.models.andesvl import AndesVL
 from andesvl_jax.models.qwen3 import Qwen3
+from andesvl_jax.models.vit import VisionEncoder
 
 TOL = 1e-4
 
@@ -90,3 +93,15 @@ def test_every_float_type_loads(fixtures_dir, tmp_path):
         write_llm(model, None, tmp_path / f"{quant}.gguf", quant=quant)
         got = LlamaCpp(tmp_path / f"{quant}.gguf", n_ctx=64).logits(ids)
         assert close(got, want) < tol, quant
+
+
+def test_no_llm_or_no_tokenizer_is_a_named_error(tmp_path):
+    vision = VisionEncoder(get_preset("tiny").vision, rngs=nnx.Rngs(0))
+    with pytest.raises(ArchitectureError, match=r"VisionEncoder: no Qwen3 language model"):
+        llm_tensors(vision)
+    cfg = get_preset("tiny", scan_layers=False)
+    big_vocab = cfg.replace(text=dataclasses.replace(cfg.text, vocab_size=1024))
+    export_official(AndesVL(big_vocab, rngs=nnx.Rngs(0)), tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match=r"ckpt: no tokenizer.json"):
+        export_gguf(tmp_path / "ckpt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
