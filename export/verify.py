@@ -134,8 +134,15 @@ class OurEngine:
         return np.asarray(self._forward(np.asarray(ids, np.int32)))
 
     def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Our engine's greedy decoding (an AndesVL); a bare Qwen3 (HF checkpoint) by full
+        forwards, one per new token."""
         from andesvl_jax.infer.generate import greedy_generate  # noqa: PLC0415
 
+        if self.llm is self.model:
+            out = []
+            for _ in range(max_new_tokens):
+                out.append(int(np.argmax(self.logits(ids + out)[-1])))
+            return out
         out = greedy_generate(
             self.model, np.asarray([ids], np.int32), max_new_tokens=max_new_tokens
         )
