@@ -4,14 +4,14 @@
     python benchmarks/gguf_decode.py --size tiny --repeats 3
 
 One random AndesVL of the size (the preset's LLM, a tiny vision tower: prompts are text) is decoded
-by our `generate` in the Engine's layout (fp32, the baseline) and exported with `export gguf` (f32);
-llama.cpp's own quantizer (`llama_model_quantize`) makes Q8_0, Q4_0 and Q4_K_M from that file. Each
-llama.cpp file is decoded greedily with flash attention off and an f32 KV cache
-(export/gguf_runtime.py; CPU weight repacking on, except for the tiny size where it crashes). Decode
-step = (T(N) - T(1)) / (N - 1) per repeat (decode.py's protocol); the table gives decode tokens/s as
-median [min-max] over the repeats, the ratio to our fp32 engine, and greedy agreement with it
-(fraction of the N tokens). Our engine is timed first and freed before llama.cpp runs, to stay
-within memory. Writes
+by our `generate` in the Engine's layout (fp32, the baseline) and exported with `export gguf` (f16,
+to stay within memory); llama.cpp's own quantizer (`llama_model_quantize`) makes Q8_0, Q4_0 and
+Q4_K_M from that file. Each llama.cpp file is decoded greedily with flash attention off and an f32
+KV cache (export/gguf_runtime.py; CPU weight repacking on, except for the tiny size where it
+crashes). Decode step = (T(N) - T(1)) / (N - 1) per repeat (decode.py's protocol); the table gives
+decode tokens/s as median [min-max] over the repeats, the ratio to our fp32 engine, and greedy
+agreement with it (fraction of the N tokens). Our engine is timed first and freed before llama.cpp
+runs, to stay within memory. Writes
 benchmarks/results/gguf_decode.json.
 """
 
@@ -23,6 +23,7 @@ import gc
 import json
 import pathlib
 import platform
+import shutil
 import tempfile
 import time
 
@@ -88,15 +89,27 @@ def main() -> None:
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "gguf_decode.json")
     )
     args = parser.parse_args()
+
+    _, prompt_len, new_tokens = SIZES[args.size]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="gguf_decode_"))
+    try:
+        rows = measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(args, rows, prompt_len, new_tokens)
+
+
+def measure(args, work: pathlib.Path) -> list[dict]:
     from andesvl_jax.export.gguf import write_llm
 
     preset, prompt_len, new_tokens = SIZES[args.size]
     model = random_model(preset)
     vocab = model.cfg.text.vocab_size
     ids = np.random.default_rng(0).integers(0, vocab, (1, prompt_len)).astype(np.int32)
-    work = pathlib.Path(tempfile.mkdtemp(prefix="gguf_decode_"))
-    files = {"f32": work / "f32.gguf"}
-    write_llm(model, None, files["f32"])
+
+    # f16: the writer holds every tensor until it writes, so f32 at 0.6B would need ~2x 2.4 GB
+    files = {"f16": work / "f16.gguf"}
+    write_llm(model, None, files["f16"], quant="f16")
     steps, tokens = {}, {}
     ours = ours_runner(model, ids)
 
@@ -110,7 +123,7 @@ def main() -> None:
     gc.collect()
     for name in args.types.split(","):
         files[name] = work / f"{name}.gguf"
-        llama_quantize(files["f32"], files[name], LLAMA_TYPES[name])
+        llama_quantize(files["f16"], files[name], LLAMA_TYPES[name])
     for name, path in files.items():
         key = f"llama.cpp {name}"
         steps[key], tokens[key] = time_steps(
@@ -135,8 +148,10 @@ def main() -> None:
                 ),
             }
         )  # fmt: skip
-    for f in files.values():
-        f.unlink()
+    return rows
+
+
+def report(args, rows, prompt_len, new_tokens) -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, size {args.size}, batch 1, "
         f"prompt {prompt_len}, {new_tokens} new tokens, repeats {args.repeats} "
