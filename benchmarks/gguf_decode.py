@@ -10,8 +10,8 @@ Q4_K_M from that file. Each llama.cpp file is decoded greedily with flash attent
 KV cache (export/gguf_runtime.py; CPU weight repacking on, except for the tiny size where it
 crashes). Decode step = (T(N) - T(1)) / (N - 1) per repeat (decode.py's protocol); the table gives
 decode tokens/s as median [min-max] over the repeats, the ratio to our fp32 engine, and greedy
-agreement with it (fraction of the N tokens). Our engine is timed first and freed before llama.cpp
-runs, to stay within memory. Writes
+agreement with it (fraction of the N tokens), for each `--threads` count. Our engine is timed first
+and freed before llama.cpp runs, to stay within memory. Writes
 benchmarks/results/gguf_decode.json.
 """
 
@@ -67,10 +67,10 @@ def time_steps(call, new_tokens: int, repeats: int) -> tuple[list[float], list[i
     return steps, tokens
 
 
-def llama_runner(path: pathlib.Path, ids: list[int], repack: bool):
+def llama_runner(path: pathlib.Path, ids: list[int], repack: bool, threads: int):
     from andesvl_jax.export.gguf_runtime import LlamaCpp
 
-    runtime = LlamaCpp(path, n_ctx=256, repack=repack)
+    runtime = LlamaCpp(path, n_ctx=256, repack=repack, n_threads=threads)
 
     def call(n):
         start = time.perf_counter()
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--size", choices=SIZES, default="0.6b")
     parser.add_argument("--types", default="q8_0,q4_0,q4_k_m")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", default="1,2", help="llama.cpp thread counts to time")
     parser.add_argument(
         "--out", default=str(pathlib.Path(__file__).parent / "results" / "gguf_decode.json")
     )
@@ -125,13 +126,12 @@ def measure(args, work: pathlib.Path) -> list[dict]:
         files[name] = work / f"{name}.gguf"
         llama_quantize(files["f16"], files[name], LLAMA_TYPES[name])
     for name, path in files.items():
-        key = f"llama.cpp {name}"
-        steps[key], tokens[key] = time_steps(
-            llama_runner(path, ids[0].tolist(), repack=args.size != "tiny"),
-            new_tokens,
-            args.repeats,
-        )
-        gc.collect()
+        for threads in map(int, args.threads.split(",")):
+            key = f"llama.cpp {name} ({threads} thr)"
+            runner = llama_runner(path, ids[0].tolist(), args.size != "tiny", threads)
+            steps[key], tokens[key] = time_steps(runner, new_tokens, args.repeats)
+            runner = None
+            gc.collect()
     base = np.asarray(steps["ours fp32"])
     rows = []
     for name, s in steps.items():
@@ -140,7 +140,7 @@ def measure(args, work: pathlib.Path) -> list[dict]:
             {
                 "engine": name,
                 "file_mib": None if name == "ours fp32" else
-                files[name.split(" ")[1]].stat().st_size / 2**20,
+                files[name.split()[1]].stat().st_size / 2**20,
                 "decode_tok_s": spread(1 / s),
                 "speed_vs_ours": spread(base / s),
                 "greedy_agreement_vs_ours": float(
