@@ -7,8 +7,8 @@ One random AndesVL of the size (the preset's LLM, a tiny vision tower: prompts a
 by our `generate` in the Engine's layout (fp32, the baseline) and exported with `export gguf` (f16,
 to stay within memory); llama.cpp's own quantizer (`llama_model_quantize`) makes Q8_0, Q4_0 and
 Q4_K_M from that file. Each llama.cpp file is decoded greedily with flash attention off and an f32
-KV cache (export/gguf_runtime.py; CPU weight repacking on, except for the tiny size where it
-crashes). Decode step = (T(N) - T(1)) / (N - 1) per repeat (decode.py's protocol); the table gives
+KV cache (export/gguf_runtime.py; CPU weight repacking off: it crashes in this build, tiny and
+0.6B). Decode step = (T(N) - T(1)) / (N - 1) per repeat (decode.py's protocol); the table gives
 decode tokens/s as median [min-max] over the repeats, the ratio to our fp32 engine, and greedy
 agreement with it (fraction of the N tokens), for each `--threads` count. Our engine is timed first
 and freed before llama.cpp runs, to stay within memory. Writes
@@ -67,10 +67,10 @@ def time_steps(call, new_tokens: int, repeats: int) -> tuple[list[float], list[i
     return steps, tokens
 
 
-def llama_runner(path: pathlib.Path, ids: list[int], repack: bool, threads: int):
+def llama_runner(path: pathlib.Path, ids: list[int], threads: int):
     from andesvl_jax.export.gguf_runtime import LlamaCpp
 
-    runtime = LlamaCpp(path, n_ctx=256, repack=repack, n_threads=threads)
+    runtime = LlamaCpp(path, n_ctx=256, n_threads=threads)  # no repacking: it crashes here
 
     def call(n):
         start = time.perf_counter()
@@ -128,7 +128,7 @@ def measure(args, work: pathlib.Path) -> list[dict]:
     for name, path in files.items():
         for threads in map(int, args.threads.split(",")):
             key = f"llama.cpp {name} ({threads} thr)"
-            runner = llama_runner(path, ids[0].tolist(), args.size != "tiny", threads)
+            runner = llama_runner(path, ids[0].tolist(), threads)
             steps[key], tokens[key] = time_steps(runner, new_tokens, args.repeats)
             runner = None
             gc.collect()

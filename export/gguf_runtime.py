@@ -4,8 +4,9 @@
 and an f32 KV cache (with llama.cpp's defaults, auto flash attention and f16 KV, logits move by
 ~1e-2 and near-tie argmaxes flip; DESIGN §10), one batch = the whole context, logits for every
 position. CPU weight repacking (`use_extra_bufts`, faster Q4_0/Q8_0 kernels) is off by default: in
-llama-cpp-python 0.3.36 on this machine it crashes decoding the tiny test models (Q8_0/Q4_0, width
-64); `repack=True` turns it on for real shapes. Inputs are token ids or embedding rows
+llama-cpp-python 0.3.36 on this machine it crashes (segfault / general protection fault in
+libggml-cpu) decoding Q8_0/Q4_0 files, both the tiny test models and the 0.6B shape; `repack=True`
+turns it on where it works. Inputs are token ids or embedding rows
 (`llama_batch.embd`, how image embeddings enter). LoRA adapters load from GGUF adapter files and are
 set with scales (`llama_set_adapters_lora`, several at once: the 1+N case).
 
@@ -58,7 +59,7 @@ class LlamaCpp:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.vocab_only = vocab_only
-        mparams.use_extra_bufts = repack  # CPU weight repacking: segfaults on tiny Q8_0/Q4_0 here
+        mparams.use_extra_bufts = repack  # CPU weight repacking: crashes here
         self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise RuntimeFailure(f"{self.path}: llama.cpp could not load this GGUF model")
