@@ -114,9 +114,7 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "gguf", help="GGUF for llama.cpp: model.gguf (+ LoRA adapters)"
-    )
+    p = subparsers.add_parser("gguf", help="GGUF for llama.cpp: model.gguf (+ LoRA adapters)")
     p.add_argument("--checkpoint", required=True, help="workdir, safetensors dir or deployed model")
     p.add_argument("--out", required=True, help="output directory (written whole or not at all)")
     p.add_argument(
