@@ -14,6 +14,7 @@ import argparse
 import pathlib
 
 import gguf
+from andesvl_jax.export.gguf_file import ARCH, finish
 from andesvl_jax.export.gguf_tensors import (
     FLOAT_TYPES,
     add_llm_hparams,
@@ -26,7 +27,6 @@ from andesvl_jax.export.outdir import staged_outdir
 from andesvl_jax.compress.deploy import deploy
 from andesvl_jax.compress.qlinear import quant_sites
 
-ARCH = "qwen3"
 MODEL_FILE = "model.gguf"
 LORA_DIR = "lora"
 
@@ -34,13 +34,6 @@ LORA_DIR = "lora"
 def write_tensors(writer: gguf.GGUFWriter, tensors) -> None:
     for t in tensors:
         writer.add_tensor(t.name, t.data, raw_dtype=t.dtype)
-
-
-def finish(writer: gguf.GGUFWriter) -> None:
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def exportable(model):

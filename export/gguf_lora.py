@@ -15,7 +15,7 @@ import pathlib
 
 import gguf
 import numpy as np
-from andesvl_jax.export.gguf import ARCH, finish
+from andesvl_jax.export.gguf_file import ARCH, finish
 from andesvl_jax.export.gguf_tensors import ArchitectureError, llm_of
 
 from andesvl_jax.compress.lora_files import Adapter, check_fits, peft_module
