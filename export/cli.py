@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-EXPORT_TARGETS: list[str] = [
+EXPORT_TARGETS: list[str] = [  # each module defines register(subparsers)
+    "andesvl_jax.export.gguf",
     "andesvl_jax.export.litert_cli",
-]  # each module defines register(subparsers)
+    "andesvl_jax.export.verify",
+]
 
 
 def register(subparsers) -> None:
