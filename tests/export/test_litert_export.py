@@ -81,7 +81,7 @@ def test_engine_greedy_equals_our_engine(bundle, checkpoint, loaded):
     """fp32: the Engine's text and the signature runners' ids equal our engine's on 8 prompts.
     int8 (dynamic range) on a random model: near-tied logits flip, so only the Engine against the
     same .tflite in the interpreter is checked here; parity with ours is measured on the trained
-    demo checkpoint (docs/export_litert.md)."""
+    demo checkpoint (docs/export.md)."""
     quant, path = bundle
     model, tok = loaded
     runner = open_runner(path, checkpoint)
