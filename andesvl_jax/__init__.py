@@ -4,7 +4,7 @@ import pathlib as _pathlib
 
 __version__ = "0.1.0"
 
-# `kernels/` (and later `export/`) live at the repository root, as the user's layout asks, but are
+# `kernels/` and `export/` live at the repository root, as the user's layout asks, but are
 # subpackages of this one: an installed wheel maps them in (pyproject's package-dir); a plain
 # checkout on sys.path finds them here, so tests and tools never depend on `pip install -e`.
 # Only a checkout of this project (its pyproject beside us) is searched, never site-packages,
