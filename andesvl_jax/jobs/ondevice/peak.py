@@ -1,6 +1,6 @@
 """Peak memory of one model form in our engine: `python -m andesvl_jax.jobs.ondevice.peak FORM PATH`
 loads the model (FORM: checkpoint | sparse) in a fresh process, answers a few held-out questions and
-prints {"peak_rss_gib": ...} — the resident peak of load + decode, JAX runtime included."""
+prints {"peak_rss_gib": ...} — the resident peak (VmHWM) of load + decode, JAX runtime included."""
 
 from __future__ import annotations
 
@@ -30,8 +30,17 @@ def main(form: str, path: str, float_run: str) -> None:
         max_patches=d.max_patches, batch_size=4,
     )  # fmt: skip
     engine.generate(held_out(d, 4), max_new_tokens=8)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"peak_rss_gib": peak}))
+    print(json.dumps({"peak_rss_gib": high_water_gib()}))
+
+
+def high_water_gib() -> float:
+    """This process's resident high-water mark (VmHWM). Not getrusage's ru_maxrss: Linux carries
+    that over exec from the parent, so a child started by a bigger job would report its parent's
+    peak."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # no /proc: best effort
 
 
 if __name__ == "__main__":
