@@ -230,13 +230,27 @@ def scenarios_table(job: Job) -> dict:
 def runtimes_table(job: Job) -> dict:
     """Each export run in its runtime against our engine on the same prompts (export verify):
     top-1 agreement over every position, greedy identity, max logit error, tok/s of both."""
+    from andesvl_jax.convert.workdir import load_run_config
+    from andesvl_jax.data.atomic_io import atomic_write_text
     from andesvl_jax.export.verify import verify
+    from andesvl_jax.jobs.demo import held_out
 
+    # the demo's held-out questions as text prompts (the exports hold the LLM; the demo's own
+    # tokenizer has no Chinese, so verify's built-in bilingual sets do not apply to it)
+    questions = held_out(load_run_config(job.sft).data, 16)
+    prompts = job.dir("table_runtimes") / "prompts.jsonl"
+    lines = [
+        json.dumps(
+            {"set": "demo questions", "prompt": q.prompt[-1].content.replace("<image>", "").strip()}
+        )
+        for q in questions
+    ]
+    atomic_write_text(prompts, "\n".join(lines) + "\n")
     exported = job.record("export")
     sources = ((exported["gguf"], deployed_qat(job).parent), (exported["litertlm"], job.sft))
     rows, passed_all = [], True
     for out, checkpoint in sources:
-        passed, report = verify(out, checkpoint)
+        passed, report = verify(out, checkpoint, prompts_file=str(prompts))
         passed_all &= passed
         for runtime, results in report:
             for r in results:
