@@ -206,19 +206,19 @@ def _releaser(model, ctx):
     return release
 
 
-def file_type(path: str | os.PathLike) -> int | None:
-    """The GGUF's `general.file_type` (gguf.LlamaFileType), None when absent."""
+def all_f32(path: str | os.PathLike) -> bool:
+    """Whether every tensor of the GGUF is F32 (its header's file type can say F32 while deployed
+    linears are stored as Q4_0 / Q8_0 blocks)."""
     import gguf  # noqa: PLC0415
 
-    field = gguf.GGUFReader(path).fields.get("general.file_type")
-    return None if field is None else int(field.contents())
+    return all(
+        t.tensor_type == gguf.GGMLQuantizationType.F32 for t in gguf.GGUFReader(path).tensors
+    )
 
 
 def open_runner(path: str | os.PathLike, checkpoint_dir=None, n_ctx: int = 512) -> LlamaCpp:
     """The verify Runner for a `.gguf` model file (checkpoint_dir is unused: the file is whole).
     An all-f32 file must match our logits to 1e-4 relative; quantized files only by agreement."""
-    import gguf  # noqa: PLC0415
-
     runner = LlamaCpp(path, n_ctx=n_ctx)
-    runner.logit_tolerance = 1e-4 if file_type(path) == gguf.LlamaFileType.ALL_F32 else None
+    runner.logit_tolerance = 1e-4 if all_f32(path) else None
     return runner

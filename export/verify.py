@@ -149,7 +149,16 @@ class OurEngine:
         return [int(t) for t in np.asarray(out)[0]]
 
 
-def compare_set(name, prompts, runner, ours: OurEngine, max_new_tokens: int) -> SetResult:
+def same_until_stop(got: list[int], ref: list[int], stops: set[int]) -> bool:
+    """The runtime's greedy tokens equal ours where both decoded: a runtime that ends at a stop
+    token (LiteRT-LM drops it from its text) agrees with our uncapped continuation up to it."""
+    n = len(got)
+    return got == ref[:n] and (n == len(ref) or ref[n] in stops or (n > 0 and got[-1] in stops))
+
+
+def compare_set(
+    name, prompts, runner, ours: OurEngine, max_new_tokens: int, stops: set[int] = frozenset()
+) -> SetResult:
     agree = positions = identical = 0
     err = 0.0
     t_run = t_ours = 0.0
@@ -162,8 +171,8 @@ def compare_set(name, prompts, runner, ours: OurEngine, max_new_tokens: int) -> 
         t0 = time.perf_counter()
         got = runner.greedy(ids, max_new_tokens)
         t_run += time.perf_counter() - t0
-        generated += max_new_tokens
-        identical += got[:max_new_tokens] == ref
+        generated += len(got)
+        identical += same_until_stop(got[:max_new_tokens], ref, stops)
         seq = ids + ref
         want, have = ours.logits(seq), runner.logits(seq)
         agree += int(np.sum(np.argmax(want, -1) == np.argmax(have, -1)))
@@ -171,7 +180,7 @@ def compare_set(name, prompts, runner, ours: OurEngine, max_new_tokens: int) -> 
         err = max(err, float(np.max(np.abs(have - want)) / max(1.0, float(np.max(np.abs(want))))))
     return SetResult(
         name, len(prompts), positions, agree / positions, identical / len(prompts), err,
-        generated / t_run, generated / t_ours,
+        generated / t_run, len(prompts) * max_new_tokens / t_ours,
     )  # fmt: skip
 
 
@@ -184,6 +193,7 @@ def verify(out, checkpoint, prompts_file=None, max_new_tokens=16, min_agreement=
     files = exported_files(out)
     model, tokenizer = load_model(checkpoint)
     ours = OurEngine(model)
+    stops = {tokenizer.token_id(t) for t in ("<|im_end|>", "<|endoftext|>")} - {None}
     sets = {
         k: [chat_prompt(tokenizer, p) for p in v] for k, v in read_prompts(prompts_file).items()
     }
@@ -191,7 +201,7 @@ def verify(out, checkpoint, prompts_file=None, max_new_tokens=16, min_agreement=
     for f in files:
         runner = runtime_module(f.suffix).open_runner(f, checkpoint)
         tol = logit_tol if logit_tol is not None else getattr(runner, "logit_tolerance", None)
-        results = [compare_set(k, v, runner, ours, max_new_tokens) for k, v in sets.items()]
+        results = [compare_set(k, v, runner, ours, max_new_tokens, stops) for k, v in sets.items()]
         for r in results:
             passed &= r.top1_agreement >= min_agreement
             passed &= tol is None or r.max_rel_logit_error <= tol

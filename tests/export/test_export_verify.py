@@ -46,3 +46,14 @@ def test_bad_prompts_file_names_the_line(tmp_path):
     bad.write_text('{"set": "a", "prompt": "x"}\n{"set": "a"}\n')
     with pytest.raises(VerifyError, match=r"p.jsonl:2"):
         read_prompts(str(bad))
+
+
+def test_greedy_identity_counts_a_runtime_that_stops_at_a_stop_token():
+    from andesvl_jax.export.verify import same_until_stop
+
+    stops = {9}
+    assert same_until_stop([1, 2, 3], [1, 2, 3], stops)
+    assert same_until_stop([1, 2], [1, 2, 9, 4, 4], stops)  # stopped where we emitted the stop
+    assert same_until_stop([1, 2, 9], [1, 2, 9, 4], stops)  # kept the stop token
+    assert not same_until_stop([1, 2], [1, 2, 5, 9], stops)  # stopped early without a stop
+    assert not same_until_stop([1, 3], [1, 2, 9], stops)
