@@ -106,7 +106,11 @@ def runtimes(rec: dict) -> list[str]:
             "max rel. logit error", "runtime tok/s", "our engine tok/s"]  # fmt: skip
     return [
         "`andesvl-jax export verify` on each export, against the model it was exported from "
-        "(GGUF: the deployed QAT model; LiteRT-LM: the float SFT model, weights int8 in the runtime).",
+        "(GGUF: the deployed QAT model; LiteRT-LM: the float SFT model, weights int8 in the runtime). "
+        "Top-1 agreement is teacher-forced over each prompt and our 16-token greedy continuation "
+        "(which runs past the answer's stop token); tok/s includes each runtime's per-call set-up. "
+        f"`export verify`'s own bar (≥ 99 % top-1, the runner's logit tolerance): "
+        f"{'passed' if rec.get('verify_passed') else 'not passed'}.",
         "",
         *_table(head, rows),
     ]

@@ -259,8 +259,9 @@ def runtimes_table(job: Job) -> dict:
                 )
     return {
         "rows": rows,
-        "goal": "greedy agreement >= 99 % of positions in each runtime (export verify's tolerances)",
-        "met": passed_all,
+        "goal": "greedy output identical to our engine on every prompt (>= 8) in each runtime",
+        "met": all(r["greedy_identical"] == 1.0 and r["prompts"] >= 8 for r in rows),
+        "verify_passed": passed_all,  # export verify's own bar: >= 99 % top-1 over all positions
     }
 
 
