@@ -1,5 +1,5 @@
-"""Peak memory of one model form in our engine: `python -m andesvl_jax.jobs.ondevice.peak FORM PATH`
-loads the model (FORM: checkpoint | sparse) in a fresh process, answers a few held-out questions and
+"""Peak memory of one model form in our engine: `python -m andesvl_jax.jobs.ondevice.peak PATH FLOAT_RUN`
+loads the model (anything `load_model` opens) in a fresh process, answers a few held-out questions and
 prints {"peak_rss_gib": ...} — the resident peak (VmHWM) of load + decode, JAX runtime included."""
 
 from __future__ import annotations
@@ -9,22 +9,14 @@ import pathlib
 import resource
 import sys
 
-LOADERS = {"checkpoint", "sparse"}
-
-
-def main(form: str, path: str, float_run: str) -> None:
-    from andesvl_jax.compress.sparse_io import load_sparse
+def main(path: str, float_run: str) -> None:
     from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.infer.engine import Engine
     from andesvl_jax.infer.load import load_model
     from andesvl_jax.jobs.demo import held_out
 
-    if form not in LOADERS:
-        raise SystemExit(f"unknown form {form!r}; expected one of {sorted(LOADERS)}")
     d = load_run_config(pathlib.Path(float_run)).data
-    model, tokenizer = load_model(float_run if form == "sparse" else path)
-    if form == "sparse":  # the packed model, the float run's tokenizer
-        model = load_sparse(path)
+    model, tokenizer = load_model(path)  # a workdir, a deployed or a packed sparse file
     engine = Engine(
         model, tokenizer, image_max_size=d.image_max_size, max_prompt_tokens=d.max_tokens,
         max_patches=d.max_patches, batch_size=4,
@@ -44,4 +36,4 @@ def high_water_gib() -> float:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:3])

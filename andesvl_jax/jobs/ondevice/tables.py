@@ -135,9 +135,9 @@ def speculative_table(job: Job) -> dict:
     }
 
 
-def _peak(form: str, path, job: Job) -> float:
+def _peak(path, job: Job) -> float:
     """Peak resident memory of loading `path` and decoding in a fresh process (peak.py)."""
-    cmd = [sys.executable, "-m", "andesvl_jax.jobs.ondevice.peak", form, str(path), str(job.sft)]
+    cmd = [sys.executable, "-m", "andesvl_jax.jobs.ondevice.peak", str(path), str(job.sft)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
@@ -162,19 +162,19 @@ def size_table(job: Job) -> dict:
     params, fp32 = _float_bytes(job)
     rows = [{
         "form": "float (fp32 parameters)", "llm_linear_bpw": 32.0, "bytes": fp32,
-        "peak_rss_gib": _peak("checkpoint", job.sft, job),
+        "peak_rss_gib": _peak(job.sft, job),
     }]  # fmt: skip
     for form, step in (("PTQ (RTN)", "ptq"), ("QAT", "qat")):
         bits = job.record(step)["bits"]
         rows.append({
             "form": f"{form} {RULES}", "llm_linear_bpw": bits["llm_linear_bpw"],
-            "bytes": bits["file_bytes"], "peak_rss_gib": _peak("checkpoint", job.dir(step), job),
+            "bytes": bits["file_bytes"], "peak_rss_gib": _peak(job.dir(step), job),
         })  # fmt: skip
     sparse = job.record("sparse")
     rows.append({
         "form": f"sparse {sparse['rules']} W{sparse['bits']} ({sparse['method']})",
         "llm_linear_bpw": sparse["linears"]["bpw"], "bytes": sparse["size"]["bytes"],
-        "sparsity": sparse["linears"]["sparsity"], "peak_rss_gib": _peak("sparse", sparse["file"], job),
+        "sparsity": sparse["linears"]["sparsity"], "peak_rss_gib": _peak(sparse["file"], job),
     })  # fmt: skip
     return {
         "rows": rows,
