@@ -9,6 +9,7 @@ import pathlib
 import resource
 import sys
 
+
 def main(path: str, float_run: str) -> None:
     from andesvl_jax.convert.workdir import load_run_config
     from andesvl_jax.infer.engine import Engine
