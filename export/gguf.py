@@ -41,17 +41,33 @@ def exportable(model):
     return deploy(model, separate_layers=True) if quant_sites(model) else model
 
 
+FILE_TYPES = {  # the header's "mostly" type, from the tensor type holding most weights
+    gguf.GGMLQuantizationType.F32: gguf.LlamaFileType.ALL_F32,
+    gguf.GGMLQuantizationType.F16: gguf.LlamaFileType.MOSTLY_F16,
+    gguf.GGMLQuantizationType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+    gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+    gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
+}
+
+
+def file_type(tensors) -> gguf.LlamaFileType:
+    """`general.file_type`: the type of the 2-D tensors holding the most weights (a deployed W4
+    model exported with f32 embeddings is "mostly Q4_0", as llama.cpp's quantizer would label it)."""
+    count: dict = {}
+    for t in tensors:
+        if t.data.ndim == 2:
+            block, size = gguf.GGML_QUANT_SIZES[t.dtype]
+            count[t.dtype] = count.get(t.dtype, 0) + t.data.nbytes // size * block
+    return FILE_TYPES[max(count, key=count.get)] if count else gguf.LlamaFileType.ALL_F32
+
+
 def write_llm(model, tokenizer, path: pathlib.Path, quant: str = "f32", name: str = "") -> None:
     """Write the LLM of `model` (float or deployed) with `tokenizer` (None: ids only) to `path`."""
     text = llm_of(model).cfg
     tensors = llm_tensors(model, quant)  # every check runs before a byte is written
     writer = gguf.GGUFWriter(str(path), ARCH)
     writer.add_name(name or "andesvl-jax export")
-    writer.add_file_type(
-        {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-         "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-         "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
-    )  # fmt: skip
+    writer.add_file_type(file_type(tensors))
     add_llm_hparams(writer, text)
     add_tokenizer(writer, tokenizer, text.vocab_size)
     write_tensors(writer, tensors)

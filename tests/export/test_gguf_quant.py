@@ -95,3 +95,16 @@ def test_llama_cpp_runs_the_deployed_gguf(w4_w8):
     agree = np.mean(np.argmax(got, -1) == np.argmax(want, -1))
     assert agree >= 0.8, agree  # a random tiny model has near-tie logits; a wrong layout ~0
     assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 0.1
+
+
+def test_header_file_type_is_the_type_holding_most_weights():
+    from andesvl_jax.export.gguf import file_type
+    from andesvl_jax.export.gguf_tensors import GGUFTensor
+
+    q = gguf.GGMLQuantizationType
+    w4 = gguf.quants.quantize(np.ones((64, 64), np.float32), q.Q4_0)  # 4096 weights
+    emb = np.ones((32, 64), np.float32)  # 2048 weights kept float
+    norm = np.ones((64 * 64 * 4,), np.float32)  # 1-D: not a weight matrix, never counted
+    tensors = [GGUFTensor("w", w4, q.Q4_0), GGUFTensor("e", emb, q.F32), GGUFTensor("n", norm, q.F32)]
+    assert file_type(tensors) == gguf.LlamaFileType.MOSTLY_Q4_0
+    assert file_type(tensors[1:]) == gguf.LlamaFileType.ALL_F32
