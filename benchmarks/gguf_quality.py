@@ -9,7 +9,8 @@ that answer and scored by the fraction of answer positions whose argmax equals t
 (eval/quant_metrics.py, the same rows and positions). The float model's embeddings (our vision tower
 + projector merged into the token embeddings) go into llama.cpp as `llama_batch.embd` rows, so only
 the LLM differs between variants. Variants: our f32 / f16 / q8_0 exports of the float model;
-llama.cpp's own quantizer (`llama_model_quantize`) on the f32 file: Q4_0, Q4_K_M; and each
+llama.cpp's own quantizer (`llama_model_quantize`) on the f32 file: Q4_0, Q4_K_M, Q3_K_M, and Q4_0 /
+Q4_K_M with the token embedding kept f32 (as our w4a16_g32 recipe keeps it); and each
 `--deployed NAME=DIR` (a deployed W4/W8 model, e.g. QAT or RTN from `andesvl-jax quantize`)
 exported with its integer codes kept (Q4_0/Q8_0), plus that deployed model in our own engine for
 comparison. Writes benchmarks/results/gguf_quality.json.
@@ -25,7 +26,16 @@ import tempfile
 
 import numpy as np
 
-LLAMA_TYPES = {"llama.cpp q4_0": 2, "llama.cpp q4_k_m": 15}  # llama_ftype values
+# llama.cpp's quantizer: name -> (llama_ftype, keep the token embedding / output head f32).
+# The f32-embedding rows match our w4a16_g32 recipe, which keeps that table float.
+LLAMA_TYPES = {
+    "llama.cpp q4_0": (2, False),
+    "llama.cpp q4_k_m": (15, False),
+    "llama.cpp q4_0, f32 embeddings": (2, True),
+    "llama.cpp q4_k_m, f32 embeddings": (15, True),
+    "llama.cpp q3_k_m": (12, False),
+}
+GGML_TYPE_F32 = 0
 
 
 def encoded_rows(model, tokenizer, samples, shapes):
@@ -98,10 +108,12 @@ def main() -> None:
         write_llm(model, None, files[f"export {quant}"], quant=quant)
     import llama_cpp
 
-    for name, ftype in LLAMA_TYPES.items():
-        files[name] = work / f"{name.split()[-1]}.gguf"
+    for i, (name, (ftype, float_embeddings)) in enumerate(LLAMA_TYPES.items()):
+        files[name] = work / f"llama_{i}.gguf"
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = ftype
+        if float_embeddings:
+            params.token_embedding_type = params.output_tensor_type = GGML_TYPE_F32
         assert llama_cpp.llama_model_quantize(
             str(files["export f32"]).encode(), str(files[name]).encode(), params
         ) == 0  # fmt: skip

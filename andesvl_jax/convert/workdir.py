@@ -88,6 +88,23 @@ def _merge_into(out: dict, tree: dict) -> None:
             out[key] = value
 
 
+def check_shapes(tree: dict, like: dict, source: str, path: tuple = ()) -> None:
+    """Every array of `tree` has the shape of the same leaf of `like` (the model being filled):
+    a run of another architecture is an error naming the tensor, never a silent mismatch."""
+    for key, value in tree.items():
+        if key not in like:
+            continue  # not in this model (e.g. a draft head): left out, as before
+        if isinstance(value, dict):
+            check_shapes(value, like[key], source, (*path, key))
+        elif np.shape(value) != np.shape(like[key]):
+            name = "/".join(map(str, (*path, key)))
+            raise ConfigError(
+                f"{source}: tensor {name} has shape {np.shape(value)}, this model expects "
+                f"{np.shape(like[key])}: the run was trained with another architecture "
+                "(set config.model to the run's)"
+            )
+
+
 def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> nnx.State:
     """Fill `full_state` (every parameter of the model) from the latest checkpoint of another run.
 
@@ -106,7 +123,10 @@ def restore_model_params(workdir: str | pathlib.Path, full_state: nnx.State) -> 
     for part in ("params", "frozen"):  # both may hold parts of one module (e.g. fixed masks)
         _merge_into(pure, _unwrap(trees[part]))
     shardings = jax.tree.map(lambda x: x.sharding, full_state)
-    nnx.replace_by_pure_dict(full_state, match_layer_layout(pure, full_state.to_pure_dict()))
+    like = full_state.to_pure_dict()
+    pure = match_layer_layout(pure, like)
+    check_shapes(pure, like, f"{directory / str(step)}")
+    nnx.replace_by_pure_dict(full_state, pure)
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), full_state, shardings)
 
 

@@ -81,6 +81,9 @@ def qat_model(checkpoint: pathlib.Path, rules, out: pathlib.Path, *, config_arg,
                 *([f"--config.steps={steps}"] if steps else []),
             ],
         )
+        if is_run(checkpoint):  # the architecture is the checkpoint's, whatever the config's preset
+            with config.unlocked():
+                config.model = load_run_config(checkpoint).model
         if config.stage != "qat":
             raise SystemExit(
                 f"--config {config_arg} is stage {config.stage!r}; --method qat needs a qat stage config"

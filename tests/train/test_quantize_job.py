@@ -112,3 +112,14 @@ def test_eval_quant_scores_every_cell_against_the_float_model(float_run, tmp_pat
     stamp = (tmp_path / "w4a8_g32" / "rtn" / DEPLOYED_FILE).stat().st_mtime_ns
     assert main(argv) == 0  # the finished cell is not quantized again
     assert (tmp_path / "w4a8_g32" / "rtn" / DEPLOYED_FILE).stat().st_mtime_ns == stamp
+
+
+def test_qat_from_a_run_keeps_the_run_architecture(tmp_path, make_config):
+    """The qat stage config names the tiny preset; the run it starts from is narrower: QAT
+    trains (and deploys) the run's architecture, not the preset's."""
+    run = tmp_path / "narrow"
+    train(make_config(steps=1, **{"model.text.intermediate_size": 96}), run)
+    out = tmp_path / "qat_narrow"
+    quantize(run, "w4a16_g32", "qat", out, steps=1)
+    model, _ = load_model(out)
+    assert model.cfg.text.intermediate_size == 96

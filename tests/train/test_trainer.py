@@ -135,6 +135,18 @@ def test_a_stage_starts_from_the_previous_stage(make_config, tmp_path):
     assert train(joint, tmp_path / "joint")["stop_reason"] == "completed"
 
 
+def test_a_stage_from_a_run_of_another_architecture_names_the_tensor(make_config, tmp_path):
+    from andesvl_jax.convert.hf_config import ConfigError
+
+    align = make_config(stage="align", steps=1, **{"model.text.intermediate_size": 96})
+    train(align, tmp_path / "align")
+    joint = make_config(
+        stage="joint", steps=1, **{"init.from_stage_workdir": str(tmp_path / "align")}
+    )  # the preset's intermediate size (128), not the run's
+    with pytest.raises(ConfigError, match=r"mlp.*\(.*96.*\).*expects.*128"):
+        initial_params(joint, model_config(joint), make_mesh({"data": -1}), DEFAULT_RULES)
+
+
 def test_a_stage_may_switch_the_layer_layout(make_config, tmp_path):
     """A scan_layers=True checkpoint starts a scan_layers=False stage (and the layouts round-trip)."""
     from andesvl_jax.convert.workdir import match_layer_layout
