@@ -5,7 +5,8 @@
 From the demo's SFT checkpoint, each step resumable and skipped when its output exists
 (jobs/ondevice/pipeline.py): PTQ and QAT at W4A16 -> deployed integer models; 75 % sparse + 4-bit
 fine-tune -> packed model; two scenario LoRAs (float base, and QALFT on the deployed base); a HASS
-draft head for the deployed model; exports to GGUF and LiteRT-LM; then the measurements
+draft head for the deployed model; exports to GGUF and LiteRT-LM; a long-context model for the
+KV-eviction table (experiments/long_context.py, or --long-context DIR); then the measurements
 (jobs/ondevice/tables.py), each export run in its runtime. Writes
 WORKDIR/ondevice/report.md and report.json.
 """
@@ -65,6 +66,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--long-context",
         default="",
-        help="a long-context model (experiments/long_context.py) for the eviction table",
+        help="a trained long-context model (experiments/long_context.py) for the eviction table; "
+        "default: the longctx step trains one",
     )
     p.set_defaults(func=run)

@@ -117,8 +117,6 @@ def runtimes(rec: dict) -> list[str]:
 
 
 def eviction(rec: dict) -> list[str]:
-    if not rec["measured"]:
-        return [f"**Not measured in this run**: {rec['reason']}."]
     rows = [
         [r["condition"], f"{r['mean']:.3f}", f"{r['relative']:.1%}" if r["relative"] else "-",
          *(f"{v:.3f}" for v in r["by_task"].values()), r["n"]]
@@ -126,8 +124,8 @@ def eviction(rec: dict) -> list[str]:
     ]  # fmt: skip
     tasks = list(rec["rows"][0]["by_task"])
     return [
-        f"Long-context model `{rec['checkpoint']}`; budgets are the fraction kept (kvpress's "
-        "compression ratio = 1 − budget).",
+        f"Long-context model `{rec['checkpoint']}` ({rec['model']}); budgets are the fraction "
+        "kept (kvpress's compression ratio = 1 − budget).",
         "",
         *_table(["condition", "mean", "vs full", *tasks, "samples"], rows),
     ]

@@ -13,7 +13,8 @@ from andesvl_jax.jobs.ondevice.pipeline import Job, Step
 RULES = "w4a16_g32"  # the deployed precision of the job (AndesVL's W4A16 QAT table)
 SPARSE = {"rules": "1:4", "method": "sparsegpt", "bits": 4}  # 75 % sparse, 4-bit kept values
 SCENARIOS = ("count", "numbers")  # experiments/tiny.py SCENARIOS: two scenario LoRAs
-TRAIN_STEPS = {"qat": 200, "sparse": 200, "lora": 120, "draft": 300}  # before steps_scale
+TRAIN_STEPS = {"qat": 200, "sparse": 200, "lora": 120, "draft": 300, "longctx": 500}  # x scale
+LONG_CONTEXT = pathlib.Path(EXPERIMENT).parent / "long_context.py"  # the eviction table's model
 
 
 def stage_config(stage: str, steps: int, scenario: str = "none", **overrides):
@@ -125,6 +126,24 @@ def export(job: Job) -> dict:
     }
 
 
+def longctx(job: Job) -> dict:
+    """The long-context model the eviction table scores (the demo model never saw long prompts):
+    `--long-context DIR` when given, else experiments/long_context.py trained here (resumable)."""
+    if job.long_context:
+        return {"checkpoint": str(job.long_context), "trained_here": False}
+    from andesvl_jax.train.launch import load_config
+    from andesvl_jax.train.loop import train
+
+    steps = job.steps(TRAIN_STEPS["longctx"])
+    config = load_config(
+        f"{LONG_CONTEXT}:steps={steps}", ["--config.progress=False", f"--config.save_every={steps}"]
+    )
+    run = job.dir("longctx") / "run"
+    summary = train(config, run)
+    return {"checkpoint": str(run), "trained_here": True, "steps": steps,
+            "final_loss": summary.get("final_loss")}  # fmt: skip
+
+
 BUILD_STEPS = [
     Step("ptq", ptq, f"post-training quantization (RTN {RULES}): the baseline"),
     Step("qat", qat, f"quantization-aware training {RULES} -> the deployed integer model"),
@@ -132,4 +151,5 @@ BUILD_STEPS = [
     Step("lora", lora, "scenario LoRAs: on the float base, and by QALFT on the deployed base"),
     Step("draft", draft, "HASS draft head for the deployed model"),
     Step("export", export, "export: GGUF (Q4_0 from QAT + QALFT adapters) and LiteRT-LM (int8)"),
+    Step("longctx", longctx, "the long-context model for the eviction table"),
 ]
