@@ -21,7 +21,7 @@ demo-ondevice: $(STAMP)
 	$(VENV)/bin/andesvl-jax demo-ondevice --workdir runs/demo
 
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check andesvl_jax kernels export tests benchmarks experiments
