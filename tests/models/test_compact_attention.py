@@ -48,11 +48,11 @@ def inputs(seed=0, obs_queries=3):
             jnp.asarray(kv_pos, jnp.int32), jnp.asarray(obs))  # fmt: skip
 
 
-@pytest.mark.parametrize("block", [8, 512])
+@pytest.mark.parametrize("block", [8, 512])  # several tiles (padded, skipped); one
 def test_blockwise_equals_dense_outputs_and_statistics(block):
     args = inputs()
     out, stats = dense_compact_attention(*args)
-    got_out, got_stats = blockwise_compact_attention(*args, block=block)
+    got_out, got_stats = blockwise_compact_attention(*args, block_q=block, block_k=block)
     assert stats.shape == got_stats.shape == (2, B * KV, H // KV, S)
     np.testing.assert_allclose(got_out, out, atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(got_stats, stats, atol=2e-6, rtol=1e-5)
@@ -67,7 +67,7 @@ def test_blockwise_equals_dense_outputs_and_statistics(block):
 def test_blockwise_without_observation_and_dispatch():
     args = inputs(seed=1)
     out, _ = dense_compact_attention(*args[:-1], None)
-    got, stats = blockwise_compact_attention(*args[:-1], None, block=8)
+    got, stats = blockwise_compact_attention(*args[:-1], None, block_q=8, block_k=8)
     assert stats is None
     np.testing.assert_allclose(got, out, atol=2e-6, rtol=1e-5)
     _, forced_stats = compact_attention(*args, impl="blockwise")  # the dispatch's name
