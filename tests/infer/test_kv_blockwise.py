@@ -20,12 +20,8 @@ def _prefill(impl, policy, ids, lengths, chunk):
         model, policy, 0.4, ids, lengths, None, None, t=ids.shape[1], chunk=chunk, max_new=4
     )
     graphdef, state = nnx.split(model)
-    last, cache, kept = jax.jit(
-        lambda state: compact_prefill(
-            graphdef, state, ids, lengths, None, None, kv["vision"], kv["kv_targets"],
-            kv["kv"], chunk,
-        )  # fmt: skip
-    )(state)
+    args = (ids, lengths, None, None, kv["vision"], kv["kv_targets"], kv["kv"], chunk)
+    last, cache, kept = jax.jit(lambda state: compact_prefill(graphdef, state, *args))(state)
     return np.asarray(last), [np.asarray(layer.pos) for layer in cache.layers], np.asarray(kept)
 
 
