@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from andesvl_jax.kernels._common import set_interpret, use_interpret
 from andesvl_jax.kernels.attention import packed_attention
-from andesvl_jax.kernels.attention_blockwise import blockwise_attention
+from andesvl_jax.kernels.attention_blockwise import blockwise_attention, blockwise_attention_stats
 from andesvl_jax.kernels.attention_cudnn import cudnn_attention
 from andesvl_jax.kernels.attention_ref import attention_mask, xla_attention
 from andesvl_jax.kernels.dispatch import (
@@ -51,6 +51,7 @@ __all__ = [
     "VALIDATED",
     "attention_mask",
     "blockwise_attention",
+    "blockwise_attention_stats",
     "cudnn_attention",
     "densify_weight",
     "dequantize_weight",

@@ -6,6 +6,11 @@ and columns, and only a [block_q, block_k] tile of logits per (batch, head) exis
 forward keeps the running max and sum in float32 and saves the log-sum-exp; the backward recomputes
 each tile's probabilities from it. Peak memory is O(t·h·d + block_q·block_k·h), never O(t·s).
 Semantics are exactly those of `attention_ref.xla_attention` (rows with no visible key return 0).
+
+`blockwise_attention_stats` (forward only) also returns, per query head and key, the softmax weights
+summed over the queries with a weight each (what KV-cache eviction scores keys by): a second sweep
+over the tiles recomputes each tile's probabilities from the saved log-sum-exp, skipping query
+tiles whose weights are all zero, so it too holds one [block_q, block_k] tile at a time.
 """
 
 from __future__ import annotations
@@ -130,6 +135,40 @@ def _forward(st: _Static, q, k, v, qrows: _Rows, krows: _Rows, mask, visit):
     return o, lse
 
 
+def _stats(st: _Static, q, k, qrows: _Rows, krows: _Rows, mask, visit, lse, w):
+    """Sum over queries of w x softmax weight, per query head: q [nq, b, kv, bq*g, d]; k [nk, b, kv,
+    bk, d]; lse [nq, b, kv, bq*g] (from `_forward`); w [nq, n, b, bq] -> [nk, n, b, kv, g, bk]."""
+    nq, nk = q.shape[0], k.shape[0]
+    n, b, kvh = w.shape[1], k.shape[1], k.shape[2]
+
+    def kv_block(_, xs):
+        k_j, kseg, kpos, visit_j, j = xs
+
+        def q_block(acc, ys):
+            q_i, lse_i, w_i, qseg, qpos, visit_ij, i = ys
+
+            def add(acc):
+                allowed = _tile_mask(st, (qseg, qpos), (kseg, kpos), mask, i, j)
+                s = _logits(st, q_i, k_j, allowed)
+                p = _keep(_expand(st, allowed), jnp.exp(s - lse_i[..., None]), 0.0)
+                # rows are (query, head-in-group); a weighted sum over the queries that XLA fuses
+                # with the exp (an [n, bq] @ [bq, g * bk] matmul measured 2x slower on CPU: it
+                # materialises p for a 2-row product)
+                p = p.reshape(b, kvh, st.block_q, st.group * st.block_k)
+                return acc + jnp.sum(w_i[:, :, None, :, None] * p[None], axis=3)
+
+            # a query tile nobody weighs adds nothing: eviction observes a few queries per chunk
+            return lax.cond(visit_ij & jnp.any(w_i != 0), add, lambda a: a, acc), None
+
+        acc0 = jnp.zeros((n, b, kvh, st.group * st.block_k), jnp.float32)
+        ys = (q, lse, w, qrows.seg, _or_none(qrows.pos, nq), visit_j, jnp.arange(nq))
+        acc, _ = lax.scan(q_block, acc0, ys)
+        return None, acc.reshape(n, b, kvh, st.group, st.block_k)
+
+    xs = (k, krows.seg, _or_none(krows.pos, nk), visit.T, jnp.arange(nk))
+    return lax.scan(kv_block, None, xs)[1]
+
+
 def _backward(st: _Static, res, do):
     """FlashAttention-2 backward, one pass: outer loop over kv tiles, inner over q tiles."""
     q, k, v, qrows, krows, mask, visit, o, lse = res
@@ -250,6 +289,35 @@ def _check(q, k, v, q_segment_ids, kv_segment_ids, causal, q_positions, kv_posit
         )
 
 
+def _prepare(q, k, v, q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal, mask,
+             scale, block_q, block_k):  # fmt: skip
+    """Tile the arguments: (static, q tiles, k tiles, v tiles, q rows, kv rows, mask, visit)."""
+    _check(q, k, v, q_segment_ids, kv_segment_ids, causal, q_positions, kv_positions, mask)
+    b, t, h, d = q.shape
+    s, kvh = k.shape[1], k.shape[2]
+    bq, bk = min(block_q, t), min(block_k, s)
+    st = _Static(
+        causal, mask is not None, float(d**-0.5 if scale is None else scale), bq, bk, h // kvh
+    )
+    tp, sp = round_up(t, bq), round_up(s, bk)
+    # q rows are (query, head-in-group) pairs so each tile is one [bq*g, d] @ [d, bk] per kv head.
+    qt = _tiles(pad_axis(q, 1, tp).reshape(b, tp, kvh, st.group, d), bq)  # [nq, b, bq, kv, g, d]
+    qt = jnp.moveaxis(qt, 3, 2).reshape(tp // bq, b, kvh, bq * st.group, d)
+    kt, vt = (jnp.moveaxis(_tiles(pad_axis(x, 1, sp), bk), 3, 2) for x in (k, v))
+    qrows = _rows(q_segment_ids, q_positions if causal else None, tp, bq, _PAD_Q_SEGMENT)
+    krows = _rows(kv_segment_ids, kv_positions if causal else None, sp, bk, _PAD_KV_SEGMENT)
+    if mask is not None:
+        mask = pad_axis(pad_axis(jnp.broadcast_to(mask, (b, t, s)).astype(bool), 1, tp), 2, sp)
+    return st, qt, kt, vt, qrows, krows, mask, _visit(st, qrows, krows)
+
+
+def _untile(st: _Static, o, t: int) -> jax.Array:
+    """o [nq, b, kv, bq*g, d] -> [b, t, h, d]."""
+    nq, b, kvh, _, d = o.shape
+    o = o.reshape(nq, b, kvh, st.block_q, st.group, d)
+    return jnp.moveaxis(o, (0, 1, 2, 3), (1, 0, 3, 2)).reshape(b, nq * st.block_q, -1, d)[:, :t]
+
+
 @functools.partial(jax.jit, static_argnames=("causal", "scale", "block_q", "block_k"))
 def blockwise_attention(
     q: jax.Array,
@@ -273,23 +341,48 @@ def blockwise_attention(
     are capped at the sequence lengths; lengths they do not divide are padded with keys nothing sees
     and queries that are dropped. Differentiable in q, k, v with a blockwise backward.
     """
-    _check(q, k, v, q_segment_ids, kv_segment_ids, causal, q_positions, kv_positions, mask)
-    b, t, h, d = q.shape
-    s, kvh = k.shape[1], k.shape[2]
-    bq, bk = min(block_q, t), min(block_k, s)
-    st = _Static(
-        causal, mask is not None, float(d**-0.5 if scale is None else scale), bq, bk, h // kvh
-    )
-    tp, sp = round_up(t, bq), round_up(s, bk)
-    # q rows are (query, head-in-group) pairs so each tile is one [bq*g, d] @ [d, bk] per kv head.
-    qt = _tiles(pad_axis(q, 1, tp).reshape(b, tp, kvh, st.group, d), bq)  # [nq, b, bq, kv, g, d]
-    qt = jnp.moveaxis(qt, 3, 2).reshape(tp // bq, b, kvh, bq * st.group, d)
-    kt, vt = (jnp.moveaxis(_tiles(pad_axis(x, 1, sp), bk), 3, 2) for x in (k, v))
-    qrows = _rows(q_segment_ids, q_positions if causal else None, tp, bq, _PAD_Q_SEGMENT)
-    krows = _rows(kv_segment_ids, kv_positions if causal else None, sp, bk, _PAD_KV_SEGMENT)
-    if mask is not None:
-        mask = pad_axis(pad_axis(jnp.broadcast_to(mask, (b, t, s)).astype(bool), 1, tp), 2, sp)
-    visit = _visit(st, qrows, krows)
-    o = _blockwise(st, qt, kt, vt, qrows, krows, mask, visit)  # [nq, b, kv, bq*g, d]
-    o = o.reshape(tp // bq, b, kvh, bq, st.group, d)
-    return jnp.moveaxis(o, (0, 1, 2, 3), (1, 0, 3, 2)).reshape(b, tp, h, d)[:, :t]
+    st, qt, kt, vt, qrows, krows, mask, visit = _prepare(
+        q, k, v, q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal, mask, scale,
+        block_q, block_k,
+    )  # fmt: skip
+    return _untile(st, _blockwise(st, qt, kt, vt, qrows, krows, mask, visit), q.shape[1])
+
+
+@functools.partial(jax.jit, static_argnames=("causal", "scale", "block_q", "block_k"))
+def blockwise_attention_stats(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    weights: jax.Array,
+    *,
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    q_positions: jax.Array | None = None,
+    kv_positions: jax.Array | None = None,
+    causal: bool = False,
+    mask: jax.Array | None = None,
+    scale: float | None = None,
+    block_q: int = DEFAULT_BLOCK,
+    block_k: int = DEFAULT_BLOCK,
+) -> tuple[jax.Array, jax.Array]:
+    """`blockwise_attention` (forward only) plus the weighted attention statistics -> (o, stats).
+
+    weights: [n, b, t] -> stats [n, b, h, s] float32 = sum_t weights[n, b, t] x softmax[b, h, t, s]
+    (query head i of kv head j is h = j * g + i). Memory: one tile of logits at a time, as above.
+    """
+    b, t, h, _ = q.shape
+    if weights.ndim != 3 or weights.shape[1:] != (b, t):
+        raise ValueError(
+            f"blockwise attention stats: weights {weights.shape} must be [n, {b}, {t}]"
+        )
+    st, qt, kt, vt, qrows, krows, mask, visit = _prepare(
+        q, k, v, q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal, mask, scale,
+        block_q, block_k,
+    )  # fmt: skip
+    o, lse = _forward(st, qt, kt, vt, qrows, krows, mask, visit)
+    nq, s = qt.shape[0], k.shape[1]
+    w = pad_axis(weights.astype(jnp.float32), 2, nq * st.block_q)
+    w = jnp.moveaxis(w.reshape(*w.shape[:2], nq, st.block_q), 2, 0)  # [nq, n, b, bq]
+    stats = _stats(st, qt, kt, qrows, krows, mask, visit, lse, w)  # [nk, n, b, kv, g, bk]
+    stats = jnp.moveaxis(stats, 0, 4).reshape(weights.shape[0], b, h, -1)[..., :s]
+    return _untile(st, o, t), stats

@@ -55,7 +55,7 @@ class Qwen3Attention(nnx.Module):
         angles = text_angles(positions, cfg.head_dim, cfg.rope_theta)
         q, k = apply_rotary(q, angles), apply_rotary(k, angles)
         if isinstance(cache_kv, CompactLayer):  # an evicting cache (infer/kv): slots hold positions
-            out, new_kv = compact_step(cache_kv, q, k, v, positions, segment_ids != 0)
+            out, new_kv = compact_step(cache_kv, q, k, v, positions, segment_ids != 0, impl)
             return self.o(out.reshape(b, t, -1)), new_kv
         if cache_kv is None:
             out = dot_product_attention(
