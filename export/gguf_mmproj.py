@@ -79,7 +79,9 @@ def mmproj_graph(model) -> MmprojGraph:
     cfg, v = model.cfg, model.cfg.vision
     hint = "; export without it: --no-mmproj"
     if v.flavour not in GRAPHS:
-        raise MmprojError(f"vision.flavour {v.flavour!r}: no mmproj graph (known: {sorted(GRAPHS)})")
+        raise MmprojError(
+            f"vision.flavour {v.flavour!r}: no mmproj graph (known: {sorted(GRAPHS)})"
+        )
     graph = GRAPHS[v.flavour]
     checks = [
         (cfg.pixel_shuffle, "pixel_shuffle", "must be true (the graph merges 2x2 patches)"),

@@ -146,7 +146,9 @@ class MtmdVision:
                 )
             if mtmd_cpp.mtmd_encode_chunk(self.ctx, chunk) != 0:
                 raise RuntimeFailure(f"{self.path}: mtmd_encode_chunk failed")
-            out = np.ctypeslib.as_array(mtmd_cpp.mtmd_get_output_embd(self.ctx), (n, self.llm.n_embd))
+            out = np.ctypeslib.as_array(
+                mtmd_cpp.mtmd_get_output_embd(self.ctx), (n, self.llm.n_embd)
+            )
             return out.copy()
         finally:
             mtmd_cpp.mtmd_input_chunks_free(chunks)
