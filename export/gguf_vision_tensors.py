@@ -21,7 +21,8 @@ F32). So the glm4v patch embed is split into its two convs, W = bf16(W) + bf16(W
 (~2^-17 relative), and the merger conv is a 0/1 selection in BF16 (exact) with our first linear in
 `mm.model.fc` (F32). kimik25 has one conv: its kernel is F16 whatever we write, so the pixel
 normalisation is folded into it and libmtmd is told mean 0, std 1/255: its conv input is then the
-integer pixel value, exact in F16; only the kernel is rounded (2^-11).
+integer pixel value, exact in F16; only the kernel is rounded (2^-11, the bias folded from the
+rounded kernel).
 Arrays are numpy in GGUF order: a linear is [out, in], a conv [out, in, kh, kw]; each tensor comes
 with its GGML type.
 """
@@ -141,12 +142,14 @@ def _f32(tensors: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, Q]]:
 
 
 def folded_patch_embed(p: VisionParams, cfg) -> tuple[np.ndarray, np.ndarray]:
-    """Conv kernel and bias taking integer pixels 0..255 to our patch embedding of the normalised
-    pixels (x - mean) / std (kimik25: libmtmd normalises with PIXEL_MEAN, PIXEL_STD)."""
+    """F16 conv kernel and F32 bias taking integer pixels k = 0..255 to our patch embedding of
+    (k/255 - mean) / std (kimik25: libmtmd normalises with PIXEL_MEAN, PIXEL_STD). The bias is
+    folded from the F16-rounded kernel, b - sum K16 * 255 mean, so the rounding error multiplies
+    the centred pixel k - 255 mean rather than k."""
     mean, std = (np.asarray(v, np.float64) for v in FLAVOUR_NORMALISATION[cfg.flavour])
     conv = patch_embed_conv(p, cfg).astype(np.float64)  # [d, C, P, P]
-    kernel = conv / (255.0 * std)[None, :, None, None]
-    bias = p("patch_embed.bias") - np.einsum("dcyx,c->d", conv, mean / std)
+    kernel = (conv / (255.0 * std)[None, :, None, None]).astype(np.float16)
+    bias = p("patch_embed.bias") - 255.0 * np.einsum("dcyx,c->d", kernel.astype(np.float64), mean)
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
