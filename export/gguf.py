@@ -89,7 +89,7 @@ def export_gguf(
         mmproj_graph(model)  # every check before a byte is written
     name = pathlib.Path(checkpoint).name
     with staged_outdir(out, overwrite) as stage:
-        renamed = marker_strings(model) if mmproj else None
+        renamed = marker_strings(model.cfg.tokens) if mmproj else None
         write_llm(model, tokenizer, stage / MODEL_FILE, quant, name=name, renamed=renamed)
         if mmproj:
             write_mmproj(model, stage / MMPROJ_FILE, name=name)

@@ -103,9 +103,9 @@ def mmproj_graph(model) -> MmprojGraph:
     return graph
 
 
-def marker_strings(model) -> dict[int, str]:
-    """Token id -> the string libmtmd brackets an image with (our <img>, </img> ids)."""
-    return dict(zip((model.cfg.tokens.img_start, model.cfg.tokens.img_end), MARKERS, strict=True))
+def marker_strings(tokens) -> dict[int, str]:
+    """SpecialTokens -> {token id: the string libmtmd brackets an image with} (<img>, </img>)."""
+    return dict(zip((tokens.img_start, tokens.img_end), MARKERS, strict=True))
 
 
 def _add_keys(writer: gguf.GGUFWriter, model, graph: MmprojGraph, name: str) -> None:

@@ -1,21 +1,30 @@
 """mmproj.gguf (our vision tower + projector for libmtmd) checked in llama.cpp on both official tiny
 fixtures: libmtmd's image embeddings of an AndesVL canvas against our tower + projector, and greedy
-answers to the fixture's two-image prompt against our engine; features no graph expresses and a
-previous export are named errors."""
+answers to the fixture's two-image prompt against our engine; with a real Qwen3 vocabulary the LLM
+GGUF names our <img> / </img> ids as libmtmd's markers; features no graph expresses and a previous
+export are named errors."""
 
 import dataclasses
 
 import numpy as np
 import pytest
-from andesvl_jax.export.gguf import MODEL_FILE, export_gguf
-from andesvl_jax.export.gguf_mmproj import MMPROJ_FILE, MmprojError, write_mmproj
+from andesvl_jax.export.gguf import MODEL_FILE, export_gguf, write_llm
+from andesvl_jax.export.gguf_mmproj import (
+    MARKERS,
+    MMPROJ_FILE,
+    MmprojError,
+    marker_strings,
+    write_mmproj,
+)
 from andesvl_jax.export.outdir import OutputExistsError
-from gguf_testing import require_llama_cpp
+from flax import nnx
+from gguf_testing import qwen_tokenizer, require_llama_cpp
 
 from andesvl_jax.data.patches import pack_images
 from andesvl_jax.data.preprocess import ImageSpec, normalize
 from andesvl_jax.infer.generate import greedy_generate
 from andesvl_jax.infer.load import load_model
+from andesvl_jax.models.qwen3 import Qwen3
 
 # max |libmtmd - ours| / max |ours| of the image embeddings. The issue asks 2e-3 for the best graph.
 # aimv2 -> glm4v: tower exact, projector constructed; measured ~1e-5 (docs/export.md).
@@ -73,6 +82,31 @@ def test_greedy_answer_matches_our_engine(exported):
         inputs["input_ids"][0], model.cfg.tokens.image_pad, canvases, model.cfg.vision.patch_size, n
     )
     assert got == np.asarray(ours)[0].tolist()
+
+
+def test_a_real_vocabulary_names_our_image_ids_as_the_markers(fixtures_dir, tmp_path):
+    require_llama_cpp()
+    from andesvl_jax.export.gguf_mtmd import MtmdVision
+    from andesvl_jax.export.gguf_runtime import LlamaCpp
+
+    model, _ = load_model(fixtures_dir / "andesvl_aimv2_tiny")
+    tok = qwen_tokenizer()
+    text = dataclasses.replace(model.cfg.text, vocab_size=151936, num_layers=1)
+    renamed = marker_strings(tok.special_tokens)
+    write_llm(
+        Qwen3(text, rngs=nnx.Rngs(0), scan=False), tok, tmp_path / MODEL_FILE, "f16", "", renamed
+    )
+    write_mmproj(model, tmp_path / MMPROJ_FILE)
+    llm = LlamaCpp(tmp_path / MODEL_FILE, n_ctx=64)
+    assert llm.tokenize("".join(MARKERS)) == [
+        tok.special_tokens.img_start,
+        tok.special_tokens.img_end,
+    ]
+    vision = MtmdVision(llm, tmp_path / MMPROJ_FILE)  # markers from the model's own vocabulary
+    canvas = np.random.default_rng(1).integers(0, 256, (56, 112, 3), dtype=np.uint8)
+    ours = _ours(model, canvas)
+    rel = np.abs(vision.image_embeddings(canvas, 14) - ours).max() / np.abs(ours).max()
+    assert rel < BOUNDS["andesvl_aimv2_tiny"]
 
 
 def test_a_canvas_llama_cpp_would_resize_is_refused(exported):
