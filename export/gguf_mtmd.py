@@ -15,11 +15,14 @@ companion GGUF (the LLM's hyper-parameters, the two markers as control tokens at
 
 `greedy` answers a prompt of our token ids whose `<|vision_pad|>` runs are replaced, in order, by
 the images' libmtmd embeddings: text runs go to llama.cpp as ids, image runs as embedding rows
-(llama_batch.embd) at consecutive positions, as libmtmd's helper does for a 1-D-RoPE LLM.
+(llama_batch.embd) at consecutive positions, as libmtmd's helper does for a 1-D-RoPE LLM (the path
+for a `none` tokenizer). `greedy_text` is llama.cpp's whole multimodal path for a model with a real
+tokenizer: a text prompt with media markers -> `mtmd_tokenize` -> `mtmd_helper_eval_chunks`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pathlib
@@ -121,46 +124,78 @@ class MtmdVision:
         self._release = weakref.finalize(self, mtmd_cpp.mtmd_free, self.ctx)
         self.name = f"llama.cpp+mtmd ({self.path.name})"
 
-    def image_embeddings(self, canvas: np.ndarray, patch_size: int) -> np.ndarray:
-        """canvas uint8 [H, W, 3] (sides multiples of 2*patch) -> [H*W/(2*patch)^2, d_llm]."""
-        canvas = np.ascontiguousarray(canvas, np.uint8)
-        h, w, _ = canvas.shape
-        bitmap = mtmd_cpp.mtmd_bitmap_init(
-            w, h, canvas.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        )
+    @contextlib.contextmanager
+    def _chunks(self, text: bytes, canvases, patch_size: int):
+        """libmtmd's chunks of `text` (one media marker per canvas) and its image chunks, each
+        checked to hold the canvas's token count (i.e. llama.cpp did not resize it)."""
+        canvases = [np.ascontiguousarray(c, np.uint8) for c in canvases]
+        ptr = ctypes.POINTER(ctypes.c_uint8)
+        bitmaps = [
+            mtmd_cpp.mtmd_bitmap_init(c.shape[1], c.shape[0], c.ctypes.data_as(ptr))
+            for c in canvases
+        ]
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
-            text = mtmd_cpp.mtmd_input_text(self.marker, len(self.marker), False, True)
-            bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            rc = mtmd_cpp.mtmd_tokenize(self.ctx, chunks, ctypes.byref(text), bitmaps, 1)
+            inp = mtmd_cpp.mtmd_input_text(text, len(text), False, True)
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            rc = mtmd_cpp.mtmd_tokenize(self.ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
             if rc != 0:
                 raise RuntimeFailure(f"{self.path}: mtmd_tokenize returned {rc}")
-            chunk = self._image_chunk(chunks)
-            n = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-            want = (h // (2 * patch_size)) * (w // (2 * patch_size))
-            if h % (2 * patch_size) or w % (2 * patch_size) or n != want:
-                raise RuntimeFailure(
-                    f"libmtmd made {n} image tokens of the {h}x{w} image (its resize ran; "
-                    f"a canvas with sides multiples of {2 * patch_size} gives {want}): feed the "
-                    "AndesVL canvas"
+            images = [
+                chunk
+                for chunk in map(
+                    lambda i: mtmd_cpp.mtmd_input_chunks_get(chunks, i),
+                    range(mtmd_cpp.mtmd_input_chunks_size(chunks)),
                 )
+                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE
+            ]
+            for canvas, chunk in zip(canvases, images, strict=True):
+                h, w, _ = canvas.shape
+                n = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
+                want = (h // (2 * patch_size)) * (w // (2 * patch_size))
+                if h % (2 * patch_size) or w % (2 * patch_size) or n != want:
+                    raise RuntimeFailure(
+                        f"libmtmd made {n} image tokens of the {h}x{w} image (its resize ran; "
+                        f"a canvas with sides multiples of {2 * patch_size} gives {want}): feed "
+                        "the AndesVL canvas"
+                    )
+            yield chunks, images
+        finally:
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
+            for b in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(b)
+
+    def image_embeddings(self, canvas: np.ndarray, patch_size: int) -> np.ndarray:
+        """canvas uint8 [H, W, 3] (sides multiples of 2*patch) -> [H*W/(2*patch)^2, d_llm]."""
+        with self._chunks(self.marker, [canvas], patch_size) as (_, (chunk,)):
             if mtmd_cpp.mtmd_encode_chunk(self.ctx, chunk) != 0:
                 raise RuntimeFailure(f"{self.path}: mtmd_encode_chunk failed")
+            n = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
             out = np.ctypeslib.as_array(
                 mtmd_cpp.mtmd_get_output_embd(self.ctx), (n, self.llm.n_embd)
             )
             return out.copy()
-        finally:
-            mtmd_cpp.mtmd_input_chunks_free(chunks)
-            mtmd_cpp.mtmd_bitmap_free(bitmap)
 
-    @staticmethod
-    def _image_chunk(chunks):
-        for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
-            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
-            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                return chunk
-        raise RuntimeFailure("mtmd_tokenize produced no image chunk")
+    def greedy_text(
+        self, text: str, canvases, patch_size: int, max_new_tokens: int, stop_ids=()
+    ) -> list[int]:
+        """Greedy continuation of a text prompt with one `self.marker` per canvas, all in llama.cpp:
+        `mtmd_tokenize` (the model's tokenizer; the graph's markers around each image) then
+        `mtmd_helper_eval_chunks`. Needs the model's own tokenizer (not a `none` one)."""
+        if self._companion is not None:
+            raise RuntimeFailure(f"{self.llm.path}: tokenizer 'none' cannot tokenize text")
+        self.llm.reset()
+        with self._chunks(text.encode("utf-8"), canvases, patch_size) as (chunks, _):
+            n_past = llama_cpp.llama_pos(0)
+            rc = mtmd_cpp.mtmd_helper_eval_chunks(
+                self.ctx, self.llm.ctx, chunks, 0, 0, self.llm.n_ctx, True, ctypes.byref(n_past)
+            )
+            if rc != 0:
+                raise RuntimeFailure(f"{self.path}: mtmd_helper_eval_chunks returned {rc}")
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), (self.llm.n_vocab,)
+        ).copy()
+        return self.llm._continue(logits, n_past.value, max_new_tokens, stop_ids)
 
     def greedy(
         self, ids, image_pad: int, canvases, patch_size: int, max_new_tokens: int, stop_ids=()

@@ -1,8 +1,8 @@
 """mmproj.gguf (our vision tower + projector for libmtmd) checked in llama.cpp on both official tiny
 fixtures: libmtmd's image embeddings of an AndesVL canvas against our tower + projector, and greedy
-answers to the fixture's two-image prompt against our engine; with a real Qwen3 vocabulary the LLM
-GGUF names our <img> / </img> ids as libmtmd's markers; features no graph expresses and a previous
-export are named errors."""
+answers to the fixture's two-image prompt against our engine, and with a real Qwen3 vocabulary
+llama.cpp's whole path (mtmd_tokenize + mtmd_helper_eval_chunks) against our engine; features no
+graph expresses and a previous export are named errors."""
 
 import dataclasses
 
@@ -84,29 +84,33 @@ def test_greedy_answer_matches_our_engine(exported):
     assert got == np.asarray(ours)[0].tolist()
 
 
-def test_a_real_vocabulary_names_our_image_ids_as_the_markers(fixtures_dir, tmp_path):
+def test_a_real_vocabulary_runs_llama_cpps_whole_multimodal_path(fixtures_dir, tmp_path):
+    """The fixture's vision tower with a random one-layer Qwen3 on the real Qwen3 vocabulary: the
+    LLM GGUF names our <img> / </img> ids as libmtmd's markers, and a text prompt with a media
+    marker, tokenized and evaluated by libmtmd, answers as our engine does."""
     require_llama_cpp()
     from andesvl_jax.export.gguf_mtmd import MtmdVision
     from andesvl_jax.export.gguf_runtime import LlamaCpp
 
     model, _ = load_model(fixtures_dir / "andesvl_aimv2_tiny")
     tok = qwen_tokenizer()
+    t = tok.special_tokens
     text = dataclasses.replace(model.cfg.text, vocab_size=151936, num_layers=1)
-    renamed = marker_strings(tok.special_tokens)
-    write_llm(
-        Qwen3(text, rngs=nnx.Rngs(0), scan=False), tok, tmp_path / MODEL_FILE, "f16", "", renamed
-    )
+    model.llm = Qwen3(text, rngs=nnx.Rngs(0), scan=False)
+    model.cfg = model.cfg.replace(text=text, tokens=t)
+    write_llm(model, tok, tmp_path / MODEL_FILE, renamed=marker_strings(t))
     write_mmproj(model, tmp_path / MMPROJ_FILE)
     llm = LlamaCpp(tmp_path / MODEL_FILE, n_ctx=64)
-    assert llm.tokenize("".join(MARKERS)) == [
-        tok.special_tokens.img_start,
-        tok.special_tokens.img_end,
-    ]
+    assert llm.tokenize("".join(MARKERS)) == [t.img_start, t.img_end]
     vision = MtmdVision(llm, tmp_path / MMPROJ_FILE)  # markers from the model's own vocabulary
     canvas = np.random.default_rng(1).integers(0, 256, (56, 112, 3), dtype=np.uint8)
-    ours = _ours(model, canvas)
-    rel = np.abs(vision.image_embeddings(canvas, 14) - ours).max() / np.abs(ours).max()
-    assert rel < BOUNDS["andesvl_aimv2_tiny"]
+    before, after = "<|im_start|>user\n", "\nWhat is this?<|im_end|>\n<|im_start|>assistant\n"
+    ids = [*tok.encode(before), t.img_start, *[t.image_pad] * 8, t.img_end, *tok.encode(after)]
+    ids = np.asarray([ids], np.int32)
+    images = pack_images([[normalize(canvas, ImageSpec("aimv2", 14))]], 14)
+    ours = np.asarray(greedy_generate(model, ids, images, ids == t.image_pad, 6))[0].tolist()
+    marker = vision.marker.decode()
+    assert vision.greedy_text(before + marker + after, [canvas], 14, 6) == ours
 
 
 def test_a_canvas_llama_cpp_would_resize_is_refused(exported):
