@@ -27,7 +27,10 @@ from andesvl_jax.export.gguf_vision_tensors import (
     glm4v_tensors,
     kimik25_tensors,
 )
+from flax import nnx
 
+from andesvl_jax.compress.deploy import DeployedLinear
+from andesvl_jax.compress.qlinear import QuantLinear
 from andesvl_jax.data.preprocess import FLAVOUR_NORMALISATION
 
 Q = gguf.GGMLQuantizationType
@@ -100,6 +103,14 @@ def mmproj_graph(model) -> MmprojGraph:
     for ok, field, msg in checks:
         if not ok:
             raise MmprojError(f"{field} {msg}{hint}")
+    for part in ("vision", "projector"):
+        for path, module in nnx.iter_modules(getattr(model, part)):
+            if isinstance(module, DeployedLinear | QuantLinear):
+                where = ".".join(map(str, (part, *path)))
+                raise MmprojError(
+                    f"{where}: a quantized linear; mmproj.gguf is written from float weights "
+                    f"(quantize the LLM only, e.g. recipe w4a16_g32){hint}"
+                )
     return graph
 
 
@@ -133,10 +144,7 @@ def _add_keys(writer: gguf.GGUFWriter, model, graph: MmprojGraph, name: str) -> 
 def write_mmproj(model, path: str | pathlib.Path, name: str = "") -> MmprojGraph:
     """Write `model`'s vision tower + projector to `path`; returns the graph used."""
     graph = mmproj_graph(model)
-    try:
-        tensors = graph.tensors(model)
-    except KeyError as e:
-        raise MmprojError(str(e.args[0])) from e
+    tensors = graph.tensors(model)
     writer = gguf.GGUFWriter(str(path), "clip")
     _add_keys(writer, model, graph, name)
     for tensor_name, (data, dtype) in tensors.items():

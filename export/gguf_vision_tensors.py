@@ -56,20 +56,12 @@ def bf16_split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class VisionParams:
     """Float32 numpy views of a tower's parameters by our module path ('layers.0.attn.q.kernel')."""
 
-    def __init__(self, module: nnx.Module, where: str):
+    def __init__(self, module: nnx.Module):
         self.flat = dict(nnx.to_flat_state(nnx.state(module)))
-        self.where = where
 
     def __call__(self, dotted: str) -> np.ndarray:
         path = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
-        try:
-            value = layer_value(self.flat, path)
-        except KeyError as e:
-            raise KeyError(
-                f"{self.where}.{dotted}: no float parameter there (a quantized/deployed tower is "
-                "not written to mmproj)"
-            ) from e
-        return np.asarray(jax.device_get(value), np.float32)
+        return np.asarray(jax.device_get(layer_value(self.flat, path)), np.float32)
 
     def linear(self, dotted: str) -> np.ndarray:
         """Our kernel [in, out] of `dotted` ('...q') as GGUF [out, in]."""
@@ -156,7 +148,7 @@ def folded_patch_embed(p: VisionParams, cfg) -> tuple[np.ndarray, np.ndarray]:
 def kimik25_tensors(model) -> dict[str, tuple[np.ndarray, Q]]:
     """The SigLIP2-flavour tower + projector as the `kimik25` graph's tensors."""
     cfg = model.cfg.vision
-    p, proj = VisionParams(model.vision, "vision"), VisionParams(model.projector, "projector")
+    p, proj = VisionParams(model.vision), VisionParams(model.projector)
     src = rope_pair_permutation(cfg.head_dim)
     g = cfg.pos_grid
     kernel, bias = folded_patch_embed(p, cfg)
@@ -208,7 +200,7 @@ def glm4v_projector(proj: VisionParams, d_vit: int) -> dict[str, tuple[np.ndarra
 def glm4v_tensors(model) -> dict[str, tuple[np.ndarray, Q]]:
     """The AIMv2-flavour tower (exact) + projector (constructed) as the `glm4v` graph's tensors."""
     cfg = model.cfg.vision
-    p, proj = VisionParams(model.vision, "vision"), VisionParams(model.projector, "projector")
+    p, proj = VisionParams(model.vision), VisionParams(model.projector)
     hi, lo = bf16_split(patch_embed_conv(p, cfg))
     out = {
         "v.patch_embd.bias": p("patch_embed.bias"),

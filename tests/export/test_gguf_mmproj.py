@@ -138,6 +138,15 @@ def test_a_tower_no_graph_expresses_is_a_named_error(fixtures_dir, tmp_path, cha
     assert not (tmp_path / MMPROJ_FILE).exists()
 
 
+def test_a_quantized_tower_is_a_named_error(fixtures_dir, tmp_path):
+    from andesvl_jax.compress.qlinear import quantize_model
+
+    model, _ = load_model(fixtures_dir / "andesvl_aimv2_tiny")
+    quantize_model(model, "w4a16_g32_vit_w8a8")
+    with pytest.raises(MmprojError, match=r"vision\.layers\.attn\.\w+: a quantized linear"):
+        write_mmproj(model, tmp_path / MMPROJ_FILE)
+
+
 def test_no_mmproj_and_overwrite(fixtures_dir, tmp_path):
     src = fixtures_dir / "andesvl_aimv2_tiny"
     out = export_gguf(src, tmp_path / "out", mmproj=False)
