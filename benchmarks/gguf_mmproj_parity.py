@@ -14,7 +14,9 @@ differences of the siglip2 -> kimik25 graph (each "emulates" one in our model):
   tanh+f16kernel        both;
   tanh+fp16tab+f16kernel  and the tanh GELU through ggml's CPU table (fp16 input and output):
                         what is left is summation order.
-Part 2, with --checkpoint (a demo workdir; copy it first if a run is writing it): the demo's held-out
+Part 2, with --presets 0.6b,1b: the same at the real vision shapes (SigLIP2-B/16, AIMv2-L/14; random
+weights, a one-layer LLM of the preset's width): one random canvas of --grid patches.
+Part 3, with --checkpoint (a demo workdir; copy it first if a run is writing it): the demo's held-out
 image questions answered greedily (8 tokens) by our engine and by llama.cpp with libmtmd's image
 embeddings; the fraction identical. Writes benchmarks/results/gguf_mmproj_parity.json.
 """
@@ -138,6 +140,50 @@ def fixture_errors(src: pathlib.Path, work: pathlib.Path, n_canvases: int) -> di
     }
 
 
+def preset_errors(preset: str, work: pathlib.Path, grid: int) -> dict:
+    """Random-weight tower of `preset` (+ a one-layer LLM of its width): export, one canvas."""
+    import dataclasses
+    import time
+
+    from andesvl_jax.export.gguf import write_llm
+    from andesvl_jax.export.gguf_mmproj import write_mmproj
+    from andesvl_jax.export.gguf_mtmd import MtmdVision
+    from andesvl_jax.export.gguf_runtime import LlamaCpp
+    from flax import nnx
+
+    from andesvl_jax.config import TINY_TEXT, get_preset
+    from andesvl_jax.models.andesvl import AndesVL
+
+    cfg = get_preset(preset)
+    text = dataclasses.replace(TINY_TEXT, hidden_size=cfg.text.hidden_size, num_layers=1)
+    cfg = cfg.replace(text=text, tokens=get_preset("tiny").tokens)
+    model = AndesVL(cfg, rngs=nnx.Rngs(0))
+    t0 = time.perf_counter()
+    write_mmproj(model, work / f"{preset}.mmproj.gguf")
+    export_s = time.perf_counter() - t0
+    write_llm(model, None, work / f"{preset}.gguf")
+    p = cfg.vision.patch_size
+    canvas = np.random.default_rng(0).integers(0, 256, (grid * p, grid * p, 3)).astype(np.uint8)
+    t0 = time.perf_counter()
+    ours = ours_tokens(model, canvas)
+    ours_s = time.perf_counter() - t0
+    vision = MtmdVision(LlamaCpp(work / f"{preset}.gguf"), work / f"{preset}.mmproj.gguf",
+                        (cfg.tokens.img_start, cfg.tokens.img_end), n_threads=2)  # fmt: skip
+    t0 = time.perf_counter()
+    got = vision.image_embeddings(canvas, p)
+    mtmd_s = time.perf_counter() - t0
+    scale = float(np.abs(ours).max())
+    return {
+        "grid": grid,
+        "max_rel": float(np.abs(got - ours).max()) / scale,
+        "mean_rel": float(np.abs(got - ours).mean()) / scale,
+        "mmproj_mib": (work / f"{preset}.mmproj.gguf").stat().st_size / 2**20,
+        "export_s": export_s,
+        "encode_s_ours_first_call": ours_s,
+        "encode_s_mtmd": mtmd_s,
+    }
+
+
 def demo_greedy(checkpoint: str, work: pathlib.Path, n: int, new_tokens: int) -> dict:
     from andesvl_jax.export.gguf import MODEL_FILE, export_gguf
     from andesvl_jax.export.gguf_mmproj import MMPROJ_FILE
@@ -188,6 +234,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", default=str(ROOT.parent / "shared" / "fixtures"))
     parser.add_argument("--canvases", type=int, default=8)
+    parser.add_argument("--presets", default="", help="e.g. 0.6b,1b: real vision shapes")
+    parser.add_argument("--grid", type=int, default=16, help="patches per side for --presets")
+    parser.add_argument("--skip-fixtures", action="store_true")
     parser.add_argument("--checkpoint", help="a demo workdir stage (e.g. runs/demo/sft)")
     parser.add_argument("--questions", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=8)
@@ -201,12 +250,16 @@ def main() -> None:
         "| fixture | graph | model variant | max rel (max over canvases) | median of max rel | mean rel |"
     )
     print("|---|---|---|---|---|---|")
-    for name in ("andesvl_siglip2_tiny", "andesvl_aimv2_tiny"):
+    for name in () if args.skip_fixtures else ("andesvl_siglip2_tiny", "andesvl_aimv2_tiny"):
         r = fixture_errors(pathlib.Path(args.fixtures) / name, work, args.canvases)
         report["fixtures"][name] = r
         for variant, e in r["errors"].items():
             print(f"| {name} | {r['graph']} | {variant} | {e['max_rel']:.2e} | "
                   f"{e['median_max_rel']:.2e} | {e['mean_rel']:.2e} |")  # fmt: skip
+    for preset in filter(None, args.presets.split(",")):
+        r = preset_errors(preset, work, args.grid)
+        report.setdefault("presets", {})[preset] = r
+        print(f"preset {preset}: {r}")
     if args.checkpoint:
         g = demo_greedy(args.checkpoint, work, args.questions, args.new_tokens)
         report["demo"] = {"checkpoint": args.checkpoint, **g}
