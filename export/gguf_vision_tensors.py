@@ -9,20 +9,20 @@ Two graphs (DESIGN.md §10, docs/export.md "Vision projector"), one builder each
   RMS patch norm, bicubic positions, RMS/SwiGLU blocks, vision RoPE, RMS post-norm: our tower
   exactly. Its projector (2x2 conv merger -> fc -> LayerNorm -> erf GELU -> SwiGLU FFN) is made to
   compute ours, Linear(4d, 4d) -> erf GELU -> Linear(4d, d_llm), by construction:
-    merger = our first linear, plus one constant channel of value A (bias only);
-    fc     = [I; -I; +1 on the constant; -1 on the constant]  -> [h, -h, A, -A]: mean 0, and a
-             variance dominated by A, so LayerNorm with weight A*sqrt(2/n) is h * (1 + |h|²/A²)^-½;
+    merger = the four patches concatenated (dy, dx, c), plus one constant channel A (bias only);
+    fc     = [W1 | b1/A; -W1 | -b1/A; +1 on the constant; -1 on it] -> [h, -h, A, -A] with
+             h = our first linear: mean 0 and a variance dominated by A, so LayerNorm with weight
+             A*sqrt(2/n) is h * (1 + |h|²/A²)^-½;
     GELU   = ours (erf);
     FFN    = down(silu(gate) * up) with gate = 0·x + 32 (silu(32) == 32 in float32), up = the first
              4d channels, down = our second linear / 32 (a power of two: exact).
-  Every added tensor is written in F32 (the constant A would overflow F16 activations).
+  The added matrices are F32 (the constant A would overflow F16 activations).
 ggml's `conv_2d` rounds its input *and* kernel to F16 unless the kernel is BF16 (then both stay
 F32). So the glm4v patch embed is split into its two convs, W = bf16(W) + bf16(W - bf16(W))
-(~2^-17 relative), and the merger conv is a 0/1 selection in BF16 (exact) with our first linear in
-`mm.model.fc` (F32). kimik25 has one conv: its kernel is F16 whatever we write, so the pixel
-normalisation is folded into it and libmtmd is told mean 0, std 1/255: its conv input is then the
-integer pixel value, exact in F16; only the kernel is rounded (2^-11, the bias folded from the
-rounded kernel).
+(~2^-17 relative), and the merger conv is the 0/1 selection above, in BF16 (exact). kimik25 has
+one conv: its kernel is F16 whatever we write, so the pixel normalisation is folded into it and
+libmtmd is told mean 0, std 1/255: its conv input is then the integer pixel value, exact in F16;
+only the kernel is rounded (2^-11, the bias folded from the rounded kernel).
 Arrays are numpy in GGUF order: a linear is [out, in], a conv [out, in, kh, kw]; each tensor comes
 with its GGML type.
 """
