@@ -1,6 +1,6 @@
 """`andesvl-jax export gguf`: a checkpoint -> OUTDIR/model.gguf (llama.cpp arch `qwen3`)
-[+ OUTDIR/lora/NAME.gguf adapters]. The vision tower is not exported (no mmproj.gguf yet): image
-inputs reach llama.cpp as embedding rows computed by our tower (llama_batch.embd).
+[+ OUTDIR/mmproj.gguf, the vision tower + projector for libmtmd, when the checkpoint has one and
+--no-mmproj is not given (gguf_mmproj.py)] [+ OUTDIR/lora/NAME.gguf adapters].
 
 Any checkpoint `infer.load.load_model` reads: a training workdir (a QAT run is deployed first, so
 its integer codes are what is written), a safetensors directory (official AndesVL, HF Qwen3), a
@@ -15,6 +15,13 @@ import pathlib
 
 import gguf
 from andesvl_jax.export.gguf_file import ARCH, finish
+from andesvl_jax.export.gguf_mmproj import (
+    MMPROJ_FILE,
+    has_vision,
+    marker_strings,
+    mmproj_graph,
+    write_mmproj,
+)
 from andesvl_jax.export.gguf_tensors import (
     FLOAT_TYPES,
     add_llm_hparams,
@@ -61,15 +68,18 @@ def file_type(tensors) -> gguf.LlamaFileType:
     return FILE_TYPES[max(count, key=count.get)] if count else gguf.LlamaFileType.ALL_F32
 
 
-def write_llm(model, tokenizer, path: pathlib.Path, quant: str = "f32", name: str = "") -> None:
-    """Write the LLM of `model` (float or deployed) with `tokenizer` (None: ids only) to `path`."""
+def write_llm(
+    model, tokenizer, path: pathlib.Path, quant: str = "f32", name: str = "", renamed=None
+) -> None:
+    """Write the LLM of `model` (float or deployed) with `tokenizer` (None: ids only) to `path`;
+    `renamed`: token id -> string in the GGUF vocab (the image markers of an mmproj graph)."""
     text = llm_of(model).cfg
     tensors = llm_tensors(model, quant)  # every check runs before a byte is written
     writer = gguf.GGUFWriter(str(path), ARCH)
     writer.add_name(name or "andesvl-jax export")
     writer.add_file_type(file_type(tensors))
     add_llm_hparams(writer, text)
-    add_tokenizer(writer, tokenizer, text.vocab_size)
+    add_tokenizer(writer, tokenizer, text.vocab_size, renamed)
     write_tensors(writer, tensors)
     finish(writer)
 
@@ -81,6 +91,7 @@ def export_gguf(
     quant: str = "f32",
     overwrite: bool = False,
     loras: dict[str, str] | None = None,
+    mmproj: bool = True,
 ) -> pathlib.Path:
     """Export `checkpoint` to the directory `out` (see the module docstring); returns `out`."""
     from andesvl_jax.infer.load import load_model  # noqa: PLC0415 - heavy, CLI-time only
@@ -89,8 +100,15 @@ def export_gguf(
         raise ValueError(f"--quant {quant!r}: choose one of {sorted(FLOAT_TYPES)}")
     model, tokenizer = load_model(checkpoint)
     model = exportable(model)
+    mmproj = mmproj and has_vision(model)
+    if mmproj:
+        mmproj_graph(model)  # every check before a byte is written
+    name = pathlib.Path(checkpoint).name
     with staged_outdir(out, overwrite) as stage:
-        write_llm(model, tokenizer, stage / MODEL_FILE, quant, name=pathlib.Path(checkpoint).name)
+        renamed = marker_strings(model.cfg.tokens) if mmproj else None
+        write_llm(model, tokenizer, stage / MODEL_FILE, quant, name=name, renamed=renamed)
+        if mmproj:
+            write_mmproj(model, stage / MMPROJ_FILE, name=name)
         if loras:
             from andesvl_jax.export.gguf_lora import write_lora  # noqa: PLC0415
 
@@ -116,6 +134,7 @@ def run(args) -> int:
         quant=args.quant,
         overwrite=args.overwrite,
         loras=dict(args.lora or []),
+        mmproj=not args.no_mmproj,
     )
     for f in sorted(out.rglob("*.gguf")):
         print(f"wrote {f} ({f.stat().st_size / 2**20:.1f} MiB)")
@@ -123,7 +142,9 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("gguf", help="GGUF for llama.cpp: model.gguf (+ LoRA adapters)")
+    p = subparsers.add_parser(
+        "gguf", help="GGUF for llama.cpp: model.gguf (+ mmproj.gguf, LoRA adapters)"
+    )
     p.add_argument("--checkpoint", required=True, help="workdir, safetensors dir or deployed model")
     p.add_argument("--out", required=True, help="output directory (written whole or not at all)")
     p.add_argument(
@@ -131,6 +152,10 @@ def register(subparsers) -> None:
         help="type of the float 2-D weights (deployed integer weights keep their Q8_0/Q4_0 codes)",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
+    p.add_argument(
+        "--no-mmproj", action="store_true",
+        help="do not write mmproj.gguf (the vision tower) even when the checkpoint has one",
+    )  # fmt: skip
     p.add_argument(
         "--lora", action="append", type=_lora_spec, metavar="NAME=ADAPTER_DIR",
         help="also write a PEFT adapter directory as lora/NAME.gguf (repeatable)",

@@ -110,13 +110,21 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int) -> GGUFVocab:
     return GGUFVocab("gpt2", pre, tokens, [int(t) for t in types], merges)
 
 
-def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: TextTokenizer | None, vocab_size: int):
-    """Write the tokenizer metadata; returns the GGUFVocab written."""
+def add_tokenizer(
+    writer: gguf.GGUFWriter,
+    tokenizer: TextTokenizer | None,
+    vocab_size: int,
+    renamed: dict[int, str] | None = None,
+):
+    """Write the tokenizer metadata; returns the GGUFVocab written. `renamed`: token id -> the
+    string llama.cpp should know it by (libmtmd's image markers for our <img> / </img>)."""
     vocab = gguf_vocab(tokenizer, vocab_size) if tokenizer else GGUFVocab("none", None, [], [], [])
     writer.add_vocab_size(vocab_size)
     writer.add_tokenizer_model(vocab.model)
     if vocab.model == "none":
         return vocab
+    for i, text in (renamed or {}).items():
+        vocab.tokens[i] = text
     writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)

@@ -35,6 +35,8 @@ RUNTIMES = {
     ".gguf": "andesvl_jax.export.gguf_runtime",
     ".litertlm": "andesvl_jax.export.litert_runtime",
 }
+# files that are not models of their own (libmtmd's vision projector goes with model.gguf)
+COMPANION_FILES = {"mmproj.gguf"}
 INSTALL_HINTS = {
     ".gguf": "pip install llama-cpp-python==0.3.36",
     ".litertlm": "pip install litert-lm==0.18.1",
@@ -68,7 +70,9 @@ def runtime_module(suffix: str):
 
 
 def exported_files(out: pathlib.Path) -> list[pathlib.Path]:
-    files = [out] if out.is_file() else sorted(p for p in out.iterdir() if p.suffix in RUNTIMES)
+    files = [out] if out.is_file() else sorted(
+        p for p in out.iterdir() if p.suffix in RUNTIMES and p.name not in COMPANION_FILES
+    )
     if not files:
         raise VerifyError(f"{out}: no exported model file ({', '.join(sorted(RUNTIMES))})")
     return files
