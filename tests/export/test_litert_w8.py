@@ -116,7 +116,7 @@ def test_tflite_int8_weights_are_our_codes_and_steps(w8):
 
 def test_signature_logits_and_engine_follow_our_deployed_engine(w8, loaded):
     """The runtime quantizes activations to int8 per row at run time (ours: static int16 codes),
-    so logits agree to that rounding: measured max |diff| / max |logit| ~0.01 here."""
+    so logits agree to that rounding: measured max |diff| / max |logit| 0.024-0.027 here."""
     ours, path = w8
     _, tok = loaded
     runner = LiteRTRunner(path, tok)
