@@ -1,6 +1,7 @@
 """Greedy parity of the LiteRT-LM export with our engine, per weight format, on a trained checkpoint.
 
     python benchmarks/litert_parity.py --checkpoint /work/runs/demo/sft --quant none,int8,int4
+    python benchmarks/litert_parity.py --checkpoint DEPLOYED_W8 --quant int8,int8-converter
 
 For each --quant the checkpoint's LLM is exported (`export.litert_export.export_litertlm`) and run
 on --prompts chat prompts (synthetic --tasks questions, image tags removed: the LLM alone is exported)
@@ -8,7 +9,11 @@ with --new-tokens greedy tokens:
   * engine text: the LiteRT-LM Engine's response (CPU) against our `infer.generate` greedy output cut
     at the first stop token, decoded — equal or not per prompt;
   * signature ids: the `.tflite` signatures in ai_edge_litert against our ids (exact);
-  * logits: max |ours - litert| / max |ours| over each prompt's teacher-forced positions.
+  * logits: max |ours - litert| / max |ours| over each prompt's teacher-forced positions, and top-1:
+    the fraction of those positions whose argmax agrees.
+A deployed W8 checkpoint (ours = our deployed forward) exports with `int8` keeping its codes and
+steps (export/litert_w8.py); `int8-converter` is the baseline: its float twin (the same dequantized
+weights) through the converter's own int8 recipe, which re-derives codes and steps by absmax.
 Prints a table and writes benchmarks/results/litert_parity.json. Measured, not asserted.
 """
 
@@ -25,6 +30,7 @@ import time
 import numpy as np
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+CONVERTER = "int8-converter"  # a deployed checkpoint's float twin through the converter's int8
 
 
 def chat_prompts(tokenizer, n: int, tasks: str) -> list[list[int]]:
@@ -70,6 +76,7 @@ def main() -> None:
     from andesvl_jax.export.litert_export import export_litertlm
     from andesvl_jax.export.litert_graph import reference_logits
     from andesvl_jax.export.litert_runtime import LiteRTRunner
+    from andesvl_jax.export.litert_w8 import float_twin
 
     from andesvl_jax.infer.generate import greedy_generate
     from andesvl_jax.infer.load import load_model
@@ -87,14 +94,15 @@ def main() -> None:
         for quant in args.quant.split(","):
             path = pathlib.Path(tmp) / f"model_{quant}.litertlm"
             t0 = time.perf_counter()
+            source, recipe = (float_twin(model), "int8") if quant == CONVERTER else (model, quant)
             try:
-                export_litertlm(args.checkpoint, path, quant=quant, model_and_tokenizer=(model, tok))
+                export_litertlm(args.checkpoint, path, quant=recipe, model_and_tokenizer=(source, tok))
             except Exception as e:  # noqa: BLE001 - reported per format, the others still run
                 rows.append({"quant": quant, "error": f"{type(e).__name__}: {str(e)[:300]}"})
                 continue
             export_s = time.perf_counter() - t0
             runner = LiteRTRunner(path, tok)
-            engine_equal, sig_equal, errs, examples = 0, 0, [], []
+            engine_equal, sig_equal, errs, top1, examples = 0, 0, [], [], []
             for ids, want, wl in zip(prompts, ours, want_logits, strict=True):
                 text = runner.greedy_text(ids, args.new_tokens)
                 got_ids = stop_cut(runner.signature_greedy(ids, args.new_tokens, tuple(stops)), stops)
@@ -102,6 +110,7 @@ def main() -> None:
                 sig_equal += got_ids == want
                 got = runner.logits(ids)
                 errs.append(float(np.abs(got - wl).max() / np.abs(wl).max()))
+                top1.append(float(np.mean(got.argmax(-1) == wl.argmax(-1))))
                 if len(examples) < 3:
                     examples.append({"ours": tok.decode(want), "litert_lm": text})
             rows.append({
@@ -112,6 +121,7 @@ def main() -> None:
                 "signature_ids_equal": sig_equal,
                 "logits_rel_err_max": max(errs),
                 "logits_rel_err_median": float(np.median(errs)),
+                "top1_agreement": float(np.mean(top1)),
                 "export_s": export_s,
                 "bundle_bytes": path.stat().st_size,
                 "examples": examples,
@@ -120,15 +130,17 @@ def main() -> None:
               "new_tokens": args.new_tokens, "rows": rows}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print("| quant | Engine text = ours | signature ids = ours | logits rel err max (median) | bundle KiB |")
-    print("|---|---|---|---|---|")
+    print("| quant | Engine text = ours | signature ids = ours | logits rel err max (median) | top-1 "
+          "| bundle KiB |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['quant']} | error: {r['error']} | | | |")
+            print(f"| {r['quant']} | error: {r['error']} | | | | |")
             continue
         print(f"| {r['quant']} | {r['engine_text_equal']}/{r['prompts']} | "
               f"{r['signature_ids_equal']}/{r['prompts']} | {r['logits_rel_err_max']:.2e} "
-              f"({r['logits_rel_err_median']:.2e}) | {r['bundle_bytes'] / 1024:.0f} |")
+              f"({r['logits_rel_err_median']:.2e}) | {r['top1_agreement']:.3f} | "
+              f"{r['bundle_bytes'] / 1024:.0f} |")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ where a channel's max |c| is 127 (QAT/GPTQ steps are generally not absmax). So:
      the shared buffer) and writes our codes and steps (as float32, exact) into it.
 
 The hybrid kernels then run int8 weights x int8 activation codes quantized per row at run time,
-rescaled by our step times the row's step. Weights that are not deployed (float embeddings, an
-untied float head) keep what the converter does: int8 per output row by absmax (the token table:
-per token row). What has no exact int8 per-channel form is an Int8MappingError naming the linear
+rescaled by our step times the row's step. The tied token table is stored twice by the converter:
+float for the lookup (GATHER) and int8 per token row for the head; a deployed W8 table patches the
+head copy, and the lookup copy holds its exact dequantized values. Weights that are not deployed
+(float embeddings, an untied float head) keep what the converter does: int8 per output row by
+absmax for the products, float for the lookup. What has no exact int8 per-channel form is an Int8MappingError naming the linear
 and the field: 4/3/2-bit codes, grouped steps, zero points, a code of -128 (TFLite's int8 weights
 are symmetric, [-127, 127]). Activation settings (A16, A8 static)
 do not change the weights; the runtime's activations are the converter's dynamic int8 per row.
