@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--tasks", default="text_arith,count,ocr_digits",
                    help="synthetic tasks the prompts come from (data/synthetic)")
+    p.add_argument("--int8-full-range", action="store_true", help="keep a deployed model's -128 codes")
     p.add_argument("--out", default=str(RESULTS / "litert_parity.json"))
     args = p.parse_args()
 
@@ -76,12 +77,15 @@ def main() -> None:
     from andesvl_jax.export.litert_export import export_litertlm
     from andesvl_jax.export.litert_graph import reference_logits
     from andesvl_jax.export.litert_runtime import LiteRTRunner
-    from andesvl_jax.export.litert_w8 import float_twin
+    from andesvl_jax.export.litert_w8 import float_twin, int8_weights
 
     from andesvl_jax.infer.generate import greedy_generate
     from andesvl_jax.infer.load import load_model
 
     model, tok = load_model(args.checkpoint)
+    weights = int8_weights(model, True) if CONVERTER in args.quant.split(",") else []
+    low = sum(int(np.count_nonzero(w.codes == -128)) for w in weights)
+    short = [float(np.mean(np.abs(w.codes).max(1) < 127)) for w in weights]
     stops = set(stop_token_ids(tok))
     prompts = chat_prompts(tok, args.prompts, args.tasks)
     ours = [
@@ -96,7 +100,8 @@ def main() -> None:
             t0 = time.perf_counter()
             source, recipe = (float_twin(model), "int8") if quant == CONVERTER else (model, quant)
             try:
-                export_litertlm(args.checkpoint, path, quant=recipe, model_and_tokenizer=(source, tok))
+                export_litertlm(args.checkpoint, path, quant=recipe, model_and_tokenizer=(source, tok),
+                                int8_full_range=args.int8_full_range)
             except Exception as e:  # noqa: BLE001 - reported per format, the others still run
                 rows.append({"quant": quant, "error": f"{type(e).__name__}: {str(e)[:300]}"})
                 continue
@@ -128,6 +133,11 @@ def main() -> None:
             })
     result = {"command": " ".join(sys.argv), "checkpoint": args.checkpoint,
               "new_tokens": args.new_tokens, "rows": rows}
+    if weights:  # channels whose max |code| < 127: the converter's absmax gives other codes there
+        result["channels_below_127"] = float(np.mean(short))
+        result["codes_at_minus_128"] = low
+        print(f"deployed W8 channels with max |code| < 127 (re-derived by the converter): "
+              f"{np.mean(short):.1%} (mean over {len(weights)} linears); codes at -128: {low}")
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print("| quant | Engine text = ours | signature ids = ours | logits rel err max (median) | top-1 "

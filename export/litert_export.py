@@ -79,10 +79,11 @@ def check_float_llm(model) -> None:
         )
 
 
-def deployed_for_tflite(model, quant: str, vision: bool = False):
+def deployed_for_tflite(model, quant: str, vision: bool = False, full_range: bool = False):
     """(the model to convert, our int8 weights to write into the converted LLM): a deployed
-    model's W8 codes and steps are kept (litert_w8); a float model converts as it is."""
-    weights = int8_weights(model)
+    model's W8 codes and steps are kept (litert_w8; full_range: -128 codes allowed); a float model
+    converts as it is."""
+    weights = int8_weights(model, full_range)
     if not weights:
         return model, []
     if quant != "int8":
@@ -126,10 +127,12 @@ def export_litertlm(
     overwrite: bool = False,
     vision_grid: tuple[int, int] | None = None,
     model_and_tokenizer: tuple | None = None,
+    int8_full_range: bool = False,
 ) -> pathlib.Path:
     """Write `out` (.litertlm). vision_grid (patches high, wide): also bundle the vision encoder
     and adapter for that grid (litert_vision). model_and_tokenizer: an already loaded
-    (model, TextTokenizer)."""
+    (model, TextTokenizer). int8_full_range: a deployed model's -128 codes are kept (outside
+    TFLite's [-127, 127] int8 weight spec) instead of refused."""
     out = pathlib.Path(out)
     if quant not in QUANT_RECIPES:
         raise ValueError(f"--quant {quant!r}: expected one of {sorted(QUANT_RECIPES)}")
@@ -146,7 +149,7 @@ def export_litertlm(
             f"{checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but text.vocab_size is "
             f"{model.cfg.text.vocab_size}"
         )
-    model, ours = deployed_for_tflite(model, quant, vision=vision_grid is not None)
+    model, ours = deployed_for_tflite(model, quant, vision_grid is not None, int8_full_range)
     vision = None if vision_grid is None else vision_tflites(model, *vision_grid, quant=quant)
     with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
         names = save_llm(model, plan, tmp)

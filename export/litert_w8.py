@@ -19,10 +19,10 @@ rescaled by our step times the row's step. The tied token table is stored twice 
 float for the lookup (GATHER) and int8 per token row for the head; a deployed W8 table patches the
 head copy, and the lookup copy holds its exact dequantized values. Weights that are not deployed
 (float embeddings, an untied float head) keep what the converter does: int8 per output row by
-absmax for the products, float for the lookup. What has no exact int8 per-channel form is an Int8MappingError naming the linear
-and the field: 4/3/2-bit codes, grouped steps, zero points, a code of -128 (TFLite's int8 weights
-are symmetric, [-127, 127]). Activation settings (A16, A8 static)
-do not change the weights; the runtime's activations are the converter's dynamic int8 per row.
+absmax for the products, float for the lookup. What has no exact int8 per-channel form is an
+Int8MappingError naming the linear and the field: 4/3/2-bit codes, grouped steps, zero points, a
+code of -128 (TFLite's int8 weights are symmetric, [-127, 127]). Activation settings (A16, A8
+static) do not change the weights; the runtime's activations are dynamic int8 per row.
 """
 
 from __future__ import annotations
@@ -69,25 +69,28 @@ def check_int8(meta, where: str) -> None:
 
 
 def check_codes(codes: np.ndarray, where: str) -> None:
-    """TFLite int8 weights are symmetric, in [-127, 127] (the quantization spec; ARM kernels add
-    pairs of int8 products in int16, which -128 x -128 overflows): a -128 code is an error."""
+    """TFLite's int8 weights are symmetric, in [-127, 127] (its quantization spec: kernels may add
+    pairs of int8 products in int16, which -128 x -128 overflows): a -128 code is an error unless
+    the caller opts in (`full_range`)."""
     low = int(np.count_nonzero(codes == -128))
     if low:
         raise Int8MappingError(
-            f"{where}: codes: {low} weight(s) at -128; TFLite int8 weights lie in [-127, 127]"
+            f"{where}: codes: {low} weight(s) at -128, outside TFLite's int8 weight range "
+            "[-127, 127] (GPTQ and learned steps clip there); pass --int8-full-range to keep them"
         )
 
 
-def int8_weights(model: nnx.Module) -> list[Int8Weight]:
+def int8_weights(model: nnx.Module, full_range: bool = False) -> list[Int8Weight]:
     """Every deployed linear of the LLM of `model` (an AndesVL) as an Int8Weight ([] for a float
-    model), named by its path ('llm/layers/0/attn/q')."""
+    model), named by its path ('llm/layers/0/attn/q'). full_range: allow -128 codes."""
     out = []
     for _, (name,), linear in deployed_linears(model):
         if not name.startswith("llm/"):
             continue
         check_int8(linear.meta, name)
         codes = np.asarray(linear.signed_codes()).T
-        check_codes(codes, name)
+        if not full_range:
+            check_codes(codes, name)
         codes = codes.astype(np.int8)
         steps = np.asarray(linear.scales[...][0], np.float32)  # per channel: rows repeat
         out.append(Int8Weight(name, np.ascontiguousarray(codes), steps))
@@ -118,7 +121,7 @@ def float_twin(model: nnx.Module) -> nnx.Module:
     return twin
 
 
-def _weight_tensors(model) -> dict[int, list]:
+def weight_tensors(model) -> dict[int, list]:
     """buffer index -> the int8 per-channel [N, K] tensors (all signatures) stored in it."""
     out: dict[int, list] = {}
     for sg in model.subgraphs:
@@ -157,7 +160,7 @@ def patch_int8(tflite: bytes, weights: Sequence[Int8Weight]) -> bytes:
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    tensors = _weight_tensors(model)
+    tensors = weight_tensors(model)
     data = {b: np.asarray(model.buffers[b].data, np.uint8) for b in tensors}
     taken: dict[int, str] = {}
     for w in weights:
@@ -178,14 +181,3 @@ def patch_int8(tflite: bytes, weights: Sequence[Int8Weight]) -> bytes:
             t.quantization.zeroPoint = np.zeros(len(w.steps), np.int64)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
-
-def read_int8(tflite: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(codes int8 [N, K], scales float32 [N]) of every int8 per-channel weight of `tflite`."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    out = []
-    for b, ts in _weight_tensors(model).items():
-        codes = np.asarray(model.buffers[b].data, np.uint8).view(np.int8).reshape(ts[0].shape)
-        out.append((codes, np.asarray(ts[0].quantization.scale, np.float32)))
-    return out

@@ -21,7 +21,7 @@ from andesvl_jax.export.litert_w8 import (  # noqa: E402
     check_int8,
     float_twin,
     int8_weights,
-    read_int8,
+    weight_tensors,
 )
 from andesvl_jax.kernels.quant_format import dequantize_weight  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -51,6 +51,26 @@ def deployed(model, rules, calib: list[list[int]], widen: float = 1.1):
     if needs_calibration(q):
         calibrate_activations(q, lambda m: [reference_logits(m.llm, ids) for ids in calib])
     return deploy(q, separate_layers=True)
+
+
+def stored_weights(tflite: bytes):
+    """(int8 [(codes [N, K], scales [N])], float32 {shape: [arrays]}) of the 2-D constant weights
+    of `tflite`, one per buffer."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+    int8 = []
+    for b, ts in weight_tensors(model).items():
+        codes = np.asarray(model.buffers[b].data, np.uint8).view(np.int8).reshape(ts[0].shape)
+        int8.append((codes, np.asarray(ts[0].quantization.scale, np.float32)))
+    floats, seen = {}, set()
+    for t in (t for sg in model.subgraphs for t in sg.tensors):
+        data = model.buffers[t.buffer].data
+        if t.type == 0 and len(t.shape) == 2 and data is not None and t.buffer not in seen:
+            seen.add(t.buffer)
+            array = np.asarray(data, np.uint8).view(np.float32).reshape(t.shape)
+            floats.setdefault(tuple(t.shape), []).append(array)
+    return int8, floats
 
 
 def calibration_ids(tok) -> list[list[int]]:
@@ -96,8 +116,11 @@ def test_tflite_int8_weights_are_our_codes_and_steps(w8):
     weights = int8_weights(ours)
     assert len(weights) == 1 + 7 * ours.cfg.text.num_layers
     assert any(np.abs(w.codes).max() < 127 for w in weights)  # the converter's absmax differs
-    stored = read_int8(bundle_tflite(path))
+    stored, floats = stored_weights(bundle_tflite(path))
     assert len(stored) == len(weights)  # nothing else was quantized, nothing left unpatched
+    table = next(w for w in weights if w.name == "llm/embed")  # the lookup's float copy: exact
+    (lookup,) = floats[table.codes.shape]
+    np.testing.assert_array_equal(lookup, table.codes.astype(np.float32) * table.steps[:, None])
     for w in weights:
         same = [
             (c, s) for c, s in stored if c.shape == w.codes.shape and np.array_equal(c, w.codes)
@@ -138,6 +161,20 @@ def test_w4_g32_model_is_a_named_error(loaded, tmp_path):
         export_litertlm("w4", out, quant="int8",
                         model_and_tokenizer=(deployed(model, "w4_g32", [], 1.0), tok))  # fmt: skip
     assert not out.exists()
+
+
+def test_codes_at_minus_128_are_refused_unless_full_range(loaded, tmp_path):
+    """Steps below absmax (as GPTQ/QAT give) clip the most negative weights to -128: outside
+    TFLite's [-127, 127] int8 weights, so refused by name unless int8_full_range keeps them."""
+    model, tok = loaded
+    rules = (QuantRule(r"^llm/layers/\d+/(attn|mlp)/", 8, None, act="none"),)
+    ours = deployed(model, rules, [], widen=0.9)
+    out = tmp_path / "m.litertlm"
+    with pytest.raises(Int8MappingError, match=r"llm/layers/0/attn/\w+: codes: \d+ weight.*-128"):
+        export_litertlm("w8", out, quant="int8", model_and_tokenizer=(ours, tok))
+    assert not out.exists()
+    kept = int8_weights(ours, full_range=True)
+    assert all(w.codes.min() == -128 for w in kept)
 
 
 def test_deployed_model_needs_quant_int8(w8, loaded, tmp_path):
