@@ -84,9 +84,14 @@ def int8_weights(model: nnx.Module, full_range: bool = False) -> list[Int8Weight
     """Every deployed linear of the LLM of `model` (an AndesVL) as an Int8Weight ([] for a float
     model), named by its path ('llm/layers/0/attn/q'). full_range: allow -128 codes."""
     out = []
-    for _, (name,), linear in deployed_linears(model):
+    for _, names, linear in deployed_linears(model):
+        name = names[0]
         if not name.startswith("llm/"):
             continue
+        if len(names) != 1:
+            raise Int8MappingError(
+                f"{name}: stacked deployed layers ({len(names)}); deploy with separate_layers=True"
+            )
         check_int8(linear.meta, name)
         codes = np.asarray(linear.signed_codes()).T
         if not full_range:
