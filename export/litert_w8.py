@@ -151,10 +151,10 @@ def _holds(data: np.ndarray, tensor, weight: Int8Weight) -> bool:
         return False
     theirs = data.view(np.int8).reshape(weight.codes.shape)
     scale = np.asarray(tensor.quantization.scale, np.float32)[:, None]
-    ours = weight.codes.astype(np.float32) * weight.steps[:, None]
     slack = scale * (0.5 + 1e-5) + 1e-12
     for rows in (slice(0, 1), slice(None)):
-        if not (np.abs(theirs[rows] * scale[rows] - ours[rows]) <= slack[rows]).all():
+        ours = weight.codes[rows].astype(np.float32) * weight.steps[rows, None]
+        if not (np.abs(theirs[rows] * scale[rows] - ours) <= slack[rows]).all():
             return False
     return True
 

@@ -17,10 +17,12 @@ from andesvl_jax.export.litert_graph import reference_logits  # noqa: E402
 from andesvl_jax.export.litert_runtime import LiteRTRunner, bundle_tflite  # noqa: E402
 from andesvl_jax.export.litert_w8 import (  # noqa: E402
     Int8MappingError,
+    Int8Weight,
     check_codes,
     check_int8,
     float_twin,
     int8_weights,
+    patch_int8,
     weight_tensors,
 )
 from andesvl_jax.kernels.quant_format import dequantize_weight  # noqa: E402
@@ -135,6 +137,17 @@ def test_tflite_int8_weights_are_our_codes_and_steps(w8):
             same[0][0].astype(np.float32).T * same[0][1],
             np.asarray(dequantize_weight(lin.weight()))[:k],
         )
+
+
+def test_unmatched_or_ambiguous_linear_is_an_error(w8):
+    ours, path = w8
+    tflite = bundle_tflite(path)
+    q = next(w for w in int8_weights(ours) if w.name == "llm/layers/0/attn/q")
+    other = Int8Weight("llm/layers/9/attn/q", np.roll(q.codes, 1, axis=1), q.steps)
+    with pytest.raises(Int8MappingError, match=r"llm/layers/9/attn/q: .*found none"):
+        patch_int8(tflite, [other])
+    with pytest.raises(Int8MappingError, match="match the same .tflite weight"):
+        patch_int8(tflite, [q, dataclasses.replace(q, name="llm/layers/9/attn/q")])
 
 
 def test_signature_logits_and_engine_follow_our_deployed_engine(w8, loaded):
