@@ -32,6 +32,7 @@ def run(args) -> int:
         context=args.context,
         overwrite=args.overwrite,
         vision_grid=_grid(args.vision_grid),
+        int8_full_range=args.int8_full_range,
     )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, quant {args.quant})")
     return 0
@@ -44,11 +45,15 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="training workdir or safetensors dir")
     p.add_argument("--out", required=True, help="output file, *.litertlm")
     p.add_argument("--quant", choices=sorted(QUANT_RECIPES), default="none",
-                   help="weights: none (fp32), int8 (converter dynamic range), int4 (ai-edge-quantizer)")
+                   help="weights: none (fp32), int8 (converter dynamic range; a deployed W8 model keeps "
+                        "its codes), int4 (ai-edge-quantizer)")
     p.add_argument("--prefill", default=",".join(map(str, DEFAULT_PREFILL)),
                    help="prefill signature lengths, comma-separated")
     p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="max tokens per session")
     p.add_argument("--vision-grid", default=None,
                    help="also bundle the vision encoder + adapter for one HxW patch grid")
+    p.add_argument("--int8-full-range", action="store_true",
+                   help="a deployed W8 model: keep codes at -128 (outside TFLite's [-127, 127] "
+                        "int8 weights; GPTQ/QAT produce a few) instead of refusing them")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)

@@ -3,7 +3,8 @@
 `export_litertlm(checkpoint, out, quant=...)` loads any checkpoint `infer.load.load_model` reads
 (training workdir, safetensors directory, deployed model), converts the LLM (litert_graph +
 litert_convert) and writes the bundle (litert_bundle) to a temporary name beside `out`, renamed
-over it at the end.
+over it at the end. A deployed W8 model exports with --quant int8 and keeps its codes and steps
+(litert_w8: its float twin converted, our int8 weights written over the converter's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from andesvl_jax.export.litert_graph import (
     split_llm,
 )
 from andesvl_jax.export.litert_vision import vision_tflites
+from andesvl_jax.export.litert_w8 import Int8MappingError, float_twin, int8_weights, patch_int8
 from flax import nnx
 
 from andesvl_jax.compress.deploy import deployed_linears
@@ -70,11 +72,32 @@ def llm_signatures(llm, plan: SignaturePlan):
 
 
 def check_float_llm(model) -> None:
-    if any(True for _ in deployed_linears(model.llm)):
+    for _, (name,), _ in deployed_linears(model.llm):
         raise ValueError(
-            "a deployed (integer) model's packed linears do not map to TFLite weights: export the "
-            "float (QAT or fp) checkpoint with --quant int8 instead"
+            f"{name}: a deployed (integer) linear has no float TFLite weight: convert "
+            "`litert_w8.float_twin(model)` and patch our codes in (`deployed_for_tflite`)"
         )
+
+
+def deployed_for_tflite(model, quant: str, vision: bool = False, full_range: bool = False):
+    """(the model to convert, our int8 weights to write into the converted LLM): a deployed
+    model's W8 codes and steps are kept (litert_w8; full_range: -128 codes allowed); a float model
+    converts as it is."""
+    weights = int8_weights(model, full_range)
+    if not weights:
+        return model, []
+    if quant != "int8":
+        raise ValueError(
+            f"--quant {quant!r}: a deployed model exports with --quant int8 (its W8 codes and "
+            "steps kept as the int8 weights)"
+        )
+    outside = [n for _, (n,), _ in deployed_linears(model) if not n.startswith("llm/")]
+    if vision and outside:
+        raise Int8MappingError(
+            f"{outside[0]}: deployed linears outside the LLM are not exported (bundle the vision "
+            "tower of a float checkpoint, or leave out --vision-grid)"
+        )
+    return float_twin(model), weights
 
 
 def save_llm(model, plan: SignaturePlan, directory: str | pathlib.Path) -> list[str]:
@@ -86,10 +109,12 @@ def save_llm(model, plan: SignaturePlan, directory: str | pathlib.Path) -> list[
 
 
 def llm_tflite(model, plan: SignaturePlan, quant: str = "none") -> bytes:
-    """The prefill/decode `.tflite` of an AndesVL model's LLM (holds the model while converting:
-    `export_litertlm` releases it first)."""
+    """The prefill/decode `.tflite` of an AndesVL model's LLM, float or deployed W8 (holds the
+    model while converting: `export_litertlm` releases it first)."""
+    model, ours = deployed_for_tflite(model, quant)
     with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
-        return convert_saved_model(tmp, save_llm(model, plan, tmp), quant)
+        tflite = convert_saved_model(tmp, save_llm(model, plan, tmp), quant)
+    return patch_int8(tflite, ours) if ours else tflite
 
 
 def export_litertlm(
@@ -102,10 +127,12 @@ def export_litertlm(
     overwrite: bool = False,
     vision_grid: tuple[int, int] | None = None,
     model_and_tokenizer: tuple | None = None,
+    int8_full_range: bool = False,
 ) -> pathlib.Path:
     """Write `out` (.litertlm). vision_grid (patches high, wide): also bundle the vision encoder
     and adapter for that grid (litert_vision). model_and_tokenizer: an already loaded
-    (model, TextTokenizer)."""
+    (model, TextTokenizer). int8_full_range: a deployed model's -128 codes are kept (outside
+    TFLite's [-127, 127] int8 weight spec) instead of refused."""
     out = pathlib.Path(out)
     if quant not in QUANT_RECIPES:
         raise ValueError(f"--quant {quant!r}: expected one of {sorted(QUANT_RECIPES)}")
@@ -122,6 +149,7 @@ def export_litertlm(
             f"{checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but text.vocab_size is "
             f"{model.cfg.text.vocab_size}"
         )
+    model, ours = deployed_for_tflite(model, quant, vision_grid is not None, int8_full_range)
     vision = None if vision_grid is None else vision_tflites(model, *vision_grid, quant=quant)
     with tempfile.TemporaryDirectory(prefix="litert-savedmodel-") as tmp:
         names = save_llm(model, plan, tmp)
@@ -129,6 +157,8 @@ def export_litertlm(
         del model, model_and_tokenizer
         gc.collect()
         tflite = convert_saved_model(tmp, names, quant)
+    if ours:
+        tflite = patch_int8(tflite, ours)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         write_bundle(tmp, tflite, tokenizer, context, vision)

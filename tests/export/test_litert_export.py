@@ -131,15 +131,3 @@ def test_plan_sizes_the_cache_past_the_context():
     assert plan.cache_slots == 128 + 31
     assert list(plan.signatures()) == ["prefill_8", "prefill_32", "decode"]
 
-
-def test_deployed_model_is_refused(loaded, tmp_path):
-    """Packed integer linears have no TFLite form here: a clear error, nothing written."""
-    from andesvl_jax.compress.deploy import deploy
-    from andesvl_jax.compress.qlinear import quantize_model
-
-    model, tok = loaded
-    deployed = deploy(quantize_model(nnx.clone(model), "w8a16"), separate_layers=True)
-    out = tmp_path / "m.litertlm"
-    with pytest.raises(ValueError, match="deployed"):
-        export_litertlm("deployed", out, model_and_tokenizer=(deployed, tok))
-    assert not out.exists()
