@@ -4,13 +4,15 @@ the model the KV-eviction evaluation scores (eval/long_context.py, docs/kv_evict
     andesvl-jax train --config experiments/long_context.py --workdir runs/long_context
     andesvl-jax eval-long-context --checkpoint runs/long_context --out runs/kv_eval
 
-Args (ARGS): steps=N (default 500), width=D (LLM hidden size, default 128), layers=L (default 4).
+Args (ARGS): steps=N (default 500), width=D (LLM hidden size, default 128), layers=L (default 4),
+lengths=MIN-MAX (prompt characters of the lc_* tasks, default 384-1152), row=N (tokens per packed
+row, default 1280; must hold MAX + ~140), batch=N (rows per step, default 8), lr=X (default 2e-3),
+mix=uniform|retrieval (task weights; retrieval favours the short-answer retrieval tasks).
 
 The tiny preset's vision tower stays (unused: the tasks are text-only); its LLM is widened to
-`width` (heads of 32, 2 KV heads: GQA, as Qwen3) so that retrieval heads form in a CPU-sized
-budget. Measured here: ~20 s per step at load ~5 on 2 cores, ~90 s at load 20-40 (docs/kv_eviction.md).
-Prompts of 384-1152 characters (TaskContext.long_context) packed into rows of 1280 tokens,
-loss on the answers only.
+`width` (heads of 32, 2 KV heads: GQA, as Qwen3). Loss on the answers only. Measured (quiet box):
+2.5 s per step at the defaults; the stages actually trained (short prompts first, each starting
+from the previous with --config.init.from_stage_workdir) are in docs/kv_eviction.md.
 """
 
 from andesvl_jax.configs import Arg, base_config, parse_config_arg
