@@ -101,6 +101,8 @@ def base_config() -> ConfigDict:
             "size": 100_000,
             "min_side": 56,
             "max_side": 112,
+            # (min, max) prompt characters of the long-context lc_* tasks; unset = TaskContext's
+            "long_context": placeholder(tuple),
             "batch_size": 8,
             # per packed row; unset = the data stage's default (data/pipeline.py DATA_STAGES)
             "max_tokens": placeholder(int),

@@ -55,6 +55,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS))
     p.add_argument("--schedule", default="chunk", choices=("chunk", "end"))
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="every policy's recent/observation window (default: each policy's own; short "
+        "prompts need a small one, since the budget must hold the window)",
+    )
     p.add_argument("--prefill-chunk", type=int, default=256)
     p.add_argument(
         "--batch-size",
@@ -108,9 +115,10 @@ def main(args) -> int:
     policies = (
         list(POLICIES) if args.policies == "all" else [p for p in args.policies.split(",") if p]
     )
+    window = {} if args.window is None else {"window": args.window}
     try:
         for p in policies:
-            get_policy(p)
+            get_policy(p, **window)
         for b in budgets:
             Budget.parse(b)
         suite = build_suite(tasks, lengths, args.per_cell, args.seed)
@@ -141,7 +149,7 @@ def main(args) -> int:
                 continue
         if policy is None and args.no_full:
             continue
-        kv = None if policy is None else get_policy(policy, schedule=args.schedule)
+        kv = None if policy is None else get_policy(policy, schedule=args.schedule, **window)
         res = run_condition(engine, suite, kv, budget, args.max_new_tokens)
         res["settings"] = settings
         atomic_write_text(path, json.dumps(res, indent=1))

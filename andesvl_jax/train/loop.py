@@ -178,6 +178,14 @@ def initial_state(config, model_cfg, mesh, rules, stage, objective):
     return graphdef, state, optimizer
 
 
+def task_context(data):
+    """The synthetic generators' TaskContext from a run config's `data` section."""
+    from andesvl_jax.data.synthetic import TaskContext
+
+    long = {"long_context": tuple(data.long_context)} if data.long_context else {}
+    return TaskContext(data.min_side, data.max_side, **long)
+
+
 def training_data(
     config,
     model_cfg,
@@ -201,7 +209,7 @@ def training_data(
     )
     tokenizer = run_tokenizer(config)
     if d.format == "synthetic" and not d.sources:
-        from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
+        from andesvl_jax.data.synthetic import SyntheticSource
 
         mixture = dict(d.mixture) if d.mixture else dcfg.defaults.mixture
         source = SyntheticSource(
@@ -209,7 +217,7 @@ def training_data(
             size=d.size,
             seed=config.seed,
             split="train",
-            ctx=TaskContext(d.min_side, d.max_side),
+            ctx=task_context(d),
         )
     elif d.sources:
         source = open_mixture(d.sources.to_dict(), seed=config.seed)

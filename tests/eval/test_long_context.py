@@ -10,7 +10,7 @@ from flax import nnx
 
 from andesvl_jax.cli import main
 from andesvl_jax.config import get_preset
-from andesvl_jax.data.synthetic import SyntheticSource
+from andesvl_jax.data.synthetic import SyntheticSource, TaskContext
 from andesvl_jax.data.synthetic.tasks_long import LONG_TASKS, long_context_sample
 from andesvl_jax.eval.long_context import build_suite, goals, score, summarize
 from andesvl_jax.models.andesvl import AndesVL
@@ -59,6 +59,19 @@ def test_registered_training_tasks_follow_the_context_range():
         assert 384 <= src[i].meta["length"] <= 1152
 
 
+def test_run_config_sets_the_context_range():
+    from andesvl_jax.configs import base_config
+    from andesvl_jax.train.loop import task_context
+
+    data = base_config().data
+    assert task_context(data).long_context == TaskContext().long_context  # unset: the default
+    data.long_context = (128, 600)
+    src = SyntheticSource("long_context", seed=0, ctx=task_context(data))
+    assert all(128 <= src[i].meta["length"] <= 600 for i in range(10))
+    with pytest.raises(ValueError, match="64 <= min <= max"):
+        TaskContext(long_context=(600, 128))
+
+
 def test_scores():
     assert score("niah_single", "4821", "4821") == 1.0
     assert score("niah_single", "4812", "4821") == 0.0
@@ -105,7 +118,7 @@ def test_sweep_end_to_end(tmp_path, capsys):
     args = ["eval-long-context", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(out),
             "--tasks", "niah_single,summary", "--lengths", "320", "--per-cell", "2",
             "--policies", "multiwindow", "--budgets", "0.5", "--max-new-tokens", "4",
-            "--prefill-chunk", "64"]  # fmt: skip
+            "--prefill-chunk", "64", "--window", "16"]  # fmt: skip
     assert main(args) == 0
     assert "does not solve the tasks" in capsys.readouterr().out  # a random model
     res = json.loads((out / "results.json").read_text())
@@ -128,5 +141,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "unknown kv policy 'nope'" in capsys.readouterr().err
     assert main([*base, "--budgets", "1.5"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+    assert main([*base, "--window", "-1"]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
     assert main([*base, "--tasks", "haystack"]) == 2
     assert "unknown" in capsys.readouterr().err

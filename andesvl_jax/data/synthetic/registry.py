@@ -26,6 +26,13 @@ class TaskContext:
     max_side: int = 112
     long_context: tuple[int, int] = (384, 1152)  # prompt characters of the lc_* tasks
 
+    def __post_init__(self):
+        low, high = self.long_context
+        if not 64 <= low <= high:
+            raise ValueError(
+                f"TaskContext.long_context {self.long_context}: expected (min, max) prompt "
+                "characters with 64 <= min <= max"
+            )
 
     def side(self, rng: np.random.Generator) -> int:
         return int(rng.integers(self.min_side, self.max_side + 1))
