@@ -117,7 +117,7 @@ def test_h2o(tensors):
 
 
 def test_multiwindow_at_the_end_is_gqa_max_snapkv_with_sinks(tensors):
-    pol = get_policy("multiwindow", window=6, sinks=3, kernel=3, schedule="end")
+    pol = get_policy("multiwindow", window=6, sinks=3, kernel=3, schedule="end", observe_window=6)
     attn = attention_np(*tensors[:2])
     for (r, h), kept in run(pol, tensors, TARGETS).items():
         n = LENGTHS[r]
@@ -135,6 +135,17 @@ def test_multiwindow_remembers_earlier_windows():
     scores = np.asarray(pol.scores(jnp.concatenate([now, remembered]), pos, seen))[0]
     np.testing.assert_allclose(scores[:4], [0, 0.2, 0, 0.5])  # max(decay x old, new)
     assert np.asarray(get_policy("snapkv", window=2, kernel=1).carry(now, scores)).max() == 0
+
+
+def test_multiwindow_observes_a_wider_window_than_it_keeps():
+    pol = get_policy("multiwindow", window=2, observe_window=4)
+    q_pos = jnp.arange(8)[None]
+    w = np.asarray(pol.observe(q_pos, q_pos < 7, jnp.asarray([7])))
+    np.testing.assert_allclose(w[0, 0], [0, 0, 0, 0.25, 0.25, 0.25, 0.25, 0])  # last 4 valid
+    assert w.shape[0] == 2 and not w[1].any()  # the memory row observes nothing
+    assert pol.protected_tokens == 2 + pol.sinks  # only `window` is kept
+    with pytest.raises(ValueError, match="observe_window"):
+        get_policy("multiwindow", observe_window=-1)
 
 
 def test_adakv_shares_the_layer_budget_across_heads_like_kvpress(tensors):
