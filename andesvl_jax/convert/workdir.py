@@ -92,15 +92,16 @@ def check_shapes(tree: dict, like: dict, source: str, path: tuple = ()) -> None:
     """Every array of `tree` has the shape of the same leaf of `like` (the model being filled):
     a run of another architecture is an error naming the tensor, never a silent mismatch."""
     for key, value in tree.items():
-        if key not in like:
-            continue  # not in this model (e.g. a draft head): left out, as before
+        target = like.get(key, like.get(int(key)) if str(key).isdigit() else None)
+        if target is None:
+            continue  # not in the model: nnx.replace_by_pure_dict names the key
         if isinstance(value, dict):
-            check_shapes(value, like[key], source, (*path, key))
-        elif np.shape(value) != np.shape(like[key]):
+            check_shapes(value, target, source, (*path, key))
+        elif np.shape(value) != np.shape(target):
             name = "/".join(map(str, (*path, key)))
             raise ConfigError(
                 f"{source}: tensor {name} has shape {np.shape(value)}, this model expects "
-                f"{np.shape(like[key])}: the run was trained with another architecture "
+                f"{np.shape(target)}: the run was trained with another architecture "
                 "(set config.model to the run's)"
             )
 
